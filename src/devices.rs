@@ -1,0 +1,1 @@
+//! devices (placeholder: filled in by its issue)

@@ -1,0 +1,16 @@
+//! dbus-modbus-client: a Modbus RTU driver for Venus OS.
+//!
+//! Layers, each knowing nothing of the ones beside it:
+//! - [`modbus`]: the RTU wire protocol (framing, timing, typed errors, counters);
+//! - [`registers`]: register types, decoding and read planning;
+//! - [`vedbus`]: the Victron BusItem services, settings and watching other services;
+//! - [`devices`]: the SDM230 and Growatt models, their register tables and lifecycle;
+//! - [`limiter`]: the dynamic generation limiter (pure policy + write actuator);
+//! - [`sim`]: simulated devices on a pseudo-terminal, for tests, the demo and benchmarks.
+
+pub mod devices;
+pub mod limiter;
+pub mod modbus;
+pub mod registers;
+pub mod sim;
+pub mod vedbus;

@@ -1,0 +1,1 @@
+//! limiter (placeholder: filled in by its issue)

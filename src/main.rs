@@ -1,0 +1,3 @@
+fn main() {
+    println!("dbus-modbus-client {}", env!("CARGO_PKG_VERSION"));
+}

@@ -1,0 +1,1 @@
+//! modbus (placeholder: filled in by its issue)

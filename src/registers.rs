@@ -1,0 +1,1 @@
+//! registers (placeholder: filled in by its issue)

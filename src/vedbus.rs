@@ -1,0 +1,1 @@
+//! vedbus (placeholder: filled in by its issue)
