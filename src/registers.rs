@@ -1,1 +1,658 @@
-//! registers (placeholder: filled in by its issue)
+//! Register model and read planning.
+//!
+//! A device describes its registers as a static table ([`Register`]); a [`RegisterMap`] keeps the
+//! raw words last read for each register and when they were read, decodes them, and plans the next
+//! read: which due registers to fetch in one transaction, packed within [`PackLimits`].
+//! Knows nothing of the serial port or D-Bus: reads are described as [`Read`] and results handed back
+//! with [`RegisterMap::store`].
+
+use std::time::{Duration, Instant};
+
+/// Which Modbus table a register lives in (function 0x03 or 0x04).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Access {
+    Holding,
+    Input,
+}
+
+/// How the words of a register encode its value. Multi-word numbers are high word first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    U16,
+    S16,
+    U32,
+    S32,
+    /// IEEE-754 single, big-endian word and byte order (the SDM230's encoding).
+    F32,
+    /// ASCII, two characters per register, high byte first; `words` registers long.
+    Text {
+        words: u16,
+    },
+}
+
+impl Kind {
+    pub const fn words(self) -> u16 {
+        match self {
+            Kind::U16 | Kind::S16 => 1,
+            Kind::U32 | Kind::S32 | Kind::F32 => 2,
+            Kind::Text { words } => words,
+        }
+    }
+}
+
+/// How often a register must be refreshed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refresh {
+    /// As often as the bus allows (meter power: the limiter's input); served before anything else.
+    Fast,
+    /// When the value is older than this.
+    MaxAge(Duration),
+    /// Read once (identification); never planned by [`RegisterMap::next_read`].
+    Once,
+}
+
+/// One register (or register pair / text run) as the datasheet lists it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Register {
+    pub name: &'static str,
+    pub access: Access,
+    pub addr: u16,
+    pub kind: Kind,
+    /// Published value = raw × scale (e.g. 0.1 for "0.1 V" registers).
+    pub scale: f64,
+    pub refresh: Refresh,
+}
+
+impl Register {
+    pub const fn new(
+        name: &'static str,
+        access: Access,
+        addr: u16,
+        kind: Kind,
+        scale: f64,
+        refresh: Refresh,
+    ) -> Self {
+        Register {
+            name,
+            access,
+            addr,
+            kind,
+            scale,
+            refresh,
+        }
+    }
+
+    /// One past the last address this register occupies.
+    pub fn end(&self) -> u32 {
+        self.addr as u32 + self.kind.words() as u32
+    }
+}
+
+/// Decodes a number from its words; `None` if the length is wrong or the value is not finite.
+pub fn decode_number(kind: Kind, words: &[u16]) -> Option<f64> {
+    let value = match (kind, words) {
+        (Kind::U16, [w]) => *w as f64,
+        (Kind::S16, [w]) => *w as i16 as f64,
+        (Kind::U32, [hi, lo]) => join_u32(*hi, *lo) as f64,
+        (Kind::S32, [hi, lo]) => join_u32(*hi, *lo) as i32 as f64,
+        (Kind::F32, [hi, lo]) => f32::from_bits(join_u32(*hi, *lo)) as f64,
+        _ => return None,
+    };
+    value.is_finite().then_some(value)
+}
+
+fn join_u32(hi: u16, lo: u16) -> u32 {
+    ((hi as u32) << 16) | lo as u32
+}
+
+/// Decodes ASCII text (two characters per word, high byte first), dropping NULs, padding and
+/// anything not printable so a device's garbage cannot reach D-Bus as control characters.
+pub fn decode_text(words: &[u16]) -> String {
+    let text: String = words
+        .iter()
+        .flat_map(|w| w.to_be_bytes())
+        .filter(|b| b.is_ascii_graphic() || *b == b' ')
+        .map(char::from)
+        .collect();
+    text.trim().to_string()
+}
+
+/// Looks a raw code up in a datasheet's value table (status codes, derating modes...).
+pub fn lookup<T: Copy>(map: &[(u16, T)], raw: u16) -> Option<T> {
+    map.iter().find(|(code, _)| *code == raw).map(|(_, v)| *v)
+}
+
+/// Bounds on one read transaction.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct PackLimits {
+    /// Unwanted registers allowed between two wanted ones before a new read is started.
+    pub max_hole: u16,
+    /// Registers per read; the protocol allows at most 125.
+    pub max_count: u16,
+    /// Addresses a read must not cross (undefined ranges a device answers with an exception).
+    pub barriers: &'static [(Access, u16)],
+}
+
+pub const MODBUS_MAX_READ: u16 = 125;
+
+impl PackLimits {
+    /// Caps `max_count` so that one read (request, response and the 3.5-character silences before
+    /// and after) takes at most `max_time` on the wire: a long inverter read must not hold the bus
+    /// while the meter's power waits.
+    pub fn with_time_bound(mut self, char_time: Duration, max_time: Duration) -> Self {
+        self.max_count = self.max_count.min(max_count_for_time(char_time, max_time));
+        self
+    }
+}
+
+/// Registers per read that fit in `max_time`: 8 request + 5 + 2N response bytes + 7 silent chars.
+pub fn max_count_for_time(char_time: Duration, max_time: Duration) -> u16 {
+    let chars = max_time.as_secs_f64() / char_time.as_secs_f64().max(1e-9);
+    // The epsilon keeps exact fits from losing a register to nanosecond rounding of char_time.
+    let n = ((chars - 8.0 - 5.0 - 7.0) / 2.0 + 1e-3).floor();
+    n.clamp(1.0, MODBUS_MAX_READ as f64) as u16
+}
+
+/// Wire time of a read of `count` registers, silences included, at `char_time` per character.
+pub fn read_wire_time(char_time: Duration, count: u16) -> Duration {
+    char_time * (8 + 5 + 2 * count as u32 + 7)
+}
+
+/// One planned transaction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Read {
+    pub access: Access,
+    pub addr: u16,
+    pub count: u16,
+    /// True when it was planned for a fast register.
+    pub fast: bool,
+}
+
+/// How urgent a device's next read is; the bus scheduler compares devices with it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Urgency {
+    Fast,
+    /// Age divided by maximum age (≥ 1 when due); larger is more overdue.
+    Overdue(f64),
+}
+
+/// Picks which candidate to read next on a shared bus. Fast reads go first, but never twice in a
+/// row while a slow read is due, so every register keeps its maximum age while the meter's power
+/// is read as often as the bus allows (at worst every other transaction).
+pub fn choose_next(last_was_fast: bool, candidates: &[Option<Urgency>]) -> Option<usize> {
+    let fast = candidates
+        .iter()
+        .position(|c| matches!(c, Some(Urgency::Fast)));
+    let slow = candidates
+        .iter()
+        .enumerate()
+        .filter_map(|(i, c)| match c {
+            Some(Urgency::Overdue(r)) => Some((i, *r)),
+            _ => None,
+        })
+        .max_by(|a, b| a.1.total_cmp(&b.1))
+        .map(|(i, _)| i);
+    match (fast, slow) {
+        (Some(f), Some(s)) => Some(if last_was_fast { s } else { f }),
+        (f, s) => f.or(s),
+    }
+}
+
+/// The registers of one device, their latest raw words and read times, and the read planner.
+pub struct RegisterMap {
+    table: &'static [Register],
+    /// Indices into `table`, sorted by (access, addr): packing walks neighbours.
+    order: Vec<usize>,
+    /// Start of each register's words in `words`.
+    offset: Vec<usize>,
+    words: Vec<u16>,
+    read_at: Vec<Option<Instant>>,
+    limits: PackLimits,
+}
+
+impl RegisterMap {
+    pub fn new(table: &'static [Register], limits: PackLimits) -> Self {
+        let mut order: Vec<usize> = (0..table.len()).collect();
+        order.sort_by_key(|&i| (table[i].access, table[i].addr));
+        let mut offset = Vec::with_capacity(table.len());
+        let mut total = 0;
+        for r in table {
+            offset.push(total);
+            total += r.kind.words() as usize;
+        }
+        RegisterMap {
+            table,
+            order,
+            offset,
+            words: vec![0; total],
+            read_at: vec![None; table.len()],
+            limits,
+        }
+    }
+
+    pub fn table(&self) -> &'static [Register] {
+        self.table
+    }
+
+    /// Index of the register called `name` (device code resolves names once, at start-up).
+    pub fn index(&self, name: &str) -> Option<usize> {
+        self.table.iter().position(|r| r.name == name)
+    }
+
+    /// Forgets every value (a device that went away must not show old readings when it returns).
+    pub fn clear(&mut self) {
+        self.read_at.iter_mut().for_each(|t| *t = None);
+    }
+
+    fn is_due(&self, i: usize, now: Instant) -> Option<Urgency> {
+        match (self.table[i].refresh, self.read_at[i]) {
+            (Refresh::Once, _) => None,
+            (Refresh::Fast, _) => Some(Urgency::Fast),
+            (Refresh::MaxAge(_), None) => Some(Urgency::Overdue(f64::MAX)),
+            (Refresh::MaxAge(max), Some(t)) => {
+                let age = now.saturating_duration_since(t);
+                (age >= max).then(|| Urgency::Overdue(age.as_secs_f64() / max.as_secs_f64()))
+            }
+        }
+    }
+
+    /// How urgent this device's most urgent fast (or slow) register is; `None` if none is due.
+    pub fn urgency(&self, now: Instant, fast: bool) -> Option<Urgency> {
+        self.most_urgent(now, fast).map(|(_, u)| u)
+    }
+
+    fn most_urgent(&self, now: Instant, fast: bool) -> Option<(usize, Urgency)> {
+        (0..self.order.len())
+            .filter_map(|p| self.is_due(self.order[p], now).map(|u| (p, u)))
+            .filter(|(_, u)| matches!(u, Urgency::Fast) == fast)
+            .max_by(|a, b| urgency_rank(a.1).total_cmp(&urgency_rank(b.1)))
+    }
+
+    /// Plans the next read of the fast (or the slow) registers: the most urgent due register,
+    /// extended over neighbouring due registers of the same class within the pack limits.
+    pub fn next_read(&self, now: Instant, fast: bool) -> Option<Read> {
+        let (seed, _) = self.most_urgent(now, fast)?;
+        let wanted = |pos: usize| match self.is_due(self.order[pos], now) {
+            Some(Urgency::Fast) => fast,
+            Some(Urgency::Overdue(_)) => !fast,
+            None => false,
+        };
+        let seed_reg = &self.table[self.order[seed]];
+        let access = seed_reg.access;
+        let mut start = seed_reg.addr as u32;
+        let mut end = seed_reg.end();
+        // Grow upwards, then downwards, over wanted registers while the hole (unwanted registers
+        // and undefined addresses) stays within the limit and the read stays valid.
+        for pos in seed + 1..self.order.len() {
+            let r = &self.table[self.order[pos]];
+            if r.access != access
+                || (r.addr as u32).saturating_sub(end) > self.limits.max_hole as u32
+            {
+                break;
+            }
+            if !wanted(pos) {
+                continue;
+            }
+            let new_end = end.max(r.end());
+            if !self.fits(access, start, new_end) {
+                break;
+            }
+            end = new_end;
+        }
+        for pos in (0..seed).rev() {
+            let r = &self.table[self.order[pos]];
+            if r.access != access || start.saturating_sub(r.end()) > self.limits.max_hole as u32 {
+                break;
+            }
+            if !wanted(pos) {
+                continue;
+            }
+            let new_start = start.min(r.addr as u32);
+            if !self.fits(access, new_start, end) {
+                break;
+            }
+            start = new_start;
+        }
+        Some(Read {
+            access,
+            addr: start as u16,
+            count: (end - start) as u16,
+            fast,
+        })
+    }
+
+    /// Whether `start..end` is one valid read: not too long and not across a barrier.
+    fn fits(&self, access: Access, start: u32, end: u32) -> bool {
+        end - start <= self.limits.max_count as u32
+            && !self
+                .limits
+                .barriers
+                .iter()
+                .any(|&(a, b)| a == access && start < b as u32 && (b as u32) < end)
+    }
+
+    /// Stores the words of a completed read: every register wholly inside it is refreshed.
+    pub fn store(&mut self, read: &Read, words: &[u16], now: Instant) {
+        let start = read.addr as u32;
+        let end = start + words.len() as u32;
+        for (i, r) in self.table.iter().enumerate() {
+            if r.access != read.access || (r.addr as u32) < start || r.end() > end {
+                continue;
+            }
+            let from = (r.addr as u32 - start) as usize;
+            let n = r.kind.words() as usize;
+            let (Some(src), Some(dst)) = (
+                words.get(from..from + n),
+                self.words.get_mut(self.offset[i]..self.offset[i] + n),
+            ) else {
+                continue;
+            };
+            dst.copy_from_slice(src);
+            self.read_at[i] = Some(now);
+        }
+    }
+
+    /// When register `i` was last read.
+    pub fn read_at(&self, i: usize) -> Option<Instant> {
+        self.read_at.get(i).copied().flatten()
+    }
+
+    /// The raw words of register `i`, if it has been read.
+    pub fn raw(&self, i: usize) -> Option<&[u16]> {
+        self.read_at(i)?;
+        let r = self.table.get(i)?;
+        self.words
+            .get(self.offset[i]..self.offset[i] + r.kind.words() as usize)
+    }
+
+    /// The scaled value of numeric register `i`, if read and finite.
+    pub fn number(&self, i: usize) -> Option<f64> {
+        let r = self.table.get(i)?;
+        decode_number(r.kind, self.raw(i)?).map(|v| v * r.scale)
+    }
+
+    /// The text of register `i`, if read.
+    pub fn text(&self, i: usize) -> Option<String> {
+        self.raw(i).map(decode_text)
+    }
+}
+
+fn urgency_rank(u: Urgency) -> f64 {
+    match u {
+        Urgency::Fast => f64::MAX,
+        Urgency::Overdue(r) => r,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use Access::{Holding, Input};
+
+    const SEC: Duration = Duration::from_secs(1);
+    const fn age(s: u64) -> Refresh {
+        Refresh::MaxAge(Duration::from_secs(s))
+    }
+    const fn reg(
+        name: &'static str,
+        access: Access,
+        addr: u16,
+        kind: Kind,
+        r: Refresh,
+    ) -> Register {
+        Register::new(name, access, addr, kind, 1.0, r)
+    }
+    const NO_BARRIERS: PackLimits = PackLimits {
+        max_hole: 4,
+        max_count: MODBUS_MAX_READ,
+        barriers: &[],
+    };
+
+    #[test]
+    fn decodes_every_kind_high_word_first() {
+        assert_eq!(decode_number(Kind::U16, &[0xFFFE]), Some(65534.0));
+        assert_eq!(decode_number(Kind::S16, &[0xFFFE]), Some(-2.0));
+        assert_eq!(decode_number(Kind::U32, &[0x0001, 0x0002]), Some(65538.0));
+        assert_eq!(decode_number(Kind::S32, &[0xFFFF, 0xFFF6]), Some(-10.0));
+        let bits = 230.5f32.to_bits();
+        let f = [(bits >> 16) as u16, bits as u16];
+        assert_eq!(decode_number(Kind::F32, &f), Some(230.5));
+    }
+
+    #[test]
+    fn rejects_wrong_lengths_and_non_finite_floats() {
+        assert_eq!(decode_number(Kind::U32, &[1]), None);
+        assert_eq!(decode_number(Kind::U16, &[1, 2]), None);
+        let nan = f32::NAN.to_bits();
+        assert_eq!(
+            decode_number(Kind::F32, &[(nan >> 16) as u16, nan as u16]),
+            None
+        );
+        let inf = f32::INFINITY.to_bits();
+        assert_eq!(
+            decode_number(Kind::F32, &[(inf >> 16) as u16, inf as u16]),
+            None
+        );
+        assert_eq!(decode_number(Kind::Text { words: 1 }, &[0x4142]), None);
+    }
+
+    #[test]
+    fn decodes_text_without_padding_or_control_characters() {
+        // "AB", "C\0", "  ", 0x07 bell
+        assert_eq!(decode_text(&[0x4142, 0x4300, 0x2020, 0x0744]), "ABC  D");
+        assert_eq!(decode_text(&[0x0000, 0x0000]), "");
+    }
+
+    #[test]
+    fn looks_up_value_maps() {
+        const MAP: &[(u16, &str)] = &[(0, "waiting"), (1, "normal")];
+        assert_eq!(lookup(MAP, 1), Some("normal"));
+        assert_eq!(lookup(MAP, 7), None);
+    }
+
+    #[test]
+    fn time_bound_caps_the_register_count() {
+        let char_9600 = Duration::from_secs_f64(10.0 / 9600.0);
+        // 125 registers: 8 + 255 + 7 chars = 270 chars ≈ 281 ms.
+        assert_eq!(max_count_for_time(char_9600, Duration::from_secs(1)), 125);
+        let n = max_count_for_time(char_9600, Duration::from_millis(100));
+        assert_eq!(n, 38);
+        // Within a microsecond: char_time itself is rounded to whole nanoseconds.
+        let bound = Duration::from_millis(100) + Duration::from_micros(1);
+        assert!(read_wire_time(char_9600, n) <= bound);
+        assert!(read_wire_time(char_9600, n + 1) > bound);
+        let limits = NO_BARRIERS.with_time_bound(char_9600, Duration::from_millis(100));
+        assert_eq!(limits.max_count, 38);
+    }
+
+    static HOLES: [Register; 4] = [
+        reg("a", Input, 0, Kind::F32, age(5)),
+        reg("b", Input, 6, Kind::F32, age(5)), // hole of 4 after a
+        reg("c", Input, 20, Kind::F32, age(5)), // hole of 12 after b
+        reg("h", Holding, 0, Kind::U16, age(5)),
+    ];
+
+    #[test]
+    fn packs_across_small_holes_only_and_never_mixes_tables() {
+        let map = RegisterMap::new(&HOLES, NO_BARRIERS);
+        let now = Instant::now();
+        let first = map.next_read(now, false).unwrap();
+        // All never read (equally overdue): the planner starts from one and takes neighbours.
+        let mut map = map;
+        let mut reads = vec![first];
+        map.store(&first, &vec![0; first.count as usize], now);
+        while let Some(r) = map.next_read(now, false) {
+            map.store(&r, &vec![0; r.count as usize], now);
+            reads.push(r);
+        }
+        reads.sort_by_key(|r| (r.access, r.addr));
+        let spans: Vec<_> = reads.iter().map(|r| (r.access, r.addr, r.count)).collect();
+        assert_eq!(spans, vec![(Holding, 0, 1), (Input, 0, 8), (Input, 20, 2)]);
+    }
+
+    static BARRED: [Register; 3] = [
+        reg("v", Input, 0x00, Kind::F32, age(5)),
+        reg("p", Input, 0x0C, Kind::F32, age(5)),
+        reg("va", Input, 0x12, Kind::F32, age(5)),
+    ];
+
+    #[test]
+    fn never_reads_across_a_barrier() {
+        let limits = PackLimits {
+            max_hole: 20,
+            max_count: MODBUS_MAX_READ,
+            barriers: &[(Input, 0x12)],
+        };
+        let map = RegisterMap::new(&BARRED, limits);
+        let r = map.next_read(Instant::now(), false).unwrap();
+        assert!(r.addr + r.count <= 0x12 || r.addr >= 0x12, "{r:?}");
+        // Without the barrier the same table is one read.
+        let map = RegisterMap::new(
+            &BARRED,
+            PackLimits {
+                barriers: &[],
+                ..limits
+            },
+        );
+        let r = map.next_read(Instant::now(), false).unwrap();
+        assert_eq!((r.addr, r.count), (0, 0x14));
+    }
+
+    static LONG: [Register; 3] = [
+        reg("first", Input, 0, Kind::U16, age(5)),
+        reg("mid", Input, 60, Kind::U32, age(5)),
+        reg("last", Input, 124, Kind::U32, age(5)),
+    ];
+
+    #[test]
+    fn never_exceeds_125_registers_or_the_time_bound() {
+        let limits = PackLimits {
+            max_hole: 100,
+            max_count: MODBUS_MAX_READ,
+            barriers: &[],
+        };
+        let mut map = RegisterMap::new(&LONG, limits);
+        let now = Instant::now();
+        let mut reads = vec![];
+        while let Some(r) = map.next_read(now, false) {
+            assert!(r.count <= 125);
+            map.store(&r, &vec![0; r.count as usize], now);
+            reads.push(r);
+        }
+        // 0..126 would be 126 registers: two reads.
+        assert_eq!(reads.len(), 2);
+
+        let char_9600 = Duration::from_secs_f64(10.0 / 9600.0);
+        let bounded = limits.with_time_bound(char_9600, Duration::from_millis(100));
+        let mut map = RegisterMap::new(&LONG, bounded);
+        let mut n = 0;
+        while let Some(r) = map.next_read(now, false) {
+            let bound = Duration::from_millis(100) + Duration::from_micros(1);
+            assert!(read_wire_time(char_9600, r.count) <= bound);
+            map.store(&r, &vec![0; r.count as usize], now);
+            n += 1;
+        }
+        assert_eq!(n, 3);
+    }
+
+    static AGES: [Register; 4] = [
+        reg("power", Input, 0x0C, Kind::F32, Refresh::Fast),
+        reg("freq", Input, 0x46, Kind::F32, age(5)),
+        reg("energy", Input, 0x48, Kind::F32, age(15)),
+        reg("serial", Holding, 0xFC00, Kind::U32, Refresh::Once),
+    ];
+
+    #[test]
+    fn reads_a_register_neither_too_early_nor_too_late() {
+        let mut map = RegisterMap::new(&AGES, NO_BARRIERS);
+        let t0 = Instant::now();
+        // Fast registers are always due; slow ones once never read.
+        assert_eq!(map.urgency(t0, true), Some(Urgency::Fast));
+        let r = map.next_read(t0, false).unwrap();
+        assert_eq!((r.addr, r.count), (0x46, 4));
+        map.store(&r, &[0; 4], t0);
+        // Neither is due before its own age...
+        assert_eq!(
+            map.urgency(t0 + 5 * SEC - Duration::from_millis(1), false),
+            None
+        );
+        // ...and at 5 s only the frequency is due: the energy is not read early with it.
+        let r = map.next_read(t0 + 5 * SEC, false).unwrap();
+        assert_eq!((r.addr, r.count), (0x46, 2));
+        map.store(&r, &[0; 2], t0 + 5 * SEC);
+        // At 15 s both are due again and go together; the once-only serial never.
+        let r = map.next_read(t0 + 15 * SEC, false).unwrap();
+        assert_eq!((r.addr, r.count), (0x46, 4));
+        assert!(map.urgency(t0 + 15 * SEC, false).is_some());
+        let idx = map.index("serial").unwrap();
+        assert_eq!(map.read_at(idx), None);
+    }
+
+    #[test]
+    fn more_overdue_registers_go_first() {
+        let mut map = RegisterMap::new(
+            &AGES,
+            PackLimits {
+                max_hole: 0,
+                ..NO_BARRIERS
+            },
+        );
+        let t0 = Instant::now();
+        let all = Read {
+            access: Input,
+            addr: 0x46,
+            count: 4,
+            fast: false,
+        };
+        map.store(&all, &[0; 4], t0);
+        // At 16 s: frequency is 16/5 overdue, energy 16/15: frequency first.
+        let r = map.next_read(t0 + 16 * SEC, false).unwrap();
+        assert_eq!(r.addr, 0x46);
+        match map.urgency(t0 + 16 * SEC, false) {
+            Some(Urgency::Overdue(x)) => assert!((x - 3.2).abs() < 1e-9),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn fast_reads_interleave_with_due_slow_reads() {
+        use Urgency::*;
+        assert_eq!(
+            choose_next(false, &[Some(Fast), Some(Overdue(2.0))]),
+            Some(0)
+        );
+        assert_eq!(
+            choose_next(true, &[Some(Fast), Some(Overdue(2.0))]),
+            Some(1)
+        );
+        assert_eq!(choose_next(true, &[Some(Fast), None]), Some(0));
+        assert_eq!(
+            choose_next(true, &[Some(Overdue(1.5)), Some(Fast), Some(Overdue(4.0))]),
+            Some(2)
+        );
+        assert_eq!(choose_next(false, &[None, None]), None);
+    }
+
+    #[test]
+    fn store_refreshes_only_registers_wholly_inside_the_read() {
+        let mut map = RegisterMap::new(&HOLES, NO_BARRIERS);
+        let now = Instant::now();
+        let bits = 49.95f32.to_bits();
+        let read = Read {
+            access: Input,
+            addr: 0,
+            count: 7,
+            fast: false,
+        };
+        let mut words = [0u16; 7];
+        words[0] = (bits >> 16) as u16;
+        words[1] = bits as u16;
+        map.store(&read, &words, now);
+        let a = map.index("a").unwrap();
+        let b = map.index("b").unwrap();
+        assert!((map.number(a).unwrap() - 49.95).abs() < 1e-4);
+        assert_eq!(map.number(b), None, "b spans 6..8, only 6 was read");
+        map.clear();
+        assert_eq!(map.number(a), None);
+    }
+}
