@@ -1,1 +1,0 @@
-//! devices (placeholder: filled in by its issue)
