@@ -180,10 +180,10 @@ pub fn parse(args: Vec<OsString>) -> Result<Command, CliError> {
         Some("even") => true,
         Some(p) => return Err(err(format!("bad parity '{p}': expected none or even"))),
     };
-    if let Some(mode) = opt(&mut args, ["-m", "--mode"])? {
-        if mode != "rtu" {
-            return Err(err(format!("unsupported mode '{mode}': only rtu")));
-        }
+    if let Some(mode) = opt(&mut args, ["-m", "--mode"])?
+        && mode != "rtu"
+    {
+        return Err(err(format!("unsupported mode '{mode}': only rtu")));
     }
     let forced = opt(&mut args, ["-F", "--force-devices"])?;
     let meter_unit = opt(&mut args, "--meter-unit")?
