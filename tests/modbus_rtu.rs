@@ -47,6 +47,15 @@ fn read(m: &mut RtuMaster, unit: u8, f: ReadFunction, addr: u16, n: usize) -> Ve
     out
 }
 
+/// Waits (generously) until the simulator has written `n` replies.
+fn wait_for_reply(sim: &SimHandle, n: u64) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while sim.replies_sent() < n {
+        assert!(Instant::now() < deadline, "simulator never replied");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 fn meter_power(m: &mut RtuMaster) -> Result<f32, ModbusError> {
     let mut r = [0u16; 14];
     m.read_registers(METER, ReadFunction::Input, 0, &mut r)?;
@@ -205,8 +214,8 @@ fn slow_replies_within_the_timeout_succeed_and_beyond_it_time_out() {
     let e = meter_power(&mut m).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Timeout);
     m.set_timeout_cap(METER, None);
-    // The busy device answers its old request first; that reply must be discarded.
-    std::thread::sleep(Duration::from_millis(800));
+    // The busy device answers its old request late; that reply must be discarded.
+    wait_for_reply(&sim, 2);
     sim.set(METER, "power", 4321.0).unwrap();
     assert_eq!(meter_power(&mut m).unwrap(), 4321.0);
     assert!(m.stats(METER).stale_bytes > 0);
@@ -232,7 +241,7 @@ fn a_late_reply_arriving_before_the_next_request_is_discarded() {
     sim.fault(METER, FaultKind::Late, false);
     assert_eq!(meter_power(&mut m).unwrap_err().kind(), ErrorKind::Timeout);
     // The simulator gives up holding the reply after 1 s and sends it into the idle line.
-    std::thread::sleep(Duration::from_millis(1300));
+    wait_for_reply(&sim, 1);
     sim.set(METER, "power", 777.0).unwrap();
     // Same request shape as the late reply: only the pre-request discard tells them apart.
     assert_eq!(meter_power(&mut m).unwrap(), 777.0);
@@ -316,4 +325,35 @@ fn bad_arguments_are_refused_without_touching_the_bus() {
     );
     assert!(m.write_registers(GROWATT, 0, &[]).is_err());
     assert_eq!(sim.requests_seen(), 0);
+}
+
+#[test]
+fn requests_keep_the_inter_frame_silence() {
+    let (sim, mut m) = start();
+    for _ in 0..10 {
+        meter_power(&mut m).unwrap();
+    }
+    // Measured by the simulator, from its reply to the next request: a lower bound the master
+    // guarantees by sleeping, so no load can make it fail.
+    let idle = sim.min_idle_before_request().unwrap();
+    assert!(
+        idle >= SerialSettings::default().frame_silence(),
+        "{idle:?}"
+    );
+}
+
+#[test]
+fn broadcast_writes_reach_every_device_without_waiting_for_a_reply() {
+    let (sim, mut m) = start();
+    m.write_register(0, 0x0012, 0).unwrap();
+    assert_eq!(m.stats(0).errors_of(ErrorKind::Timeout), 0);
+    assert!(meter_power(&mut m).is_ok());
+    let units: Vec<u8> = sim.writes().iter().map(|w| w.unit).collect();
+    assert_eq!(units, [2, 1]);
+    assert_eq!(sim.replies_sent(), 1);
+    let mut out = [0u16; 1];
+    assert!(
+        m.read_registers(0, ReadFunction::Input, 0, &mut out)
+            .is_err()
+    );
 }

@@ -208,10 +208,15 @@ impl UnitStats {
     }
 }
 
+/// Unit 0: writes to every device, no reply.
+pub const BROADCAST: u8 = 0;
+
+const BROADCAST_TURNAROUND: Duration = Duration::from_millis(100);
+
 /// Turnaround assumed before a unit has answered once.
 const INITIAL_TURNAROUND: Duration = Duration::from_millis(100);
 /// The estimate never exceeds this, so a timeout stays well under a second plus wire time.
-const MAX_TURNAROUND_ESTIMATE: Duration = Duration::from_millis(250);
+const MAX_TURNAROUND_ESTIMATE: Duration = Duration::from_millis(150);
 /// The response timeout never drops below this (OS and USB adapter latencies).
 const TIMEOUT_FLOOR: Duration = Duration::from_millis(100);
 const TIMEOUT_PER_TURNAROUND: u32 = 3;
@@ -335,6 +340,9 @@ impl RtuMaster {
         if count == 0 || count > MAX_READ_REGISTERS {
             return Err(ModbusError::Malformed("read count outside 1..=125"));
         }
+        if unit == BROADCAST {
+            return Err(ModbusError::Malformed("a broadcast cannot be read"));
+        }
         let req = Request {
             unit,
             function: f.code(),
@@ -427,9 +435,11 @@ impl RtuMaster {
             Ok(outcome) => {
                 stats.bytes_in += outcome.bytes_in as u64;
                 stats.stale_bytes += outcome.skipped as u64;
-                stats.last_turnaround = Some(outcome.turnaround);
-                stats.turnaround_estimate =
-                    next_turnaround_estimate(stats.turnaround_estimate, outcome.turnaround);
+                if req.unit != BROADCAST {
+                    stats.last_turnaround = Some(outcome.turnaround);
+                    stats.turnaround_estimate =
+                        next_turnaround_estimate(stats.turnaround_estimate, outcome.turnaround);
+                }
                 Ok(outcome.data_len)
             }
             Err((e, bytes_in)) => {
@@ -456,9 +466,10 @@ impl RtuMaster {
         let mut discarded = 0u64;
         // Bounded: a babbling line cannot hold the master here forever.
         for _ in 0..8 {
-            let quiet_for = self.line_quiet_since.elapsed();
-            if quiet_for < silence {
-                std::thread::sleep(silence - quiet_for);
+            let ready = self.line_quiet_since + silence;
+            let now = Instant::now();
+            if now < ready {
+                std::thread::sleep(ready - now);
             }
             let pending = port.bytes_to_read()?;
             if pending == 0 {
@@ -479,6 +490,17 @@ impl RtuMaster {
         port.flush().map_err(|e| (e.into(), 0))?;
         let sent = Instant::now();
         self.line_quiet_since = sent;
+        if req.unit == BROADCAST {
+            // Nobody answers a broadcast write; give the devices time to execute it before
+            // the next request (the spec's "turnaround delay").
+            self.line_quiet_since = sent + BROADCAST_TURNAROUND;
+            return Ok(Received {
+                data_len: 0,
+                bytes_in: 0,
+                skipped: 0,
+                turnaround: Duration::ZERO,
+            });
+        }
         let timeout = {
             let u = &self.units[usize::from(req.unit)];
             response_timeout(

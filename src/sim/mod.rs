@@ -183,6 +183,9 @@ struct Shared {
     state: Mutex<SimState>,
     stop: AtomicBool,
     requests: AtomicU64,
+    replies: AtomicU64,
+    /// Shortest idle time seen between a reply and the next request, in µs.
+    min_idle_us: AtomicU64,
 }
 
 impl Shared {
@@ -215,6 +218,8 @@ impl Simulator {
             }),
             stop: AtomicBool::new(false),
             requests: AtomicU64::new(0),
+            replies: AtomicU64::new(0),
+            min_idle_us: AtomicU64::new(u64::MAX),
         });
         let server = Server {
             port: master,
@@ -222,6 +227,7 @@ impl Simulator {
             shared: Arc::clone(&shared),
             config,
             late: None,
+            last_reply_at: None,
             rng: 0x2545_F491_4F6C_DD1D,
         };
         let thread = std::thread::Builder::new()
@@ -320,6 +326,20 @@ impl SimHandle {
     pub fn requests_seen(&self) -> u64 {
         self.shared.requests.load(Ordering::Relaxed)
     }
+
+    /// Replies (of any kind, faulty ones included) written to the line.
+    pub fn replies_sent(&self) -> u64 {
+        self.shared.replies.load(Ordering::Relaxed)
+    }
+
+    /// The shortest silence seen on the line between the end of a reply and the start of the
+    /// next request (the master's inter-frame gap); None before two such frames.
+    pub fn min_idle_before_request(&self) -> Option<Duration> {
+        match self.shared.min_idle_us.load(Ordering::Relaxed) {
+            u64::MAX => None,
+            us => Some(Duration::from_micros(us)),
+        }
+    }
 }
 
 impl Drop for SimHandle {
@@ -338,6 +358,7 @@ struct Server {
     config: SimConfig,
     /// A reply held back by the Late fault.
     late: Option<(Instant, Vec<u8>)>,
+    last_reply_at: Option<Instant>,
     rng: u64,
 }
 
@@ -346,6 +367,7 @@ impl Server {
         let mut buf = [0u8; 512];
         let mut len = 0usize;
         let mut last_byte = Instant::now();
+        let mut frame_start = Instant::now();
         while !self.shared.stop.load(Ordering::Relaxed) {
             let _ = self.port.set_timeout(POLL);
             let free = buf.get_mut(len..).unwrap_or(&mut []);
@@ -355,6 +377,9 @@ impl Server {
             }
             match self.port.read(free) {
                 Ok(n) if n > 0 => {
+                    if len == 0 {
+                        frame_start = Instant::now();
+                    }
                     len += n;
                     last_byte = Instant::now();
                 }
@@ -368,6 +393,7 @@ impl Server {
                     break;
                 }
                 let frame = buf.get(..frame_len).unwrap_or(&[]).to_vec();
+                self.record_idle(frame_start);
                 self.handle(&frame, last_byte);
                 buf.copy_within(frame_len..len, 0);
                 len -= frame_len;
@@ -385,7 +411,7 @@ impl Server {
 
     fn send_late(&mut self) {
         if let Some((_, reply)) = self.late.take() {
-            let _ = self.port.write_all(&reply);
+            self.send(&reply);
             // Keep an inter-frame gap before whatever follows.
             std::thread::sleep(self.config.serial.frame_silence() + Duration::from_millis(2));
         }
@@ -477,7 +503,22 @@ impl Server {
             self.late = Some((Instant::now(), reply));
             return;
         }
-        let _ = self.port.write_all(&reply);
+        self.send(&reply);
+    }
+
+    fn send(&mut self, reply: &[u8]) {
+        let _ = self.port.write_all(reply);
+        self.last_reply_at = Some(Instant::now());
+        self.shared.replies.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn record_idle(&self, request_start: Instant) {
+        if let Some(reply) = self.last_reply_at
+            && reply < request_start
+        {
+            let idle = u64::try_from((request_start - reply).as_micros()).unwrap_or(u64::MAX);
+            self.shared.min_idle_us.fetch_min(idle, Ordering::Relaxed);
+        }
     }
 
     /// Sleeps in short steps so a stop request is honoured; false when stopping.
