@@ -7,7 +7,7 @@ use dbus_modbus_client::modbus::{
 };
 use dbus_modbus_client::sim::{
     FaultKind, GROWATT_DEVICE_TYPE, GROWATT_FIRMWARE, GROWATT_SERIAL, METER_CODE, METER_FIRMWARE,
-    METER_SERIAL, RegisterKind, SimConfig, SimHandle, Simulator,
+    METER_SERIAL, Plant, RegisterKind, SimConfig, SimHandle, Simulator,
 };
 
 const GROWATT: u8 = 1;
@@ -356,4 +356,47 @@ fn broadcast_writes_reach_every_device_without_waiting_for_a_reply() {
         m.read_registers(0, ReadFunction::Input, 0, &mut out)
             .is_err()
     );
+}
+
+#[test]
+fn a_master_from_an_open_port_works_but_cannot_reopen() {
+    let sim = Simulator::start(SimConfig::default()).unwrap();
+    let port = serialport::new(sim.tty_path(), 9600).open_native().unwrap();
+    let mut m = RtuMaster::from_port(port, SerialSettings::default());
+    assert!(meter_power(&mut m).is_ok());
+    assert_eq!(m.reopen().unwrap_err().kind(), ErrorKind::Io);
+}
+
+#[test]
+fn the_plant_model_follows_the_power_rate_written_over_the_wire() {
+    let sim = Simulator::start(SimConfig {
+        plant: Some(Plant {
+            load_w: 400.0,
+            pv_available_w: 4000.0,
+            // Effectively instant, so the test waits on the wire, not on the ramp.
+            ramp_w_per_s: 1e9,
+        }),
+        ..SimConfig::default()
+    })
+    .unwrap();
+    let mut m = RtuMaster::open(sim.tty_path(), SerialSettings::default()).unwrap();
+    m.write_register(GROWATT, 3, 50).unwrap();
+    // 50 % of 4200 W = 2100 W out of the inverter, the meter sees 400 - 2100.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let ir = read(&mut m, GROWATT, ReadFunction::Input, 35, 2);
+        if u32_at(&ir, 0) == 21_000 && meter_power(&mut m).unwrap() == -1700.0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "plant never settled: {ir:?}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // Energies integrate: export grows while the meter reads negative.
+    let export = |m: &mut RtuMaster| f32_at(&read(m, METER, ReadFunction::Input, 0x004A, 2), 0);
+    let before = export(&mut m);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while export(&mut m) <= before {
+        assert!(Instant::now() < deadline, "export energy never grew");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }

@@ -402,7 +402,7 @@ impl RtuMaster {
         self.units[usize::from(unit)].stats
     }
 
-    /// The response timeout the next request of `count_bytes`-long reply to `unit` would use.
+    /// The response timeout `unit` would get now for a request and reply of these lengths.
     pub fn current_timeout(&self, unit: u8, request_len: usize, response_len: usize) -> Duration {
         let u = &self.units[usize::from(unit)];
         response_timeout(
@@ -535,7 +535,8 @@ impl RtuMaster {
                 self.rx.copy_within(stale_len..len, 0);
                 len -= stale_len;
                 skipped += stale_len;
-                first_byte = None;
+                // The reply proper starts now (or with the next byte).
+                first_byte = (len > 0).then(Instant::now);
             }
             let head = self.rx.get(..len).unwrap_or(&[]);
             let need = if head.get(1) == Some(&exception_fn) {
