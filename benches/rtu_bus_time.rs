@@ -50,6 +50,7 @@ fn main() {
             Err(_) => errors += 1,
         }
     }
+    assert!(!times.is_empty(), "every read failed ({errors} errors)");
     times.sort();
     let theory = settings.wire_time(8 + 33) + settings.frame_silence() * 2 + TURNAROUND;
     let stats = master.stats(METER);
