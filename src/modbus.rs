@@ -1,1 +1,0 @@
-//! modbus (placeholder: filled in by its issue)
