@@ -83,6 +83,8 @@ else
 fi
 
 # 4. Publishing on a private dbus-daemon: host dbus-daemon and simulator, armv7 daemon in qemu.
+# The bus part was checked with a stand-in armv7 binary that registers one grid and one
+# pvinverter name: SMOKE_PUBLISH=1 SMOKE_PTY=/dev/null BIN=stand-in scripts/smoke-armv7.sh.
 if [ "$SMOKE_PUBLISH" = 1 ]; then
     work=$(mktemp -d)
     pids=()
@@ -91,7 +93,7 @@ if [ "$SMOKE_PUBLISH" = 1 ]; then
         rm -rf "$work"
     }
     trap cleanup EXIT
-    dbus-daemon --session --nofork --print-address=3 3>"$work/address" &
+    dbus-daemon --session --nofork --print-address=3 3>"$work/address" 2>"$work/dbus.log" &
     pids+=($!)
     for _ in $(seq 50); do [ -s "$work/address" ] && break; sleep 0.1; done
     address=$(head -n 1 "$work/address")
