@@ -56,6 +56,11 @@ impl Service {
         );
     }
 
+    /// Every published leaf path, sorted.
+    pub fn paths(&self) -> impl Iterator<Item = &str> {
+        self.tree.iter().map(|(p, _)| p.as_str())
+    }
+
     pub fn has_path(&self, path: &str) -> bool {
         self.tree.get(path).is_some()
     }

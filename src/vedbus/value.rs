@@ -292,6 +292,49 @@ fn read_array(iter: &mut Iter) -> Option<Value> {
     Some(Value::TextList(list).normalized())
 }
 
+/// Reads an `a{sv}` at the iterator position into (key, value) pairs; entries whose value is not
+/// a BusItem value are skipped. `None` if it is not a dict.
+pub(crate) fn read_dict_sv(iter: &mut Iter) -> Option<Vec<(String, Value)>> {
+    let mut entries = iter.recurse(ArgType::Array)?;
+    let mut out = Vec::new();
+    while entries.arg_type() == ArgType::DictEntry {
+        if let Some(mut e) = entries.recurse(ArgType::DictEntry) {
+            let key = e.get::<String>();
+            if let (Some(key), true) = (key, e.next())
+                && let Some(v) = read_value(&mut e)
+            {
+                out.push((key, v));
+            }
+        }
+        if !entries.next() {
+            break;
+        }
+    }
+    Some(out)
+}
+
+/// Reads an `a{sa{sv}}` (GetItems reply, ItemsChanged) into (path, Value entry) pairs.
+pub(crate) fn read_items(iter: &mut Iter) -> Option<Vec<(String, Value)>> {
+    let mut entries = iter.recurse(ArgType::Array)?;
+    let mut out = Vec::new();
+    while entries.arg_type() == ArgType::DictEntry {
+        if let Some(mut e) = entries.recurse(ArgType::DictEntry) {
+            let key = e.get::<String>();
+            if let (Some(key), true) = (key, e.next()) {
+                let value = read_dict_sv(&mut e)
+                    .and_then(|d| d.into_iter().find(|(k, _)| k == "Value").map(|(_, v)| v));
+                if let Some(v) = value {
+                    out.push((key, v));
+                }
+            }
+        }
+        if !entries.next() {
+            break;
+        }
+    }
+    Some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -397,47 +440,25 @@ mod tests {
             Err(Refusal::OutOfRange)
         );
     }
-}
 
-/// Reads an `a{sv}` at the iterator position into (key, value) pairs; entries whose value is not
-/// a BusItem value are skipped. `None` if it is not a dict.
-pub(crate) fn read_dict_sv(iter: &mut Iter) -> Option<Vec<(String, Value)>> {
-    let mut entries = iter.recurse(ArgType::Array)?;
-    let mut out = Vec::new();
-    while entries.arg_type() == ArgType::DictEntry {
-        if let Some(mut e) = entries.recurse(ArgType::DictEntry) {
-            let key = e.get::<String>();
-            if let (Some(key), true) = (key, e.next())
-                && let Some(v) = read_value(&mut e)
-            {
-                out.push((key, v));
-            }
-        }
-        if !entries.next() {
-            break;
-        }
+    #[test]
+    fn items_dict_reading_skips_foreign_shapes() {
+        use dbus::arg::PropMap;
+        use std::collections::HashMap;
+        let mut good = PropMap::new();
+        good.insert("Value".into(), Variant(Box::new(5i32)));
+        good.insert("Text".into(), Variant(Box::new("5".to_string())));
+        let mut odd = PropMap::new();
+        odd.insert("Text".into(), Variant(Box::new("no value".to_string())));
+        let items: HashMap<String, PropMap> =
+            HashMap::from([("/A".into(), good), ("/B".into(), odd)]);
+        let m = Message::new_signal("/", "a.b", "C").unwrap().append1(items);
+        assert_eq!(
+            read_items(&mut m.iter_init()),
+            Some(vec![("/A".to_string(), Value::Int(5))])
+        );
+        let not_a_dict = Message::new_signal("/", "a.b", "C").unwrap().append1(3i32);
+        assert_eq!(read_items(&mut not_a_dict.iter_init()), None);
+        assert_eq!(read_dict_sv(&mut not_a_dict.iter_init()), None);
     }
-    Some(out)
-}
-
-/// Reads an `a{sa{sv}}` (GetItems reply, ItemsChanged) into (path, Value entry) pairs.
-pub(crate) fn read_items(iter: &mut Iter) -> Option<Vec<(String, Value)>> {
-    let mut entries = iter.recurse(ArgType::Array)?;
-    let mut out = Vec::new();
-    while entries.arg_type() == ArgType::DictEntry {
-        if let Some(mut e) = entries.recurse(ArgType::DictEntry) {
-            let key = e.get::<String>();
-            if let (Some(key), true) = (key, e.next()) {
-                let value = read_dict_sv(&mut e)
-                    .and_then(|d| d.into_iter().find(|(k, _)| k == "Value").map(|(_, v)| v));
-                if let Some(v) = value {
-                    out.push((key, v));
-                }
-            }
-        }
-        if !entries.next() {
-            break;
-        }
-    }
-    Some(out)
 }
