@@ -180,3 +180,82 @@ fn falls_back_to_get_value_on_root_and_follows_properties_changed() {
     t.join().unwrap();
     pump_until(&mut w, |w| w.get(VEBUS, "/State").is_none());
 }
+
+#[test]
+fn one_pump_serves_every_connection_of_the_loop() {
+    use dbus_modbus_client::vedbus::{Format, Service, Settings, Writable, pump_all};
+    let bus = PrivateBus::start();
+    let _fake = FakeSettings::start(&bus.address);
+    let battery = FakeService::start(
+        &bus.address,
+        "com.victronenergy.battery.x",
+        &[("/Soc", Value::Double(80.0))],
+    );
+    // The daemon's side of the loop: two services, the settings client and a watcher.
+    let mut grid = Service::connect(&bus.bus()).unwrap();
+    grid.add_path(
+        "/DeviceInstance",
+        Value::Int(40),
+        Format::Plain,
+        Writable::No,
+    );
+    grid.register("com.victronenergy.grid.loop").unwrap();
+    let mut pv = Service::connect(&bus.bus()).unwrap();
+    pv.add_path(
+        "/DeviceInstance",
+        Value::Int(20),
+        Format::Plain,
+        Writable::No,
+    );
+    pv.add_path(
+        "/Ac/PowerLimit",
+        Value::Double(3000.0),
+        Format::Plain,
+        Writable::Double {
+            min: 0.0,
+            max: 3000.0,
+        },
+    );
+    pv.register("com.victronenergy.pvinverter.loop").unwrap();
+    let mut settings = Settings::connect(&bus.bus(), TIMEOUT).unwrap();
+    let mut watcher = Watcher::connect(&bus.bus(), &[BATTERY], &["/Soc"]).unwrap();
+
+    // A separate client makes blocking calls to both services while the loop pumps.
+    let address = bus.address.clone();
+    let client = std::thread::spawn(move || {
+        let c = Client::connect(&address);
+        let mut results = Vec::new();
+        for _ in 0..3 {
+            let v: Variant<Box<dyn RefArg>> = c
+                .busitem("com.victronenergy.grid.loop", "/DeviceInstance", "GetValue")
+                .unwrap()
+                .read1()
+                .unwrap();
+            results.push(refarg_value(&v.0));
+            results.push(Value::Int(c.set_value(
+                "com.victronenergy.pvinverter.loop",
+                "/Ac/PowerLimit",
+                1000.0,
+            )));
+        }
+        results
+    });
+    let mut writes = 0;
+    let deadline = Instant::now() + TIMEOUT;
+    while !client.is_finished() || value(&watcher, BATTERY, "/Soc").is_none() {
+        assert!(Instant::now() < deadline, "the loop did not serve everyone");
+        pump_all(
+            &mut [&mut grid, &mut pv, &mut settings, &mut watcher],
+            Duration::from_millis(20),
+        )
+        .unwrap();
+        writes += pv.take_writes().count();
+    }
+    assert_eq!(
+        client.join().unwrap(),
+        [40, 0, 40, 0, 40, 0].map(Value::Int)
+    );
+    assert_eq!(writes, 3);
+    assert_eq!(value(&watcher, BATTERY, "/Soc"), Some(Value::Double(80.0)));
+    drop(battery);
+}

@@ -186,3 +186,18 @@ pub(crate) fn wait(ch: &Channel, timeout: Duration) -> Result<(), Error> {
     ch.read_write(Some(timeout))
         .map_err(|()| Error::Disconnected)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bus_from_argument() {
+        assert_eq!(BusAddress::from_arg(Some("system")), BusAddress::System);
+        assert_eq!(BusAddress::from_arg(Some("session")), BusAddress::Session);
+        assert_eq!(
+            BusAddress::from_arg(Some("unix:path=/tmp/x")),
+            BusAddress::Address("unix:path=/tmp/x".into())
+        );
+    }
+}
