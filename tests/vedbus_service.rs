@@ -271,6 +271,24 @@ fn items_changed_batches_only_what_changed() {
     let items = items_of(&sig);
     assert_eq!(items.len(), 1);
     assert_eq!(items["/Ac/Power"].0, Value::Invalid);
+    // A removed path disappears from GetItems and is announced as invalid; a new one is announced.
+    svc.remove_path("/Ac/Frequency");
+    svc.add_path(
+        "/Ac/L2/Power",
+        Value::Double(7.0),
+        Format::Plain,
+        Writable::No,
+    );
+    svc.flush();
+    svc.pump(Duration::ZERO).unwrap();
+    let items = items_of(
+        &c.next_signal("ItemsChanged", TIMEOUT)
+            .expect("ItemsChanged"),
+    );
+    assert_eq!(items["/Ac/Frequency"], (Value::Invalid, String::new()));
+    assert_eq!(items["/Ac/L2/Power"].0, Value::Double(7.0));
+    assert_eq!(items.len(), 2);
+    assert!(!svc.has_path("/Ac/Frequency"));
     // No per-item PropertiesChanged is emitted (ItemsChanged only, like veutil).
     assert!(
         c.signals_within("PropertiesChanged", Duration::from_millis(50))

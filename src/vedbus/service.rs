@@ -24,6 +24,8 @@ pub struct Service {
     tree: Tree,
     name: Option<String>,
     writes: VecDeque<(String, Value)>,
+    /// Paths removed since the last flush, announced as invalid.
+    removed: Vec<String>,
 }
 
 impl Service {
@@ -35,6 +37,7 @@ impl Service {
             tree: Tree::default(),
             name: None,
             writes: VecDeque::with_capacity(MAX_QUEUED_WRITES),
+            removed: Vec::new(),
         })
     }
 
@@ -45,6 +48,7 @@ impl Service {
             return;
         }
         let value = value.normalized();
+        self.removed.retain(|p| p != path);
         self.tree.insert(
             path,
             Item {
@@ -79,6 +83,15 @@ impl Service {
             }
             Some(_) => {}
             None => log::debug!("vedbus: set on unknown path {path}"),
+        }
+    }
+
+    /// Removes a leaf. Consumers that cached it see it turn invalid in the next ItemsChanged
+    /// (there is no "removed" signal in the BusItem protocol).
+    pub fn remove_path(&mut self, path: &str) {
+        if self.tree.remove(path) && self.name.is_some() && !self.removed.iter().any(|p| p == path)
+        {
+            self.removed.push(path.to_string());
         }
     }
 
@@ -159,11 +172,12 @@ impl Service {
     /// ItemsChanged (veutil and aiovelib emit only that), and one signal per cycle instead of one
     /// per item keeps bus traffic low on the GX (§1.2, §10.6).
     pub fn flush(&mut self) {
-        if !self.tree.iter().any(|(_, i)| i.changed) {
+        if self.removed.is_empty() && !self.tree.iter().any(|(_, i)| i.changed) {
             return;
         }
         if self.name.is_none() {
             self.tree.iter_mut().for_each(|(_, i)| i.changed = false);
+            self.removed.clear();
             return;
         }
         let Ok(mut msg) = Message::new_signal("/", BUSITEM, "ItemsChanged") else {
@@ -171,6 +185,7 @@ impl Service {
         };
         let mut ia = IterAppend::new(&mut msg);
         let tree = &mut self.tree;
+        let removed = &mut self.removed;
         ia.append_dict(
             &Signature::make::<&str>(),
             &Signature::make::<HashMap<&str, Variant<u8>>>(),
@@ -181,6 +196,12 @@ impl Service {
                     d.append_dict_entry(|e| {
                         e.append(path.as_str());
                         append_value_text_dict(e, &item.value, &text);
+                    });
+                }
+                for path in removed.drain(..) {
+                    d.append_dict_entry(|e| {
+                        e.append(path.as_str());
+                        append_value_text_dict(e, &Value::Invalid, "");
                     });
                 }
             },

@@ -54,6 +54,10 @@ impl Tree {
         self.items.insert(path.to_string(), item);
     }
 
+    pub fn remove(&mut self, path: &str) -> bool {
+        self.items.remove(path).is_some()
+    }
+
     pub fn get(&self, path: &str) -> Option<&Item> {
         self.items.get(path)
     }

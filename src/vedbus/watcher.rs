@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 /// Scans in flight; a peer that never answers is forgotten after `SCAN_TIMEOUT`.
 const MAX_PENDING_SCANS: usize = 32;
 const SCAN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Bounds memory when no path filter is given and a peer publishes without end.
+const MAX_VALUES_PER_SERVICE: usize = 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Scan {
@@ -55,10 +57,16 @@ impl Watcher {
     /// when empty; a vebus service has hundreds, so name the ones you need).
     pub fn connect(bus: &BusAddress, prefixes: &[&str], paths: &[&str]) -> Result<Self, Error> {
         let ch = bus::open(bus)?;
-        bus::add_match(
-            &ch,
-            "type='signal',sender='org.freedesktop.DBus',interface='org.freedesktop.DBus',member='NameOwnerChanged'",
-        )?;
+        // Only the name changes below the prefixes, not every client connecting to the bus.
+        for p in prefixes {
+            let ns = p.trim_end_matches('.');
+            bus::add_match(
+                &ch,
+                &format!(
+                    "type='signal',sender='{DBUS_NAME}',member='NameOwnerChanged',arg0namespace='{ns}'"
+                ),
+            )?;
+        }
         bus::add_match(
             &ch,
             &format!("type='signal',interface='{BUSITEM}',member='ItemsChanged'"),
@@ -124,14 +132,29 @@ impl Watcher {
 
     fn appeared(&mut self, name: String, owner: String) {
         log::info!("vedbus: watching {name}");
-        self.services.insert(
-            name.clone(),
-            Watched {
-                owner,
-                values: BTreeMap::new(),
-            },
-        );
+        self.forget(&name);
+        // Signals only from the watched services, not every ItemsChanged on the bus (a GX has
+        // dozens of services). Sent before the scan, so no change between the two is missed.
+        self.match_rule("AddMatch", &owner);
+        let values = BTreeMap::new();
+        self.services
+            .insert(name.clone(), Watched { owner, values });
         self.request(name, Scan::Items);
+    }
+
+    fn forget(&mut self, name: &str) {
+        if let Some(old) = self.services.remove(name) {
+            self.match_rule("RemoveMatch", &old.owner);
+        }
+    }
+
+    /// Adds or removes the signal subscription for one sender, without waiting for the reply
+    /// (an error reply only means the sender is already gone).
+    fn match_rule(&self, method: &str, owner: &str) {
+        let rule = format!("type='signal',sender='{owner}',interface='{BUSITEM}'");
+        if let Ok(msg) = Message::new_method_call(DBUS_NAME, DBUS_PATH, DBUS_NAME, method) {
+            bus::send(&self.ch, msg.append1(rule));
+        }
     }
 
     fn request(&mut self, service: String, scan: Scan) {
@@ -163,7 +186,9 @@ impl Watcher {
             updates.into_iter().filter(|(p, _)| self.keeps(p)).collect();
         if let Some(s) = self.services.get_mut(service) {
             for (p, v) in keep {
-                s.values.insert(p, (v, now));
+                if s.values.len() < MAX_VALUES_PER_SERVICE || s.values.contains_key(&p) {
+                    s.values.insert(p, (v, now));
+                }
             }
         }
     }
@@ -198,9 +223,10 @@ impl Watcher {
                 return;
             }
             if new.is_empty() {
-                if self.services.remove(&name).is_some() {
+                if self.services.contains_key(&name) {
                     log::info!("vedbus: {name} is gone");
                 }
+                self.forget(&name);
             } else {
                 self.appeared(name, new);
             }
