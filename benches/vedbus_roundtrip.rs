@@ -140,9 +140,10 @@ fn main() {
     let mut svc = meter(&bus);
     svc.register("com.victronenergy.grid.bench2")
         .expect("register");
-    let mut t = Vec::with_capacity(cycles);
-    let warm = cycles / 10;
-    let mut rss_after_warmup = 0;
+    // Timings go into a pre-filled ring so that recording them does not grow the RSS measured.
+    let mut t = vec![Duration::ZERO; cycles.min(10_000)];
+    let checkpoints = [cycles / 10, cycles / 2, cycles - 1];
+    let mut rss = Vec::with_capacity(checkpoints.len());
     for n in 0..cycles {
         let start = Instant::now();
         for i in 0..20 {
@@ -153,16 +154,14 @@ fn main() {
         }
         svc.flush();
         let _ = svc.pump(Duration::ZERO);
-        t.push(start.elapsed());
-        if n == warm {
-            rss_after_warmup = rss_kib();
+        let slot = n % t.len();
+        t[slot] = start.elapsed();
+        if checkpoints.contains(&n) {
+            rss.push(format!("{} cycles: {} KiB", n + 1, rss_kib()));
         }
     }
     report("20 x set + flush + pump(0)", t);
-    println!(
-        "VmRSS after {warm} cycles: {rss_after_warmup} KiB, after {cycles}: {} KiB",
-        rss_kib()
-    );
+    println!("VmRSS after {}", rss.join(", "));
 
     let _ = daemon.kill();
     let _ = daemon.wait();

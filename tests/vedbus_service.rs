@@ -653,3 +653,42 @@ fn malformed_calls_get_answers_not_panics() {
     );
     assert!(!svc.obj.is_poisoned());
 }
+
+#[test]
+fn a_bus_that_does_not_read_coalesces_changes_instead_of_queueing_them() {
+    let bus = PrivateBus::start();
+    let mut svc = meter(&bus);
+    svc.register(NAME).unwrap();
+    let c = Client::connect(&bus.address);
+    let sender = svc.unique_name().unwrap().to_string();
+    c.add_match(&format!(
+        "type='signal',sender='{sender}',member='ItemsChanged'"
+    ));
+
+    // Far more signals than the socket buffers hold while the daemon is stopped.
+    const FLUSHES: u32 = 20_000;
+    bus.freeze(true);
+    for n in 1..=FLUSHES {
+        svc.set("/Ac/Power", Value::Double(f64::from(n)));
+        svc.flush();
+    }
+    bus.freeze(false);
+    // Once the bus reads again, a later flush sends what is still pending.
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    let mut signals = Vec::new();
+    let last_power = |s: &Vec<Message>| s.last().map(|m| items_of(m)["/Ac/Power"].0.clone());
+    while last_power(&signals) != Some(Value::Double(f64::from(FLUSHES))) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the last value never arrived"
+        );
+        svc.pump(Duration::from_millis(10)).unwrap();
+        svc.flush();
+        signals.extend(c.signals_within("ItemsChanged", Duration::from_millis(10)));
+    }
+    assert!(
+        (signals.len() as u32) < FLUSHES / 2,
+        "{} signals were queued",
+        signals.len()
+    );
+}

@@ -180,6 +180,15 @@ impl Service {
             self.removed.clear();
             return;
         }
+        // libdbus queues outgoing messages without limit. If the bus has not taken the previous
+        // signal yet, keep the changes for the next flush: they coalesce into one signal and the
+        // queue stays bounded however slow the bus is.
+        if self.ch.has_messages_to_send()
+            && bus::read_nonblocking(&self.ch).is_ok()
+            && self.ch.has_messages_to_send()
+        {
+            return;
+        }
         let Ok(mut msg) = Message::new_signal("/", BUSITEM, "ItemsChanged") else {
             return;
         };

@@ -89,6 +89,16 @@ impl PrivateBus {
         }
     }
 
+    /// Stops (SIGSTOP) or resumes (SIGCONT) the daemon: a bus that does not read.
+    pub fn freeze(&self, frozen: bool) {
+        let sig = if frozen { "-STOP" } else { "-CONT" };
+        let ok = Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+
     pub fn bus(&self) -> BusAddress {
         BusAddress::Address(self.address.clone())
     }
