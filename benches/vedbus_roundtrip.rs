@@ -1,0 +1,169 @@
+//! D-Bus layer figures: method-call round trips against a published service, the cost of one
+//! batched ItemsChanged, and resident memory over many update cycles.
+//! `cargo bench --bench vedbus_roundtrip` (full); under `cargo test --all-targets`: a smoke pass.
+
+use dbus::Message;
+use dbus::channel::Channel;
+use dbus_modbus_client::vedbus::{BusAddress, Format, Service, Value, Writable};
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+const NAME: &str = "com.victronenergy.grid.bench";
+
+/// A grid-meter-like service: 40 paths.
+fn meter(bus: &BusAddress) -> Service {
+    let mut s = Service::connect(bus).expect("connect");
+    s.add_path(
+        "/DeviceInstance",
+        Value::Int(40),
+        Format::Plain,
+        Writable::No,
+    );
+    s.add_path(
+        "/Ac/PowerLimit",
+        Value::Double(0.0),
+        Format::unit("W", 0),
+        Writable::Double {
+            min: 0.0,
+            max: 3000.0,
+        },
+    );
+    for i in 0..38 {
+        s.add_path(
+            &format!("/Ac/X{i}/Power"),
+            Value::Double(f64::from(i)),
+            Format::unit("W", 0),
+            Writable::No,
+        );
+    }
+    s
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted.get(i).copied().unwrap_or_default()
+}
+
+fn report(what: &str, mut t: Vec<Duration>) {
+    t.sort();
+    let mean = t.iter().sum::<Duration>() / t.len().max(1) as u32;
+    println!(
+        "{what:<40} n={:<6} mean={:>8.1?} p50={:>8.1?} p99={:>8.1?}",
+        t.len(),
+        mean,
+        percentile(&t, 0.5),
+        percentile(&t, 0.99)
+    );
+}
+
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        })
+        .unwrap_or(0)
+}
+
+fn main() {
+    let full = std::env::args().any(|a| a == "--bench");
+    let (calls, cycles) = if full { (5000, 100_000) } else { (20, 200) };
+
+    let dir = std::env::temp_dir().join(format!("vedbus-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let conf = dir.join("bus.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "<busconfig><type>session</type><listen>unix:path={}</listen><auth>EXTERNAL</auth>\
+             <policy context=\"default\"><allow send_destination=\"*\" eavesdrop=\"true\"/>\
+             <allow eavesdrop=\"true\"/><allow own=\"*\"/></policy></busconfig>",
+            dir.join("socket").display()
+        ),
+    )
+    .expect("config");
+    let mut daemon = Command::new("dbus-daemon")
+        .arg(format!("--config-file={}", conf.display()))
+        .args(["--nofork", "--print-address"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("dbus-daemon");
+    let mut address = String::new();
+    BufReader::new(daemon.stdout.take().expect("stdout"))
+        .read_line(&mut address)
+        .expect("address");
+    let bus = BusAddress::Address(address.trim().to_string());
+
+    // Round trips: the service pumped by its own loop thread, a client calling it.
+    let mut svc = meter(&bus);
+    svc.register(NAME).expect("register");
+    let stop = Arc::new(AtomicBool::new(false));
+    let stop2 = stop.clone();
+    let server = std::thread::spawn(move || {
+        while !stop2.load(Ordering::SeqCst) {
+            let _ = svc.pump(Duration::from_millis(20));
+            let _ = svc.take_writes().count();
+        }
+    });
+    let mut client = Channel::open_private(address.trim()).expect("client");
+    client.register().expect("hello");
+    for (path, method) in [
+        ("/Ac/X1/Power", "GetValue"),
+        ("/", "GetItems"),
+        ("/Ac/PowerLimit", "SetValue"),
+    ] {
+        let mut t = Vec::with_capacity(calls);
+        for _ in 0..calls {
+            let mut m = Message::new_method_call(NAME, path, "com.victronenergy.BusItem", method)
+                .expect("msg");
+            if method == "SetValue" {
+                m = m.append1(dbus::arg::Variant(1.0f64));
+            }
+            let start = Instant::now();
+            client
+                .send_with_reply_and_block(m, Duration::from_secs(10))
+                .expect("reply");
+            t.push(start.elapsed());
+        }
+        report(&format!("{method} {path} round trip (40 paths)"), t);
+    }
+    stop.store(true, Ordering::SeqCst);
+    let _ = server.join();
+
+    // One loop iteration's D-Bus work: 20 changed values, one ItemsChanged, a zero-budget pump.
+    let mut svc = meter(&bus);
+    svc.register("com.victronenergy.grid.bench2")
+        .expect("register");
+    // Timings go into a pre-filled ring so that recording them does not grow the RSS measured.
+    let mut t = vec![Duration::ZERO; cycles.min(10_000)];
+    let checkpoints = [cycles / 10, cycles / 2, cycles - 1];
+    let mut rss = Vec::with_capacity(checkpoints.len());
+    for n in 0..cycles {
+        let start = Instant::now();
+        for i in 0..20 {
+            svc.set(
+                &format!("/Ac/X{i}/Power"),
+                Value::Double((n * 20 + i) as f64),
+            );
+        }
+        svc.flush();
+        let _ = svc.pump(Duration::ZERO);
+        let slot = n % t.len();
+        t[slot] = start.elapsed();
+        if checkpoints.contains(&n) {
+            rss.push(format!("{} cycles: {} KiB", n + 1, rss_kib()));
+        }
+    }
+    report("20 x set + flush + pump(0)", t);
+    println!("VmRSS after {}", rss.join(", "));
+
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,1 +1,0 @@
-//! vedbus (placeholder: filled in by its issue)

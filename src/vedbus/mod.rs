@@ -1,0 +1,74 @@
+//! Victron D-Bus layer: publishing `com.victronenergy.*` services (BusItem tree, batched
+//! ItemsChanged, SetValue validation), the localsettings client, watching other services, and
+//! the pump the main loop calls. See `shared/spec/victron-dbus.md`.
+//!
+//! Everything runs on the caller's thread: each [`Service`], the [`Settings`] client and each
+//! [`Watcher`] own a private libdbus connection that is only serviced inside [`pump_all`] (or
+//! their own `pump`). The main loop, once per iteration:
+//!
+//! ```text
+//! service.set(path, value) ...      // device updates
+//! service.flush()                   // one ItemsChanged for what changed
+//! pump_all(&mut [&mut service, &mut settings, &mut watcher], budget)
+//! for (path, v) in service.take_writes() { ... }   // accepted SetValue writes
+//! for (path, v) in settings.take_changes() { ... }
+//! ```
+
+mod bus;
+mod device;
+mod service;
+mod settings;
+mod tree;
+mod value;
+mod watcher;
+
+pub use bus::{BusAddress, Pump, pump_all};
+pub use device::{DeviceConfig, DeviceService};
+pub use service::{MAX_QUEUED_WRITES, Service};
+pub use settings::{
+    MAX_QUEUED_CHANGES, SETTINGS_SERVICE, SettingDef, Settings, allocate_instance,
+    class_instance_path, is_valid_ident, parse_class_instance,
+};
+pub use value::{Format, Refusal, Value, Writable, format_text};
+pub use watcher::{Watcher, name_matches};
+
+use std::fmt;
+
+/// What can go wrong on D-Bus. Malformed input from peers is never an error here: it is
+/// answered (error reply or non-zero SetValue) and logged at debug level.
+#[derive(Debug)]
+pub enum Error {
+    /// Could not connect to the bus.
+    Connect(String),
+    /// The bus connection was lost.
+    Disconnected,
+    /// The well-known name is owned by another process.
+    NameTaken(String),
+    /// A bad name, path or argument given by the caller.
+    Invalid(String),
+    /// A method call to a peer failed (error reply, timeout, peer gone).
+    Call { method: String, detail: String },
+    /// A peer's reply did not have the documented shape.
+    BadReply(String),
+    /// `com.victronenergy.settings` did not appear in time.
+    SettingsUnavailable,
+    /// localsettings refused a setting (AddSettings error code or SetValue result).
+    Setting { path: String, code: i32 },
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Connect(e) => write!(f, "cannot connect to D-Bus: {e}"),
+            Error::Disconnected => write!(f, "D-Bus connection lost"),
+            Error::NameTaken(n) => write!(f, "D-Bus name {n} is already taken by another process"),
+            Error::Invalid(e) => write!(f, "invalid D-Bus argument: {e}"),
+            Error::Call { method, detail } => write!(f, "D-Bus call {method} failed: {detail}"),
+            Error::BadReply(e) => write!(f, "unexpected D-Bus reply: {e}"),
+            Error::SettingsUnavailable => write!(f, "com.victronenergy.settings is not running"),
+            Error::Setting { path, code } => write!(f, "setting {path} refused with code {code}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
