@@ -1,0 +1,480 @@
+//! Turns decisions into Growatt holding-register-3 writes (active power rate, % of rated).
+//!
+//! Writes are precious (EEPROM wear is possible, devices.md §3), so the actuator:
+//! - never rewrites the value it believes the register holds;
+//! - lowers at once when the new percent is lower by more than the deadband (export protection
+//!   is urgent), and applies `Release` / `FailSafe` at once (each happens once: afterwards the
+//!   register already holds the value);
+//! - raises by more than the deadband at most once per `min_write_interval`;
+//! - applies a change of at most the deadband only when it has persisted, in the same direction,
+//!   for `min_write_interval` — meter noise around a percent boundary then causes no writes;
+//! - after a failed write retries no sooner than `retry_interval`, and forgets nothing else.
+//!
+//! Percent rounding follows the original (limiter.md §1): `ceil` (the inverter may produce up to
+//! one point more than the demand, never less), clamped to 2…100 (2 % keeps the inverter
+//! connected). The G100 fail-safe rate is rounded down so it never exceeds the export limit.
+
+use std::time::{Duration, Instant};
+
+use super::policy::{Decision, Settings, Target};
+
+/// Growatt holding register: active power rate (% of rated).
+pub const HR_ACTIVE_POWER_RATE: u16 = 3;
+/// Growatt holding register: export limit source (1 = RS485 meter).
+pub const HR_EXPORT_LIMIT_SOURCE: u16 = 122;
+/// Growatt holding register: export limit power rate (0.1 % of rated).
+pub const HR_EXPORT_LIMIT_RATE: u16 = 123;
+/// Growatt holding register: export-limit fail-safe power rate (0.1 % of rated).
+pub const HR_EXPORT_LIMIT_FAILSAFE_RATE: u16 = 3000;
+/// Number of register writes in the G100 set-up.
+pub const G100_SETUP_LEN: usize = 4;
+
+/// Lowest percent the limiter writes (the original's floor).
+pub const MIN_PERCENT: u16 = 2;
+pub const MAX_PERCENT: u16 = 100;
+
+/// HR3 percent for a limit in watts: `clamp(ceil(100·W/rated), 2, 100)`; non-finite → 2 %.
+pub fn limit_percent(watts: f64, rated_w: f64) -> u16 {
+    let percent = 100.0 * watts / rated_w;
+    if percent.is_nan() {
+        return MIN_PERCENT;
+    }
+    // The epsilon keeps an exact percent (e.g. 2100 W of 4200 W) from rounding up on float noise.
+    (percent - 1e-9)
+        .ceil()
+        .clamp(f64::from(MIN_PERCENT), f64::from(MAX_PERCENT)) as u16
+}
+
+/// Watts for an HR3 percent (`/dynamicGenerationMaxPower`, the applied `/Ac/PowerLimit`).
+pub fn percent_to_watts(percent: u16, rated_w: f64) -> f64 {
+    f64::from(percent) * rated_w / 100.0
+}
+
+/// The G100 export limit as the inverter's 0.1 % rate, rounded down, clamped 0…1000;
+/// non-finite (e.g. rated power 0: a configuration error) → 0 (no export).
+pub fn g100_permille(export_limit_w: f64, rated_w: f64) -> u16 {
+    let permille = (1000.0 * export_limit_w / rated_w + 1e-9).floor();
+    if !permille.is_finite() {
+        return 0;
+    }
+    permille.clamp(0.0, 1000.0) as u16
+}
+
+/// The G100 set-up written on every (re)initialisation of the inverter, in write order:
+/// HR3 = 100 %, HR122 = 1 (RS485 meter), HR123 = HR3000 = export limit in 0.1 % of rated.
+pub fn g100_setup(export_limit_w: f64, rated_w: f64) -> [(u16, u16); G100_SETUP_LEN] {
+    let permille = g100_permille(export_limit_w, rated_w);
+    [
+        (HR_ACTIVE_POWER_RATE, MAX_PERCENT),
+        (HR_EXPORT_LIMIT_SOURCE, 1),
+        (HR_EXPORT_LIMIT_RATE, permille),
+        (HR_EXPORT_LIMIT_FAILSAFE_RATE, permille),
+    ]
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ActuatorConfig {
+    pub rated_w: f64,
+    /// HR3 value for `Target::FailSafe` (the G100 rate in whole percent, rounded down).
+    pub failsafe_percent: u16,
+    /// Changes of at most this many points count as noise and must persist (≥ 1).
+    pub deadband: u16,
+    pub min_write_interval: Duration,
+    pub retry_interval: Duration,
+}
+
+impl ActuatorConfig {
+    pub fn from_settings(settings: &Settings) -> Self {
+        Self {
+            rated_w: settings.rated_w,
+            failsafe_percent: g100_permille(settings.export_limit_w, settings.rated_w) / 10,
+            deadband: 1,
+            min_write_interval: settings.min_write_interval,
+            retry_interval: Duration::from_millis(250),
+        }
+    }
+}
+
+/// A small change waiting to prove it is not noise.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct PendingSmallChange {
+    raising: bool,
+    since: Instant,
+}
+
+#[derive(Clone, Debug)]
+pub struct Actuator {
+    config: ActuatorConfig,
+    /// The value HR3 is believed to hold; `None` = unknown (before set-up, after losing the inverter).
+    written: Option<u16>,
+    last_write: Option<Instant>,
+    last_failure: Option<Instant>,
+    pending: Option<PendingSmallChange>,
+    writes: u64,
+    failures: u64,
+}
+
+impl Actuator {
+    pub fn new(config: ActuatorConfig) -> Self {
+        Self {
+            config: ActuatorConfig {
+                deadband: config.deadband.max(1),
+                ..config
+            },
+            written: None,
+            last_write: None,
+            last_failure: None,
+            pending: None,
+            writes: 0,
+            failures: 0,
+        }
+    }
+
+    pub fn config(&self) -> &ActuatorConfig {
+        &self.config
+    }
+
+    /// The HR3 value to write now for this decision, if any. The caller writes it and reports
+    /// back with [`confirm_written`](Self::confirm_written) or [`write_failed`](Self::write_failed);
+    /// until then the same value is asked for again on the next call (that is the retry).
+    pub fn next_write(&mut self, decision: &Decision, now: Instant) -> Option<u16> {
+        let desired = match decision.target {
+            Target::Hold => {
+                self.pending = None;
+                return None;
+            }
+            Target::Limit(w) => limit_percent(w, self.config.rated_w),
+            Target::FullPower | Target::Release => MAX_PERCENT,
+            Target::FailSafe => self.config.failsafe_percent.min(MAX_PERCENT),
+        };
+        if self
+            .last_failure
+            .is_some_and(|t| elapsed(t, now) < self.config.retry_interval)
+        {
+            return None;
+        }
+        let Some(written) = self.written else {
+            return Some(desired);
+        };
+        if desired == written {
+            self.pending = None;
+            return None;
+        }
+        if matches!(decision.target, Target::Release | Target::FailSafe) {
+            return Some(desired);
+        }
+        let step = i32::from(desired) - i32::from(written);
+        let deadband = i32::from(self.config.deadband);
+        if step < -deadband {
+            return Some(desired);
+        }
+        let interval_passed = self
+            .last_write
+            .is_none_or(|t| elapsed(t, now) >= self.config.min_write_interval);
+        if step > deadband {
+            self.pending = None;
+            return interval_passed.then_some(desired);
+        }
+        let raising = step > 0;
+        let since = match self.pending {
+            Some(p) if p.raising == raising => p.since,
+            _ => {
+                self.pending = Some(PendingSmallChange {
+                    raising,
+                    since: now,
+                });
+                now
+            }
+        };
+        (interval_passed && elapsed(since, now) >= self.config.min_write_interval)
+            .then_some(desired)
+    }
+
+    /// The write of `value` to HR3 succeeded at `now`.
+    pub fn confirm_written(&mut self, value: u16, now: Instant) {
+        self.written = Some(value);
+        self.last_write = Some(now);
+        self.last_failure = None;
+        self.pending = None;
+        self.writes = self.writes.saturating_add(1);
+    }
+
+    /// The write failed (timeout, exception): retry after `retry_interval`. The register value is
+    /// kept as believed; if the write did land, the retry finds nothing to do or rewrites it once.
+    pub fn write_failed(&mut self, now: Instant) {
+        self.last_failure = Some(now);
+        self.failures = self.failures.saturating_add(1);
+    }
+
+    /// The daemon (re)ran the G100 set-up and read HR3 back as `hr3`.
+    pub fn inverter_reinitialised(&mut self, hr3: u16) {
+        self.written = Some(hr3);
+        self.last_write = None;
+        self.last_failure = None;
+        self.pending = None;
+    }
+
+    /// The inverter stopped answering: its register value is unknown until re-initialised.
+    pub fn inverter_lost(&mut self) {
+        self.written = None;
+        self.pending = None;
+    }
+
+    /// Confirmed HR3 writes since start (for the published write counter).
+    pub fn writes(&self) -> u64 {
+        self.writes
+    }
+
+    pub fn failures(&self) -> u64 {
+        self.failures
+    }
+
+    /// The HR3 value the inverter is believed to hold.
+    pub fn applied_percent(&self) -> Option<u16> {
+        self.written
+    }
+
+    /// The applied limit in watts (`/dynamicGenerationMaxPower`, `/Ac/PowerLimit`).
+    pub fn applied_watts(&self) -> Option<f64> {
+        self.written
+            .map(|p| percent_to_watts(p, self.config.rated_w))
+    }
+}
+
+fn elapsed(since: Instant, now: Instant) -> Duration {
+    now.saturating_duration_since(since)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::limiter::policy::Status;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    fn limit(watts: f64) -> Decision {
+        Decision::new(Target::Limit(watts), Status::Limiting)
+    }
+
+    fn actuator() -> Actuator {
+        Actuator::new(ActuatorConfig::from_settings(&Settings::default()))
+    }
+
+    /// An actuator whose register holds `percent`, last written at `at`.
+    fn holding(percent: u16, at: Instant) -> Actuator {
+        let mut a = actuator();
+        a.confirm_written(percent, at);
+        a
+    }
+
+    /// Feeds the decision at `now` and confirms whatever it asks to write.
+    fn step(a: &mut Actuator, decision: &Decision, now: Instant) -> Option<u16> {
+        let value = a.next_write(decision, now);
+        if let Some(v) = value {
+            a.confirm_written(v, now);
+        }
+        value
+    }
+
+    #[test]
+    fn percent_rounds_up_and_clamps() {
+        let rated = 4200.0;
+        for (watts, percent) in [
+            (-500.0, 2),
+            (0.0, 2),
+            (84.0, 2),
+            (85.0, 3),
+            (2100.0, 50),
+            (2101.0, 51),
+            (4158.0, 99),
+            (4159.0, 100),
+            (4200.0, 100),
+            (9000.0, 100),
+            (f64::NAN, 2),
+            (f64::INFINITY, 100),
+            (f64::NEG_INFINITY, 2),
+        ] {
+            assert_eq!(limit_percent(watts, rated), percent, "{watts} W");
+        }
+        assert_eq!(percent_to_watts(50, rated), 2100.0);
+    }
+
+    #[test]
+    fn g100_rate_rounds_down_and_clamps() {
+        for (export, rated, permille) in [
+            (3680.0, 4200.0, 876),
+            (2100.0, 4200.0, 500),
+            (0.0, 4200.0, 0),
+            (-10.0, 4200.0, 0),
+            (6000.0, 4200.0, 1000),
+            (3680.0, 0.0, 0),
+            (f64::NAN, 4200.0, 0),
+        ] {
+            assert_eq!(g100_permille(export, rated), permille, "{export}/{rated}");
+        }
+    }
+
+    #[test]
+    fn g100_setup_registers_in_order() {
+        assert_eq!(
+            g100_setup(3680.0, 4200.0),
+            [(3, 100), (122, 1), (123, 876), (3000, 876)]
+        );
+        assert_eq!(g100_setup(3680.0, 3000.0)[2], (123, 1000));
+    }
+
+    #[test]
+    fn failsafe_percent_is_the_g100_rate_rounded_down() {
+        assert_eq!(
+            ActuatorConfig::from_settings(&Settings::default()).failsafe_percent,
+            87
+        );
+    }
+
+    #[test]
+    fn unknown_register_is_written_at_once() {
+        let t = Instant::now();
+        let mut a = actuator();
+        assert_eq!(a.next_write(&limit(2100.0), t), Some(50));
+        // Not confirmed yet: asked again (the retry path).
+        assert_eq!(a.next_write(&limit(2100.0), t + MS), Some(50));
+    }
+
+    #[test]
+    fn never_rewrites_an_unchanged_value() {
+        let t = Instant::now();
+        let mut a = holding(50, t);
+        for i in 1..50 {
+            assert_eq!(step(&mut a, &limit(2090.0), t + i * 100 * MS), None);
+        }
+        assert_eq!(a.writes(), 1);
+    }
+
+    #[test]
+    fn lowering_beyond_the_deadband_is_immediate() {
+        let t = Instant::now();
+        let mut a = holding(100, t);
+        assert_eq!(step(&mut a, &limit(2100.0), t + 10 * MS), Some(50));
+        assert_eq!(step(&mut a, &limit(2000.0), t + 20 * MS), Some(48));
+        assert_eq!(a.writes(), 3);
+    }
+
+    #[test]
+    fn raising_is_paced_by_the_write_interval() {
+        let t = Instant::now();
+        let mut a = holding(50, t);
+        assert_eq!(step(&mut a, &limit(3360.0), t + 300 * MS), None);
+        assert_eq!(step(&mut a, &limit(3360.0), t + 999 * MS), None);
+        assert_eq!(step(&mut a, &limit(3360.0), t + 1000 * MS), Some(80));
+        // After a long quiet time a raise goes out at once.
+        assert_eq!(step(&mut a, &limit(4200.0), t + 5000 * MS), Some(100));
+    }
+
+    #[test]
+    fn a_deadband_sized_change_must_persist() {
+        let t = Instant::now();
+        let mut a = holding(50, t);
+        let down = limit(2058.0); // 49 %
+        assert_eq!(step(&mut a, &down, t + 5000 * MS), None);
+        assert_eq!(step(&mut a, &down, t + 5500 * MS), None);
+        assert_eq!(step(&mut a, &down, t + 6000 * MS), Some(49));
+        let up = limit(2100.0); // 50 %
+        assert_eq!(step(&mut a, &up, t + 6250 * MS), None);
+        assert_eq!(step(&mut a, &up, t + 7250 * MS), Some(50));
+    }
+
+    #[test]
+    fn noise_around_a_percent_boundary_causes_no_writes() {
+        let t = Instant::now();
+        let mut a = holding(50, t);
+        for i in 1..200u32 {
+            let watts = if i % 3 == 0 { 2110.0 } else { 2095.0 }; // 51 % now and then
+            assert_eq!(step(&mut a, &limit(watts), t + i * 250 * MS), None, "i {i}");
+        }
+        let mut b = holding(50, t);
+        for i in 1..200u32 {
+            let watts = if i % 2 == 0 { 2110.0 } else { 2050.0 }; // 51 % / 49 % alternating
+            assert_eq!(step(&mut b, &limit(watts), t + i * 250 * MS), None, "i {i}");
+        }
+    }
+
+    #[test]
+    fn release_and_failsafe_are_immediate_and_once() {
+        let t = Instant::now();
+        let mut a = holding(40, t);
+        let release = Decision::new(Target::Release, Status::G100);
+        assert_eq!(step(&mut a, &release, t + MS), Some(100));
+        assert_eq!(step(&mut a, &release, t + 2 * MS), None);
+        let failsafe = Decision::new(Target::FailSafe, Status::MeterStale);
+        assert_eq!(step(&mut a, &failsafe, t + 3 * MS), Some(87));
+        for i in 4..100 {
+            assert_eq!(step(&mut a, &failsafe, t + i * 100 * MS), None);
+        }
+        // Raising from a low limit to the fail-safe rate is not paced either.
+        let mut b = holding(30, t);
+        assert_eq!(step(&mut b, &failsafe, t + MS), Some(87));
+        assert_eq!(step(&mut b, &Decision::shutdown(), t + 2 * MS), Some(100));
+        assert_eq!(b.writes(), 3);
+    }
+
+    #[test]
+    fn full_power_is_paced_like_a_raise() {
+        let t = Instant::now();
+        let mut a = holding(30, t);
+        let full = Decision::new(Target::FullPower, Status::Charging);
+        assert_eq!(step(&mut a, &full, t + 100 * MS), None);
+        assert_eq!(step(&mut a, &full, t + 1000 * MS), Some(100));
+    }
+
+    #[test]
+    fn hold_writes_nothing_and_drops_a_pending_change() {
+        let t = Instant::now();
+        let mut a = holding(50, t);
+        let hold = Decision::new(Target::Hold, Status::PvOffline);
+        assert_eq!(step(&mut a, &limit(2058.0), t + 2000 * MS), None);
+        assert_eq!(step(&mut a, &hold, t + 2500 * MS), None);
+        // The 49 % change starts over after the hold.
+        assert_eq!(step(&mut a, &limit(2058.0), t + 3000 * MS), None);
+        assert_eq!(step(&mut a, &limit(2058.0), t + 3900 * MS), None);
+        assert_eq!(step(&mut a, &limit(2058.0), t + 4000 * MS), Some(49));
+        let mut unknown = actuator();
+        assert_eq!(unknown.next_write(&hold, t), None);
+    }
+
+    #[test]
+    fn failed_write_is_retried_after_the_retry_interval() {
+        let t = Instant::now();
+        let mut a = holding(100, t);
+        assert_eq!(a.next_write(&limit(1000.0), t + MS), Some(24));
+        a.write_failed(t + 20 * MS);
+        assert_eq!(a.next_write(&limit(1000.0), t + 100 * MS), None);
+        assert_eq!(a.next_write(&limit(1000.0), t + 270 * MS), Some(24));
+        a.confirm_written(24, t + 290 * MS);
+        assert_eq!((a.writes(), a.failures()), (2, 1));
+        assert_eq!(a.applied_percent(), Some(24));
+        assert_eq!(a.applied_watts(), Some(1008.0));
+    }
+
+    #[test]
+    fn inverter_loss_and_reinitialisation() {
+        let t = Instant::now();
+        let mut a = holding(30, t);
+        a.inverter_lost();
+        assert_eq!(a.applied_percent(), None);
+        assert_eq!(a.next_write(&limit(1260.0), t + MS), Some(30));
+        a.inverter_reinitialised(100);
+        // Right after the G100 set-up wrote 100 %, full power needs no write and a limit is urgent.
+        let full = Decision::new(Target::FullPower, Status::NotLimiting);
+        assert_eq!(a.next_write(&full, t + 2 * MS), None);
+        assert_eq!(a.next_write(&limit(1260.0), t + 3 * MS), Some(30));
+    }
+
+    #[test]
+    fn zero_deadband_is_raised_to_one() {
+        let cfg = ActuatorConfig {
+            deadband: 0,
+            ..ActuatorConfig::from_settings(&Settings::default())
+        };
+        assert_eq!(Actuator::new(cfg).config().deadband, 1);
+    }
+}
