@@ -4,6 +4,7 @@
 //!
 //! `cargo bench --bench plant_day` simulates 24 h; without `--bench` (under
 //! `cargo test --all-targets`) it simulates 10 minutes around noon as a smoke pass.
+//! `-- --trace` prints every HR3 write with the plant state to stderr.
 //!
 //! The plant model is pure and deterministic (fixed seed, noise from a hash of the step index so
 //! every controller sees the same house). Assumptions (none of these were measured on the site):
@@ -397,7 +398,7 @@ impl IdealPlant {
 // Controllers
 
 enum Policy {
-    New(Actuator),
+    New(Box<Actuator>),
     Reference(ReferenceSmoother),
 }
 
@@ -414,6 +415,8 @@ struct Controller {
     write_steps: Vec<u64>,
     energy: Energy,
     limiting_s: f64,
+    /// Print every write to stderr (`-- --trace`).
+    trace: bool,
 }
 
 impl Controller {
@@ -430,6 +433,7 @@ impl Controller {
             write_steps: Vec::new(),
             energy: Energy::default(),
             limiting_s: 0.0,
+            trace: std::env::args().any(|a| a == "--trace"),
         }
     }
 
@@ -446,6 +450,20 @@ impl Controller {
         {
             self.plant.hr3 = value;
             self.write_steps.push(k);
+            if self.trace {
+                let p = &self.plant;
+                eprintln!(
+                    "{:<34} {:>9.2} s HR3={value:>3} load={load:>5.0} grid={:>6.0} pv={:>5.0} \
+                     multi_in={:>6.0} soc={:.3} {:?}",
+                    self.name,
+                    k as f64 * DT,
+                    p.grid,
+                    p.pv,
+                    p.multi_in,
+                    p.soc,
+                    self.status
+                );
+            }
             self.pending_write = None;
         }
         self.plant.step(load, available);
@@ -515,6 +533,10 @@ impl Controller {
     }
 }
 
+fn new_actuator() -> Actuator {
+    Actuator::new(ActuatorConfig::from_settings(&site_settings()))
+}
+
 fn site_settings() -> Settings {
     Settings {
         energy_difference: ENERGY_DIFFERENCE_KWH,
@@ -563,17 +585,13 @@ fn run(scenario: &Scenario) -> Report {
     let mut controllers = vec![
         Controller::new(
             "new (time-paced, PV read 1 s)",
-            Policy::New(Actuator::new(ActuatorConfig::from_settings(
-                &site_settings(),
-            ))),
+            Policy::New(Box::new(new_actuator())),
             20,
             soc0,
         ),
         Controller::new(
             "new (time-paced, PV read 0.25 s)",
-            Policy::New(Actuator::new(ActuatorConfig::from_settings(
-                &site_settings(),
-            ))),
+            Policy::New(Box::new(new_actuator())),
             5,
             soc0,
         ),
@@ -659,6 +677,8 @@ struct StepStats {
     writes_per_step: Vec<f64>,
     latency_down_s: Vec<f64>,
     latency_up_s: Vec<f64>,
+    /// Load steps down: from the first meter reading that shows the step to the write landing.
+    meter_latency_down_s: Vec<f64>,
 }
 
 fn step_stats(report: &Report, index: usize) -> StepStats {
@@ -670,6 +690,7 @@ fn step_stats(report: &Report, index: usize) -> StepStats {
         writes_per_step: Vec::new(),
         latency_down_s: Vec::new(),
         latency_up_s: Vec::new(),
+        meter_latency_down_s: Vec::new(),
     };
     for (i, s) in report.steps.iter().enumerate() {
         if !s.limiting.get(index).copied().unwrap_or(false) {
@@ -688,10 +709,14 @@ fn step_stats(report: &Report, index: usize) -> StepStats {
             None => stats.without_write += 1,
             Some(&w) => {
                 let latency = (w - s.step) as f64 * DT;
+                let first_reading = s.step + (METER.1 + METER.0 - s.step % METER.0) % METER.0;
                 if s.up {
                     stats.latency_up_s.push(latency);
                 } else {
                     stats.latency_down_s.push(latency);
+                    stats
+                        .meter_latency_down_s
+                        .push(w.saturating_sub(first_reading) as f64 * DT);
                 }
             }
         }
@@ -723,15 +748,16 @@ fn print_report(scenario: &Scenario, report: &Report) {
     println!(
         "| controller | exported Wh (while limiting) | imported Wh | PV curtailed Wh (vs ideal) | \
          limiting h | HR3 writes (/h, /limiting h) | writes per load step p50/p95/max | \
-         step down -> write ms p50/p95/max | step up -> write ms p50/p95/max | steps without write | final SoC |"
+         load step down -> write ms p50/p95/max | load step up -> write ms p50/p95/max | \
+         meter step down -> write ms p50/p95/max | steps without write | final SoC |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
     for (index, c) in report.controllers.iter().enumerate() {
         let mut stats = step_stats(report, index);
         let e = &c.energy;
         let limiting_h = c.limiting_s / 3600.0;
         println!(
-            "| {} | {:.0} ({:.0}) | {:.0} | {:.0} ({:+.0}) | {:.2} | {} ({:.1}, {:.1}) | {} | {} | {} | {} of {} | {:.1} % |",
+            "| {} | {:.0} ({:.0}) | {:.0} | {:.0} ({:+.0}) | {:.2} | {} ({:.1}, {:.1}) | {} | {} | {} | {} | {} of {} | {:.1} % |",
             c.name,
             e.exported_wh,
             e.exported_limiting_wh,
@@ -749,6 +775,7 @@ fn print_report(scenario: &Scenario, report: &Report) {
             summary(&mut stats.writes_per_step, 1.0, ""),
             summary(&mut stats.latency_down_s, 1000.0, "ms"),
             summary(&mut stats.latency_up_s, 1000.0, "ms"),
+            summary(&mut stats.meter_latency_down_s, 1000.0, "ms"),
             stats.without_write,
             stats.steps,
             c.plant.soc * 100.0
@@ -756,7 +783,10 @@ fn print_report(scenario: &Scenario, report: &Report) {
     }
     println!();
     println!(
-        "writes per step and latency count load steps that happened while the controller was \
-         limiting; a step's writes are those within {STEP_WINDOW_S:.0} s or until the next step."
+        "writes per step and latencies count load steps that happened while the controller was \
+         limiting; a step's writes are those within {STEP_WINDOW_S:.0} s or until the next step \
+         (so they include unrelated writes, e.g. battery-acceptance creep); latency is to the \
+         first write in that window, quantised to the {:.0} ms step.",
+        DT * 1000.0
     );
 }

@@ -2,12 +2,23 @@
 //!
 //! Writes are precious (EEPROM wear is possible, devices.md §3), so the actuator:
 //! - never rewrites the value it believes the register holds;
-//! - lowers at once when the new percent is lower by more than the deadband (export protection
-//!   is urgent), and applies `Release` / `FailSafe` at once (each happens once: afterwards the
-//!   register already holds the value);
-//! - raises by more than the deadband at most once per `min_write_interval`;
-//! - applies a change of at most the deadband only when it has persisted, in the same direction,
-//!   for `min_write_interval` — meter noise around a percent boundary then causes no writes;
+//! - lowers at once when the new percent is lower by more than the deadband **and the site is
+//!   exporting** (or the grid is unknown): export protection is urgent. A lower target while
+//!   importing comes from inputs caught mid-transient (PV or MultiPlus values older than the
+//!   grid reading) and is treated like any other non-urgent change;
+//! - never raises while the site exports (more output could only export more);
+//! - applies `Release` / `FailSafe` at once (each happens once: afterwards the register already
+//!   holds the value);
+//! - any other change waits until `min_write_interval` has passed since the last write; a raise
+//!   by more than the deadband then goes out at once, every other change must first persist in
+//!   the same direction for `settle_time`. What is written is the smallest move seen while
+//!   waiting, so a transient peak or dip is never chased and noise around a percent boundary
+//!   writes nothing;
+//! - backs off raising when raises keep being reversed: a lowering by more than the deadband
+//!   within `reversal_window` of a raise means the raise overshot (inputs mid-transient, or a
+//!   policy threshold flapping), so raises then must persist for a back-off time that doubles
+//!   with each reversal (from 2 × `min_write_interval` up to `max_raise_backoff`) and is cleared
+//!   after `backoff_reset` without a reversal. This bounds limit cycles to a few writes a minute;
 //! - after a failed write retries no sooner than `retry_interval`, and forgets nothing else.
 //!
 //! Percent rounding follows the original (limiter.md §1): `ceil` (the inverter may produce up to
@@ -79,7 +90,17 @@ pub struct ActuatorConfig {
     pub failsafe_percent: u16,
     /// Changes of at most this many points count as noise and must persist (≥ 1).
     pub deadband: u16,
+    /// Shortest time between two non-urgent writes.
     pub min_write_interval: Duration,
+    /// How long a non-urgent change other than a big raise must persist.
+    pub settle_time: Duration,
+    /// Export (W) above which a lower limit is urgent.
+    pub urgent_export_w: f64,
+    /// A lowering this soon after a raise counts as a reversal.
+    pub reversal_window: Duration,
+    pub max_raise_backoff: Duration,
+    /// The raise back-off is cleared this long after the last reversal.
+    pub backoff_reset: Duration,
     pub retry_interval: Duration,
 }
 
@@ -90,16 +111,26 @@ impl ActuatorConfig {
             failsafe_percent: g100_permille(settings.export_limit_w, settings.rated_w) / 10,
             deadband: 1,
             min_write_interval: settings.min_write_interval,
+            // House load noise moves the demand by a point every second or so; 5 s cut the
+            // plant_day bench's writes by ~4x against 1 s at the same curtailment.
+            settle_time: Duration::from_secs(5),
+            // One point of rated power: less export than that is within the ceil rounding.
+            urgent_export_w: settings.rated_w / 100.0,
+            reversal_window: Duration::from_secs(10),
+            max_raise_backoff: Duration::from_secs(60),
+            backoff_reset: Duration::from_secs(300),
             retry_interval: Duration::from_millis(250),
         }
     }
 }
 
-/// A small change waiting to prove it is not noise.
+/// A non-urgent change waiting for the write interval or to prove it is not a transient.
 #[derive(Clone, Copy, Debug, PartialEq)]
-struct PendingSmallChange {
+struct PendingChange {
     raising: bool,
     since: Instant,
+    /// The desired value closest to the register value seen since `since`.
+    least_move: u16,
 }
 
 #[derive(Clone, Debug)]
@@ -109,7 +140,10 @@ pub struct Actuator {
     written: Option<u16>,
     last_write: Option<Instant>,
     last_failure: Option<Instant>,
-    pending: Option<PendingSmallChange>,
+    pending: Option<PendingChange>,
+    last_raise: Option<Instant>,
+    last_reversal: Option<Instant>,
+    raise_backoff: Duration,
     writes: u64,
     failures: u64,
 }
@@ -125,6 +159,9 @@ impl Actuator {
             last_write: None,
             last_failure: None,
             pending: None,
+            last_raise: None,
+            last_reversal: None,
+            raise_backoff: Duration::ZERO,
             writes: 0,
             failures: 0,
         }
@@ -165,33 +202,83 @@ impl Actuator {
         }
         let step = i32::from(desired) - i32::from(written);
         let deadband = i32::from(self.config.deadband);
-        if step < -deadband {
+        let exporting = decision
+            .grid_w
+            .is_none_or(|grid| grid < -self.config.urgent_export_w);
+        if step < -deadband && exporting {
+            self.pending = None;
             return Some(desired);
         }
+        let raising = step > 0;
+        if raising && exporting && decision.grid_w.is_some() {
+            // More output while the site exports can only export more: the estimate is
+            // mid-transient (MultiPlus values older than the grid reading).
+            self.pending = None;
+            return None;
+        }
+        let pending = match self.pending {
+            Some(p) if p.raising == raising => PendingChange {
+                least_move: if raising {
+                    p.least_move.min(desired)
+                } else {
+                    p.least_move.max(desired)
+                },
+                ..p
+            },
+            _ => PendingChange {
+                raising,
+                since: now,
+                least_move: desired,
+            },
+        };
+        self.pending = Some(pending);
         let interval_passed = self
             .last_write
             .is_none_or(|t| elapsed(t, now) >= self.config.min_write_interval);
-        if step > deadband {
-            self.pending = None;
-            return interval_passed.then_some(desired);
-        }
-        let raising = step > 0;
-        let since = match self.pending {
-            Some(p) if p.raising == raising => p.since,
-            _ => {
-                self.pending = Some(PendingSmallChange {
-                    raising,
-                    since: now,
-                });
-                now
-            }
+        let waited = elapsed(pending.since, now);
+        let backoff = if raising {
+            self.raise_backoff(now)
+        } else {
+            Duration::ZERO
         };
-        (interval_passed && elapsed(since, now) >= self.config.min_write_interval)
-            .then_some(desired)
+        let big_raise = i32::from(pending.least_move) - i32::from(written) > deadband;
+        let ready = if big_raise {
+            waited >= backoff
+        } else {
+            waited >= self.config.settle_time.max(backoff)
+        };
+        (interval_passed && ready).then_some(pending.least_move)
+    }
+
+    /// How long a raise must persist now (zero unless raises were reversed recently).
+    pub fn raise_backoff(&self, now: Instant) -> Duration {
+        match self.last_reversal {
+            Some(t) if elapsed(t, now) < self.config.backoff_reset => self.raise_backoff,
+            _ => Duration::ZERO,
+        }
+    }
+
+    fn note_write(&mut self, previous: Option<u16>, value: u16, now: Instant) {
+        let Some(previous) = previous else {
+            return;
+        };
+        if value > previous {
+            self.last_raise = Some(now);
+        } else if i32::from(previous) - i32::from(value) > i32::from(self.config.deadband)
+            && self
+                .last_raise
+                .is_some_and(|t| elapsed(t, now) < self.config.reversal_window)
+        {
+            let doubled = (self.raise_backoff(now) * 2).max(self.config.min_write_interval * 2);
+            self.raise_backoff = doubled.min(self.config.max_raise_backoff);
+            self.last_reversal = Some(now);
+            self.last_raise = None;
+        }
     }
 
     /// The write of `value` to HR3 succeeded at `now`.
     pub fn confirm_written(&mut self, value: u16, now: Instant) {
+        self.note_write(self.written, value, now);
         self.written = Some(value);
         self.last_write = Some(now);
         self.last_failure = None;
@@ -371,19 +458,6 @@ mod tests {
     }
 
     #[test]
-    fn a_deadband_sized_change_must_persist() {
-        let t = Instant::now();
-        let mut a = holding(50, t);
-        let down = limit(2058.0); // 49 %
-        assert_eq!(step(&mut a, &down, t + 5000 * MS), None);
-        assert_eq!(step(&mut a, &down, t + 5500 * MS), None);
-        assert_eq!(step(&mut a, &down, t + 6000 * MS), Some(49));
-        let up = limit(2100.0); // 50 %
-        assert_eq!(step(&mut a, &up, t + 6250 * MS), None);
-        assert_eq!(step(&mut a, &up, t + 7250 * MS), Some(50));
-    }
-
-    #[test]
     fn noise_around_a_percent_boundary_causes_no_writes() {
         let t = Instant::now();
         let mut a = holding(50, t);
@@ -427,21 +501,6 @@ mod tests {
     }
 
     #[test]
-    fn hold_writes_nothing_and_drops_a_pending_change() {
-        let t = Instant::now();
-        let mut a = holding(50, t);
-        let hold = Decision::new(Target::Hold, Status::PvOffline);
-        assert_eq!(step(&mut a, &limit(2058.0), t + 2000 * MS), None);
-        assert_eq!(step(&mut a, &hold, t + 2500 * MS), None);
-        // The 49 % change starts over after the hold.
-        assert_eq!(step(&mut a, &limit(2058.0), t + 3000 * MS), None);
-        assert_eq!(step(&mut a, &limit(2058.0), t + 3900 * MS), None);
-        assert_eq!(step(&mut a, &limit(2058.0), t + 4000 * MS), Some(49));
-        let mut unknown = actuator();
-        assert_eq!(unknown.next_write(&hold, t), None);
-    }
-
-    #[test]
     fn failed_write_is_retried_after_the_retry_interval() {
         let t = Instant::now();
         let mut a = holding(100, t);
@@ -467,6 +526,170 @@ mod tests {
         let full = Decision::new(Target::FullPower, Status::NotLimiting);
         assert_eq!(a.next_write(&full, t + 2 * MS), None);
         assert_eq!(a.next_write(&limit(1260.0), t + 3 * MS), Some(30));
+    }
+
+    fn limit_at_grid(watts: f64, grid_w: f64) -> Decision {
+        limit(watts).with_grid(grid_w)
+    }
+
+    /// The default settle time, so the tests follow the configuration.
+    fn settle() -> Duration {
+        actuator().config().settle_time
+    }
+
+    #[test]
+    fn a_deadband_sized_change_must_persist() {
+        let t = Instant::now();
+        let mut a = holding(50, t);
+        let s0 = t + 5000 * MS;
+        let down = limit(2058.0); // 49 %
+        assert_eq!(step(&mut a, &down, s0), None);
+        assert_eq!(step(&mut a, &down, s0 + settle() - MS), None);
+        assert_eq!(step(&mut a, &down, s0 + settle()), Some(49));
+        let up = limit(2100.0); // 50 %
+        let s1 = s0 + settle() + 250 * MS;
+        assert_eq!(step(&mut a, &up, s1), None);
+        assert_eq!(step(&mut a, &up, s1 + settle()), Some(50));
+    }
+
+    #[test]
+    fn hold_writes_nothing_and_drops_a_pending_change() {
+        let t = Instant::now();
+        let mut a = holding(50, t);
+        let hold = Decision::new(Target::Hold, Status::PvOffline);
+        let s0 = t + 2000 * MS;
+        assert_eq!(step(&mut a, &limit(2058.0), s0), None);
+        assert_eq!(step(&mut a, &hold, s0 + settle() - MS), None);
+        // The 49 % change starts over after the hold.
+        let s1 = s0 + settle();
+        assert_eq!(step(&mut a, &limit(2058.0), s1), None);
+        assert_eq!(step(&mut a, &limit(2058.0), s1 + settle() - MS), None);
+        assert_eq!(step(&mut a, &limit(2058.0), s1 + settle()), Some(49));
+        let mut unknown = actuator();
+        assert_eq!(unknown.next_write(&hold, t), None);
+    }
+
+    #[test]
+    fn lowering_is_urgent_only_while_exporting() {
+        let t = Instant::now();
+        let mut a = holding(80, t);
+        // Exporting beyond one point of rated power (42 W): at once.
+        assert_eq!(
+            step(&mut a, &limit_at_grid(2100.0, -100.0), t + 10 * MS),
+            Some(50)
+        );
+        // Exporting within the rounding, or importing: waits to settle.
+        let mut b = holding(80, t);
+        assert_eq!(
+            step(&mut b, &limit_at_grid(2100.0, -30.0), t + 10 * MS),
+            None
+        );
+        let settled = t + 10 * MS + settle();
+        assert_eq!(
+            step(&mut b, &limit_at_grid(2100.0, 100.0), settled - MS),
+            None
+        );
+        assert_eq!(
+            step(&mut b, &limit_at_grid(2100.0, 100.0), settled),
+            Some(50)
+        );
+    }
+
+    #[test]
+    fn never_raises_while_exporting() {
+        let t = Instant::now();
+        let mut a = holding(50, t);
+        for i in 1..40 {
+            let at = t + i * 250 * MS;
+            assert_eq!(step(&mut a, &limit_at_grid(3360.0, -200.0), at), None);
+        }
+        // The same target once the export is gone goes out at once (a big raise).
+        assert_eq!(
+            step(&mut a, &limit_at_grid(3360.0, 0.0), t + 10_000 * MS),
+            Some(80)
+        );
+    }
+
+    #[test]
+    fn a_non_urgent_change_writes_the_least_move_seen_while_waiting() {
+        let t = Instant::now();
+        let mut a = holding(80, t);
+        let s0 = t + 5000 * MS;
+        assert_eq!(step(&mut a, &limit_at_grid(2100.0, 50.0), s0), None); // 50 %
+        assert_eq!(step(&mut a, &limit_at_grid(2520.0, 50.0), s0 + MS), None); // 60 %
+        let s1 = s0 + settle();
+        assert_eq!(step(&mut a, &limit_at_grid(2310.0, 50.0), s1), Some(60)); // 55 %
+        // A raise waiting for the write interval takes the lowest value seen meanwhile.
+        assert_eq!(
+            step(&mut a, &limit_at_grid(3780.0, 0.0), s1 + 200 * MS),
+            None
+        ); // 90 %
+        assert_eq!(
+            step(&mut a, &limit_at_grid(2940.0, 0.0), s1 + 500 * MS),
+            None
+        ); // 70 %
+        assert_eq!(
+            step(&mut a, &limit_at_grid(3990.0, 0.0), s1 + 1000 * MS),
+            Some(70)
+        ); // 95 %
+    }
+
+    #[test]
+    fn a_transient_dip_that_returns_is_never_written() {
+        let t = Instant::now();
+        let mut a = holding(80, t);
+        let s0 = t + 5000 * MS;
+        assert_eq!(step(&mut a, &limit_at_grid(2100.0, 200.0), s0), None);
+        assert_eq!(
+            step(&mut a, &limit_at_grid(3360.0, 0.0), s0 + 500 * MS),
+            None
+        ); // 80 % again
+        let s1 = s0 + 1000 * MS;
+        assert_eq!(step(&mut a, &limit_at_grid(2940.0, 100.0), s1), None); // 70 %, anew
+        assert_eq!(
+            step(&mut a, &limit_at_grid(2940.0, 100.0), s1 + settle() - MS),
+            None
+        );
+        assert_eq!(
+            step(&mut a, &limit_at_grid(2940.0, 100.0), s1 + settle()),
+            Some(70)
+        );
+        assert_eq!(a.writes(), 2);
+    }
+
+    #[test]
+    fn reversed_raises_back_off_exponentially_and_recover() {
+        let t = Instant::now();
+        let mut a = holding(20, t);
+        let cfg = *a.config();
+        let mut now = t + 10_000 * MS;
+        let mut backoffs = Vec::new();
+        for _ in 0..8 {
+            // Raise to 40 % as soon as allowed, then an export forces it back down at once.
+            let mut raised = None;
+            for _ in 0..400 {
+                now += 250 * MS;
+                raised = step(&mut a, &limit_at_grid(1680.0, 0.0), now);
+                if raised.is_some() {
+                    break;
+                }
+            }
+            assert_eq!(raised, Some(40));
+            now += 500 * MS;
+            assert_eq!(step(&mut a, &limit_at_grid(840.0, -500.0), now), Some(20));
+            backoffs.push(a.raise_backoff(now).as_secs());
+        }
+        assert_eq!(backoffs, [2, 4, 8, 16, 32, 60, 60, 60]);
+        assert_eq!(a.raise_backoff(now + cfg.backoff_reset), Duration::ZERO);
+        // A lowering long after a raise is no reversal.
+        let mut b = holding(20, t);
+        assert_eq!(
+            step(&mut b, &limit_at_grid(1680.0, 0.0), t + 2000 * MS),
+            Some(40)
+        );
+        let later = t + 2000 * MS + cfg.reversal_window;
+        assert_eq!(step(&mut b, &limit_at_grid(840.0, -500.0), later), Some(20));
+        assert_eq!(b.raise_backoff(later), Duration::ZERO);
     }
 
     #[test]

@@ -210,11 +210,25 @@ impl std::fmt::Display for Status {
 pub struct Decision {
     pub target: Target,
     pub status: Status,
+    /// The fresh grid power (W, + import) the decision used, if any: the actuator treats a lower
+    /// limit as urgent only while the site exports (or when this is unknown).
+    pub grid_w: Option<f64>,
 }
 
 impl Decision {
     pub fn new(target: Target, status: Status) -> Self {
-        Self { target, status }
+        Self {
+            target,
+            status,
+            grid_w: None,
+        }
+    }
+
+    pub fn with_grid(self, grid_w: f64) -> Self {
+        Self {
+            grid_w: Some(grid_w),
+            ..self
+        }
     }
 
     /// What the daemon feeds the actuator when it stops cleanly (restore 100 % once).
@@ -268,6 +282,11 @@ fn decide_own(inputs: &Inputs, settings: &Settings, now: Instant) -> Decision {
             None => return Decision::new(Target::FailSafe, Status::MeterStale),
         },
     };
+    decide_tracking(inputs, settings, now, grid).with_grid(grid)
+}
+
+/// Rules 3–6, once the grid reading is known to be fresh.
+fn decide_tracking(inputs: &Inputs, settings: &Settings, now: Instant, grid: f64) -> Decision {
     let pv = match inputs.pv.and_then(|r| r.fresh(now, settings.stale_pv)) {
         Some(w) if w >= PV_OFFLINE_BELOW_W => w,
         _ => return Decision::new(Target::Hold, Status::PvOffline),
@@ -444,7 +463,7 @@ mod tests {
             let mut settings = configured();
             change(&mut inputs, &mut settings, now);
             let got = decide(&inputs, &settings, now);
-            assert_eq!(got, Decision::new(*target, *status), "case: {name}");
+            assert_eq!((got.target, got.status), (*target, *status), "case: {name}");
         }
     }
 
@@ -998,6 +1017,20 @@ mod tests {
                 Status::External,
             ),
         ]);
+    }
+
+    #[test]
+    fn decisions_carry_the_fresh_grid_reading_only() {
+        let now = Instant::now() + Duration::from_secs(1000);
+        let mut settings = configured();
+        let mut inputs = base(now);
+        assert_eq!(decide(&inputs, &settings, now).grid_w, Some(-300.0));
+        inputs.pv = None;
+        assert_eq!(decide(&inputs, &settings, now).grid_w, Some(-300.0));
+        inputs.grid = aged(-300.0, now, 6000);
+        assert_eq!(decide(&inputs, &settings, now).grid_w, None);
+        settings.mode = Mode::External;
+        assert_eq!(decide(&base(now), &settings, now).grid_w, None);
     }
 
     #[test]
