@@ -6,7 +6,10 @@
 //!   exporting** (or the grid is unknown): export protection is urgent. A lower target while
 //!   importing comes from inputs caught mid-transient (PV or MultiPlus values older than the
 //!   grid reading) and is treated like any other non-urgent change;
-//! - never raises while the site exports (more output could only export more);
+//! - never raises while the site exports (more output could only export more), nor on a
+//!   decision whose grid or PV reading predates the last write (`grid + pv` is invariant while
+//!   the inverter ramps only if both were read after the change; a PV value from before it
+//!   overstates the demand), and such a decision does not count towards a pending change;
 //! - applies `Release` / `FailSafe` at once (each happens once: afterwards the register already
 //!   holds the value);
 //! - any other change waits until `min_write_interval` has passed since the last write; a raise
@@ -210,6 +213,12 @@ impl Actuator {
             return Some(desired);
         }
         let raising = step > 0;
+        let predates_last_write = decision
+            .sampled_at
+            .is_some_and(|at| self.last_write.is_some_and(|w| at <= w));
+        if predates_last_write {
+            return None;
+        }
         if raising && exporting && decision.grid_w.is_some() {
             // More output while the site exports can only export more: the estimate is
             // mid-transient (MultiPlus values older than the grid reading).
@@ -608,6 +617,23 @@ mod tests {
             step(&mut a, &limit_at_grid(3360.0, 0.0), t + 10_000 * MS),
             Some(80)
         );
+    }
+
+    #[test]
+    fn readings_from_before_the_last_write_cannot_raise() {
+        let t = Instant::now();
+        let mut a = holding(50, t + 2000 * MS);
+        let stale = limit_at_grid(3360.0, 0.0).sampled_at(t + 1000 * MS);
+        for i in 0..40 {
+            assert_eq!(step(&mut a, &stale, t + (3000 + i * 250) * MS), None);
+        }
+        // Stale samples may not lower without an export either, but an export lowers at once.
+        let stale_low = limit_at_grid(840.0, 0.0).sampled_at(t + 1000 * MS);
+        assert_eq!(step(&mut a, &stale_low, t + 20_000 * MS), None);
+        let stale_export = limit_at_grid(840.0, -300.0).sampled_at(t + 1000 * MS);
+        assert_eq!(step(&mut a, &stale_export, t + 20_000 * MS), Some(20));
+        let fresh = limit_at_grid(3360.0, 0.0).sampled_at(t + 21_500 * MS);
+        assert_eq!(step(&mut a, &fresh, t + 21_500 * MS), Some(80));
     }
 
     #[test]

@@ -213,6 +213,9 @@ pub struct Decision {
     /// The fresh grid power (W, + import) the decision used, if any: the actuator treats a lower
     /// limit as urgent only while the site exports (or when this is unknown).
     pub grid_w: Option<f64>,
+    /// When the older of the grid and PV readings behind a tracking decision was taken: a demand
+    /// `grid + pv` is only consistent if both were read after the inverter's last limit change.
+    pub sampled_at: Option<Instant>,
 }
 
 impl Decision {
@@ -221,6 +224,14 @@ impl Decision {
             target,
             status,
             grid_w: None,
+            sampled_at: None,
+        }
+    }
+
+    pub fn sampled_at(self, at: Instant) -> Self {
+        Self {
+            sampled_at: Some(at),
+            ..self
         }
     }
 
@@ -275,14 +286,18 @@ fn decide_own(inputs: &Inputs, settings: &Settings, now: Instant) -> Decision {
     if !settings.derate_enabled {
         return Decision::new(Target::Release, Status::G100);
     }
-    let grid = match inputs.grid {
+    let (grid, grid_at) = match inputs.grid {
         None => return Decision::new(Target::FailSafe, Status::MeterOffline),
         Some(r) => match r.fresh(now, settings.stale_grid) {
-            Some(w) => w,
+            Some(w) => (w, r.at),
             None => return Decision::new(Target::FailSafe, Status::MeterStale),
         },
     };
-    decide_tracking(inputs, settings, now, grid).with_grid(grid)
+    let decision = decide_tracking(inputs, settings, now, grid).with_grid(grid);
+    match inputs.pv {
+        Some(pv) if decision.target != Target::Hold => decision.sampled_at(grid_at.min(pv.at)),
+        _ => decision,
+    }
 }
 
 /// Rules 3–6, once the grid reading is known to be fresh.
@@ -1031,6 +1046,22 @@ mod tests {
         assert_eq!(decide(&inputs, &settings, now).grid_w, None);
         settings.mode = Mode::External;
         assert_eq!(decide(&base(now), &settings, now).grid_w, None);
+    }
+
+    #[test]
+    fn tracking_decisions_carry_the_older_of_the_grid_and_pv_reading_times() {
+        let now = Instant::now() + Duration::from_secs(1000);
+        let settings = configured();
+        let mut inputs = base(now);
+        inputs.grid = aged(-300.0, now, 100);
+        inputs.pv = aged(2000.0, now, 900);
+        let pv_at = now - Duration::from_millis(900);
+        assert_eq!(decide(&inputs, &settings, now).sampled_at, Some(pv_at));
+        inputs.pv = aged(2000.0, now, 50);
+        let grid_at = now - Duration::from_millis(100);
+        assert_eq!(decide(&inputs, &settings, now).sampled_at, Some(grid_at));
+        inputs.pv = aged(10.0, now, 50);
+        assert_eq!(decide(&inputs, &settings, now).sampled_at, None);
     }
 
     #[test]
