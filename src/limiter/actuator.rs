@@ -278,7 +278,8 @@ impl Actuator {
                 .last_raise
                 .is_some_and(|t| elapsed(t, now) < self.config.reversal_window)
         {
-            let doubled = (self.raise_backoff(now) * 2).max(self.config.min_write_interval * 2);
+            let doubled = (self.raise_backoff(now).saturating_mul(2))
+                .max(self.config.min_write_interval.saturating_mul(2));
             self.raise_backoff = doubled.min(self.config.max_raise_backoff);
             self.last_reversal = Some(now);
             self.last_raise = None;
@@ -716,6 +717,39 @@ mod tests {
         let later = t + 2000 * MS + cfg.reversal_window;
         assert_eq!(step(&mut b, &limit_at_grid(840.0, -500.0), later), Some(20));
         assert_eq!(b.raise_backoff(later), Duration::ZERO);
+    }
+
+    #[test]
+    fn extreme_configuration_and_inputs_do_not_panic() {
+        let t = Instant::now();
+        let cfg = ActuatorConfig {
+            rated_w: f64::NAN,
+            failsafe_percent: u16::MAX,
+            deadband: u16::MAX,
+            min_write_interval: Duration::MAX,
+            settle_time: Duration::MAX,
+            urgent_export_w: f64::NAN,
+            reversal_window: Duration::MAX,
+            max_raise_backoff: Duration::MAX,
+            backoff_reset: Duration::MAX,
+            retry_interval: Duration::ZERO,
+        };
+        let mut a = Actuator::new(cfg);
+        let decisions = [
+            limit(f64::NAN),
+            limit(f64::INFINITY).with_grid(f64::NEG_INFINITY),
+            Decision::new(Target::FailSafe, Status::MeterStale),
+            Decision::shutdown(),
+            limit(-1e300).with_grid(f64::NAN),
+        ];
+        for (i, d) in decisions.iter().cycle().take(50).enumerate() {
+            let now = t + (i as u32) * 100 * MS;
+            if let Some(v) = a.next_write(d, now) {
+                assert!(v <= MAX_PERCENT);
+                a.confirm_written(v, now);
+            }
+        }
+        assert!(a.writes() > 0);
     }
 
     #[test]
