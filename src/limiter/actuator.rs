@@ -174,6 +174,15 @@ impl Actuator {
         &self.config
     }
 
+    /// New settings (e.g. rated power read from the inverter): keeps what the register holds
+    /// and the pacing state.
+    pub fn reconfigure(&mut self, config: ActuatorConfig) {
+        self.config = ActuatorConfig {
+            deadband: config.deadband.max(1),
+            ..config
+        };
+    }
+
     /// The HR3 value to write now for this decision, if any. The caller writes it and reports
     /// back with [`confirm_written`](Self::confirm_written) or [`write_failed`](Self::write_failed);
     /// until then the same value is asked for again on the next call (that is the retry).
@@ -759,5 +768,22 @@ mod tests {
             ..ActuatorConfig::from_settings(&Settings::default())
         };
         assert_eq!(Actuator::new(cfg).config().deadband, 1);
+        let mut a = actuator();
+        a.reconfigure(cfg);
+        assert_eq!(a.config().deadband, 1);
+    }
+
+    #[test]
+    fn reconfiguring_rated_power_keeps_the_register_state() {
+        let t = Instant::now();
+        let mut a = holding(50, t);
+        let settings = Settings {
+            rated_w: 3000.0,
+            ..Settings::default()
+        };
+        a.reconfigure(ActuatorConfig::from_settings(&settings));
+        assert_eq!(a.applied_watts(), Some(1500.0));
+        assert_eq!(a.next_write(&limit(1500.0), t + 10 * MS), None);
+        assert_eq!(a.next_write(&limit(900.0), t + 20 * MS), Some(30));
     }
 }
