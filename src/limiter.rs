@@ -1,1 +1,0 @@
-//! limiter (placeholder: filled in by its issue)

@@ -1,0 +1,789 @@
+//! Turns decisions into Growatt holding-register-3 writes (active power rate, % of rated).
+//!
+//! Writes are precious (EEPROM wear is possible, devices.md §3), so the actuator:
+//! - never rewrites the value it believes the register holds;
+//! - lowers at once when the new percent is lower by more than the deadband **and the site is
+//!   exporting** (or the grid is unknown): export protection is urgent. A lower target while
+//!   importing comes from inputs caught mid-transient (PV or MultiPlus values older than the
+//!   grid reading) and is treated like any other non-urgent change;
+//! - never raises while the site exports (more output could only export more), nor on a
+//!   decision whose grid or PV reading predates the last write (`grid + pv` is invariant while
+//!   the inverter ramps only if both were read after the change; a PV value from before it
+//!   overstates the demand), and such a decision does not count towards a pending change;
+//! - applies `Release` / `FailSafe` at once (each happens once: afterwards the register already
+//!   holds the value);
+//! - any other change waits until `min_write_interval` has passed since the last write; a raise
+//!   by more than the deadband then goes out at once, every other change must first persist in
+//!   the same direction for `settle_time`. What is written is the smallest move seen while
+//!   waiting, so a transient peak or dip is never chased and noise around a percent boundary
+//!   writes nothing;
+//! - backs off raising when raises keep being reversed: a lowering by more than the deadband
+//!   within `reversal_window` of a raise means the raise overshot (inputs mid-transient, or a
+//!   policy threshold flapping), so raises then must persist for a back-off time that doubles
+//!   with each reversal (from 2 × `min_write_interval` up to `max_raise_backoff`) and is cleared
+//!   after `backoff_reset` without a reversal. This bounds limit cycles to a few writes a minute;
+//! - after a failed write retries no sooner than `retry_interval`, and forgets nothing else.
+//!
+//! Percent rounding follows the original (limiter.md §1): `ceil` (the inverter may produce up to
+//! one point more than the demand, never less), clamped to 2…100 (2 % keeps the inverter
+//! connected). The G100 fail-safe rate is rounded down so it never exceeds the export limit.
+
+use std::time::{Duration, Instant};
+
+use super::policy::{Decision, Settings, Target};
+
+/// Growatt holding register: active power rate (% of rated).
+pub const HR_ACTIVE_POWER_RATE: u16 = 3;
+/// Growatt holding register: export limit source (1 = RS485 meter).
+pub const HR_EXPORT_LIMIT_SOURCE: u16 = 122;
+/// Growatt holding register: export limit power rate (0.1 % of rated).
+pub const HR_EXPORT_LIMIT_RATE: u16 = 123;
+/// Growatt holding register: export-limit fail-safe power rate (0.1 % of rated).
+pub const HR_EXPORT_LIMIT_FAILSAFE_RATE: u16 = 3000;
+/// Number of register writes in the G100 set-up.
+pub const G100_SETUP_LEN: usize = 4;
+
+/// Lowest percent the limiter writes (the original's floor).
+pub const MIN_PERCENT: u16 = 2;
+pub const MAX_PERCENT: u16 = 100;
+
+/// HR3 percent for a limit in watts: `clamp(ceil(100·W/rated), 2, 100)`; non-finite → 2 %.
+pub fn limit_percent(watts: f64, rated_w: f64) -> u16 {
+    let percent = 100.0 * watts / rated_w;
+    if percent.is_nan() {
+        return MIN_PERCENT;
+    }
+    // The epsilon keeps an exact percent (e.g. 2100 W of 4200 W) from rounding up on float noise.
+    (percent - 1e-9)
+        .ceil()
+        .clamp(f64::from(MIN_PERCENT), f64::from(MAX_PERCENT)) as u16
+}
+
+/// Watts for an HR3 percent (`/dynamicGenerationMaxPower`, the applied `/Ac/PowerLimit`).
+pub fn percent_to_watts(percent: u16, rated_w: f64) -> f64 {
+    f64::from(percent) * rated_w / 100.0
+}
+
+/// The G100 export limit as the inverter's 0.1 % rate, rounded down, clamped 0…1000;
+/// non-finite (e.g. rated power 0: a configuration error) → 0 (no export).
+pub fn g100_permille(export_limit_w: f64, rated_w: f64) -> u16 {
+    let permille = (1000.0 * export_limit_w / rated_w + 1e-9).floor();
+    if !permille.is_finite() {
+        return 0;
+    }
+    permille.clamp(0.0, 1000.0) as u16
+}
+
+/// The G100 set-up written on every (re)initialisation of the inverter, in write order:
+/// HR3 = 100 %, HR122 = 1 (RS485 meter), HR123 = HR3000 = export limit in 0.1 % of rated.
+pub fn g100_setup(export_limit_w: f64, rated_w: f64) -> [(u16, u16); G100_SETUP_LEN] {
+    let permille = g100_permille(export_limit_w, rated_w);
+    [
+        (HR_ACTIVE_POWER_RATE, MAX_PERCENT),
+        (HR_EXPORT_LIMIT_SOURCE, 1),
+        (HR_EXPORT_LIMIT_RATE, permille),
+        (HR_EXPORT_LIMIT_FAILSAFE_RATE, permille),
+    ]
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ActuatorConfig {
+    pub rated_w: f64,
+    /// HR3 value for `Target::FailSafe` (the G100 rate in whole percent, rounded down).
+    pub failsafe_percent: u16,
+    /// Changes of at most this many points count as noise and must persist (≥ 1).
+    pub deadband: u16,
+    /// Shortest time between two non-urgent writes.
+    pub min_write_interval: Duration,
+    /// How long a non-urgent change other than a big raise must persist.
+    pub settle_time: Duration,
+    /// Export (W) above which a lower limit is urgent.
+    pub urgent_export_w: f64,
+    /// A lowering this soon after a raise counts as a reversal.
+    pub reversal_window: Duration,
+    pub max_raise_backoff: Duration,
+    /// The raise back-off is cleared this long after the last reversal.
+    pub backoff_reset: Duration,
+    pub retry_interval: Duration,
+}
+
+impl ActuatorConfig {
+    pub fn from_settings(settings: &Settings) -> Self {
+        Self {
+            rated_w: settings.rated_w,
+            failsafe_percent: g100_permille(settings.export_limit_w, settings.rated_w) / 10,
+            deadband: 1,
+            min_write_interval: settings.min_write_interval,
+            // House load noise moves the demand by a point every second or so; 5 s cut the
+            // plant_day bench's writes by ~4x against 1 s at the same curtailment.
+            settle_time: Duration::from_secs(5),
+            // One point of rated power: less export than that is within the ceil rounding.
+            urgent_export_w: settings.rated_w / 100.0,
+            reversal_window: Duration::from_secs(10),
+            max_raise_backoff: Duration::from_secs(60),
+            backoff_reset: Duration::from_secs(300),
+            retry_interval: Duration::from_millis(250),
+        }
+    }
+}
+
+/// A non-urgent change waiting for the write interval or to prove it is not a transient.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct PendingChange {
+    raising: bool,
+    since: Instant,
+    /// The desired value closest to the register value seen since `since`.
+    least_move: u16,
+}
+
+#[derive(Clone, Debug)]
+pub struct Actuator {
+    config: ActuatorConfig,
+    /// The value HR3 is believed to hold; `None` = unknown (before set-up, after losing the inverter).
+    written: Option<u16>,
+    last_write: Option<Instant>,
+    last_failure: Option<Instant>,
+    pending: Option<PendingChange>,
+    last_raise: Option<Instant>,
+    last_reversal: Option<Instant>,
+    raise_backoff: Duration,
+    writes: u64,
+    failures: u64,
+}
+
+impl Actuator {
+    pub fn new(config: ActuatorConfig) -> Self {
+        Self {
+            config: ActuatorConfig {
+                deadband: config.deadband.max(1),
+                ..config
+            },
+            written: None,
+            last_write: None,
+            last_failure: None,
+            pending: None,
+            last_raise: None,
+            last_reversal: None,
+            raise_backoff: Duration::ZERO,
+            writes: 0,
+            failures: 0,
+        }
+    }
+
+    pub fn config(&self) -> &ActuatorConfig {
+        &self.config
+    }
+
+    /// New settings (e.g. rated power read from the inverter): keeps what the register holds
+    /// and the pacing state.
+    pub fn reconfigure(&mut self, config: ActuatorConfig) {
+        self.config = ActuatorConfig {
+            deadband: config.deadband.max(1),
+            ..config
+        };
+    }
+
+    /// The HR3 value to write now for this decision, if any. The caller writes it and reports
+    /// back with [`confirm_written`](Self::confirm_written) or [`write_failed`](Self::write_failed);
+    /// until then the same value is asked for again on the next call (that is the retry).
+    pub fn next_write(&mut self, decision: &Decision, now: Instant) -> Option<u16> {
+        let desired = match decision.target {
+            Target::Hold => {
+                self.pending = None;
+                return None;
+            }
+            Target::Limit(w) => limit_percent(w, self.config.rated_w),
+            Target::FullPower | Target::Release => MAX_PERCENT,
+            Target::FailSafe => self.config.failsafe_percent.min(MAX_PERCENT),
+        };
+        if self
+            .last_failure
+            .is_some_and(|t| elapsed(t, now) < self.config.retry_interval)
+        {
+            return None;
+        }
+        let Some(written) = self.written else {
+            return Some(desired);
+        };
+        if desired == written {
+            self.pending = None;
+            return None;
+        }
+        if matches!(decision.target, Target::Release | Target::FailSafe) {
+            return Some(desired);
+        }
+        let step = i32::from(desired) - i32::from(written);
+        let deadband = i32::from(self.config.deadband);
+        let exporting = decision
+            .grid_w
+            .is_none_or(|grid| grid < -self.config.urgent_export_w);
+        if step < -deadband && exporting {
+            self.pending = None;
+            return Some(desired);
+        }
+        let raising = step > 0;
+        let predates_last_write = decision
+            .sampled_at
+            .is_some_and(|at| self.last_write.is_some_and(|w| at <= w));
+        if predates_last_write {
+            return None;
+        }
+        if raising && exporting && decision.grid_w.is_some() {
+            // More output while the site exports can only export more: the estimate is
+            // mid-transient (MultiPlus values older than the grid reading).
+            self.pending = None;
+            return None;
+        }
+        let pending = match self.pending {
+            Some(p) if p.raising == raising => PendingChange {
+                least_move: if raising {
+                    p.least_move.min(desired)
+                } else {
+                    p.least_move.max(desired)
+                },
+                ..p
+            },
+            _ => PendingChange {
+                raising,
+                since: now,
+                least_move: desired,
+            },
+        };
+        self.pending = Some(pending);
+        let interval_passed = self
+            .last_write
+            .is_none_or(|t| elapsed(t, now) >= self.config.min_write_interval);
+        let waited = elapsed(pending.since, now);
+        let backoff = if raising {
+            self.raise_backoff(now)
+        } else {
+            Duration::ZERO
+        };
+        let big_raise = i32::from(pending.least_move) - i32::from(written) > deadband;
+        let ready = if big_raise {
+            waited >= backoff
+        } else {
+            waited >= self.config.settle_time.max(backoff)
+        };
+        (interval_passed && ready).then_some(pending.least_move)
+    }
+
+    /// How long a raise must persist now (zero unless raises were reversed recently).
+    pub fn raise_backoff(&self, now: Instant) -> Duration {
+        match self.last_reversal {
+            Some(t) if elapsed(t, now) < self.config.backoff_reset => self.raise_backoff,
+            _ => Duration::ZERO,
+        }
+    }
+
+    fn note_write(&mut self, previous: Option<u16>, value: u16, now: Instant) {
+        let Some(previous) = previous else {
+            return;
+        };
+        if value > previous {
+            self.last_raise = Some(now);
+        } else if i32::from(previous) - i32::from(value) > i32::from(self.config.deadband)
+            && self
+                .last_raise
+                .is_some_and(|t| elapsed(t, now) < self.config.reversal_window)
+        {
+            let doubled = (self.raise_backoff(now).saturating_mul(2))
+                .max(self.config.min_write_interval.saturating_mul(2));
+            self.raise_backoff = doubled.min(self.config.max_raise_backoff);
+            self.last_reversal = Some(now);
+            self.last_raise = None;
+        }
+    }
+
+    /// The write of `value` to HR3 succeeded at `now`.
+    pub fn confirm_written(&mut self, value: u16, now: Instant) {
+        self.note_write(self.written, value, now);
+        self.written = Some(value);
+        self.last_write = Some(now);
+        self.last_failure = None;
+        self.pending = None;
+        self.writes = self.writes.saturating_add(1);
+    }
+
+    /// The write failed (timeout, exception): retry after `retry_interval`. The register value is
+    /// kept as believed; if the write did land, the retry finds nothing to do or rewrites it once.
+    pub fn write_failed(&mut self, now: Instant) {
+        self.last_failure = Some(now);
+        self.failures = self.failures.saturating_add(1);
+    }
+
+    /// The daemon (re)ran the G100 set-up and read HR3 back as `hr3`.
+    pub fn inverter_reinitialised(&mut self, hr3: u16) {
+        self.written = Some(hr3);
+        self.last_write = None;
+        self.last_failure = None;
+        self.pending = None;
+    }
+
+    /// The inverter stopped answering: its register value is unknown until re-initialised.
+    pub fn inverter_lost(&mut self) {
+        self.written = None;
+        self.pending = None;
+    }
+
+    /// Confirmed HR3 writes since start (for the published write counter).
+    pub fn writes(&self) -> u64 {
+        self.writes
+    }
+
+    pub fn failures(&self) -> u64 {
+        self.failures
+    }
+
+    /// The HR3 value the inverter is believed to hold.
+    pub fn applied_percent(&self) -> Option<u16> {
+        self.written
+    }
+
+    /// The applied limit in watts (`/dynamicGenerationMaxPower`, `/Ac/PowerLimit`).
+    pub fn applied_watts(&self) -> Option<f64> {
+        self.written
+            .map(|p| percent_to_watts(p, self.config.rated_w))
+    }
+}
+
+fn elapsed(since: Instant, now: Instant) -> Duration {
+    now.saturating_duration_since(since)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::limiter::policy::Status;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    fn limit(watts: f64) -> Decision {
+        Decision::new(Target::Limit(watts), Status::Limiting)
+    }
+
+    fn actuator() -> Actuator {
+        Actuator::new(ActuatorConfig::from_settings(&Settings::default()))
+    }
+
+    /// An actuator whose register holds `percent`, last written at `at`.
+    fn holding(percent: u16, at: Instant) -> Actuator {
+        let mut a = actuator();
+        a.confirm_written(percent, at);
+        a
+    }
+
+    /// Feeds the decision at `now` and confirms whatever it asks to write.
+    fn step(a: &mut Actuator, decision: &Decision, now: Instant) -> Option<u16> {
+        let value = a.next_write(decision, now);
+        if let Some(v) = value {
+            a.confirm_written(v, now);
+        }
+        value
+    }
+
+    #[test]
+    fn percent_rounds_up_and_clamps() {
+        let rated = 4200.0;
+        for (watts, percent) in [
+            (-500.0, 2),
+            (0.0, 2),
+            (84.0, 2),
+            (85.0, 3),
+            (2100.0, 50),
+            (2101.0, 51),
+            (4158.0, 99),
+            (4159.0, 100),
+            (4200.0, 100),
+            (9000.0, 100),
+            (f64::NAN, 2),
+            (f64::INFINITY, 100),
+            (f64::NEG_INFINITY, 2),
+        ] {
+            assert_eq!(limit_percent(watts, rated), percent, "{watts} W");
+        }
+        assert_eq!(percent_to_watts(50, rated), 2100.0);
+    }
+
+    #[test]
+    fn g100_rate_rounds_down_and_clamps() {
+        for (export, rated, permille) in [
+            (3680.0, 4200.0, 876),
+            (2100.0, 4200.0, 500),
+            (0.0, 4200.0, 0),
+            (-10.0, 4200.0, 0),
+            (6000.0, 4200.0, 1000),
+            (3680.0, 0.0, 0),
+            (f64::NAN, 4200.0, 0),
+        ] {
+            assert_eq!(g100_permille(export, rated), permille, "{export}/{rated}");
+        }
+    }
+
+    #[test]
+    fn g100_setup_registers_in_order() {
+        assert_eq!(
+            g100_setup(3680.0, 4200.0),
+            [(3, 100), (122, 1), (123, 876), (3000, 876)]
+        );
+        assert_eq!(g100_setup(3680.0, 3000.0)[2], (123, 1000));
+    }
+
+    #[test]
+    fn failsafe_percent_is_the_g100_rate_rounded_down() {
+        assert_eq!(
+            ActuatorConfig::from_settings(&Settings::default()).failsafe_percent,
+            87
+        );
+    }
+
+    #[test]
+    fn unknown_register_is_written_at_once() {
+        let t = Instant::now();
+        let mut a = actuator();
+        assert_eq!(a.next_write(&limit(2100.0), t), Some(50));
+        // Not confirmed yet: asked again (the retry path).
+        assert_eq!(a.next_write(&limit(2100.0), t + MS), Some(50));
+    }
+
+    #[test]
+    fn never_rewrites_an_unchanged_value() {
+        let t = Instant::now();
+        let mut a = holding(50, t);
+        for i in 1..50 {
+            assert_eq!(step(&mut a, &limit(2090.0), t + i * 100 * MS), None);
+        }
+        assert_eq!(a.writes(), 1);
+    }
+
+    #[test]
+    fn lowering_beyond_the_deadband_is_immediate() {
+        let t = Instant::now();
+        let mut a = holding(100, t);
+        assert_eq!(step(&mut a, &limit(2100.0), t + 10 * MS), Some(50));
+        assert_eq!(step(&mut a, &limit(2000.0), t + 20 * MS), Some(48));
+        assert_eq!(a.writes(), 3);
+    }
+
+    #[test]
+    fn raising_is_paced_by_the_write_interval() {
+        let t = Instant::now();
+        let mut a = holding(50, t);
+        assert_eq!(step(&mut a, &limit(3360.0), t + 300 * MS), None);
+        assert_eq!(step(&mut a, &limit(3360.0), t + 999 * MS), None);
+        assert_eq!(step(&mut a, &limit(3360.0), t + 1000 * MS), Some(80));
+        // After a long quiet time a raise goes out at once.
+        assert_eq!(step(&mut a, &limit(4200.0), t + 5000 * MS), Some(100));
+    }
+
+    #[test]
+    fn noise_around_a_percent_boundary_causes_no_writes() {
+        let t = Instant::now();
+        let mut a = holding(50, t);
+        for i in 1..200u32 {
+            let watts = if i % 3 == 0 { 2110.0 } else { 2095.0 }; // 51 % now and then
+            assert_eq!(step(&mut a, &limit(watts), t + i * 250 * MS), None, "i {i}");
+        }
+        let mut b = holding(50, t);
+        for i in 1..200u32 {
+            let watts = if i % 2 == 0 { 2110.0 } else { 2050.0 }; // 51 % / 49 % alternating
+            assert_eq!(step(&mut b, &limit(watts), t + i * 250 * MS), None, "i {i}");
+        }
+    }
+
+    #[test]
+    fn release_and_failsafe_are_immediate_and_once() {
+        let t = Instant::now();
+        let mut a = holding(40, t);
+        let release = Decision::new(Target::Release, Status::G100);
+        assert_eq!(step(&mut a, &release, t + MS), Some(100));
+        assert_eq!(step(&mut a, &release, t + 2 * MS), None);
+        let failsafe = Decision::new(Target::FailSafe, Status::MeterStale);
+        assert_eq!(step(&mut a, &failsafe, t + 3 * MS), Some(87));
+        for i in 4..100 {
+            assert_eq!(step(&mut a, &failsafe, t + i * 100 * MS), None);
+        }
+        // Raising from a low limit to the fail-safe rate is not paced either.
+        let mut b = holding(30, t);
+        assert_eq!(step(&mut b, &failsafe, t + MS), Some(87));
+        assert_eq!(step(&mut b, &Decision::shutdown(), t + 2 * MS), Some(100));
+        assert_eq!(b.writes(), 3);
+    }
+
+    #[test]
+    fn full_power_is_paced_like_a_raise() {
+        let t = Instant::now();
+        let mut a = holding(30, t);
+        let full = Decision::new(Target::FullPower, Status::Charging);
+        assert_eq!(step(&mut a, &full, t + 100 * MS), None);
+        assert_eq!(step(&mut a, &full, t + 1000 * MS), Some(100));
+    }
+
+    #[test]
+    fn failed_write_is_retried_after_the_retry_interval() {
+        let t = Instant::now();
+        let mut a = holding(100, t);
+        assert_eq!(a.next_write(&limit(1000.0), t + MS), Some(24));
+        a.write_failed(t + 20 * MS);
+        assert_eq!(a.next_write(&limit(1000.0), t + 100 * MS), None);
+        assert_eq!(a.next_write(&limit(1000.0), t + 270 * MS), Some(24));
+        a.confirm_written(24, t + 290 * MS);
+        assert_eq!((a.writes(), a.failures()), (2, 1));
+        assert_eq!(a.applied_percent(), Some(24));
+        assert_eq!(a.applied_watts(), Some(1008.0));
+    }
+
+    #[test]
+    fn inverter_loss_and_reinitialisation() {
+        let t = Instant::now();
+        let mut a = holding(30, t);
+        a.inverter_lost();
+        assert_eq!(a.applied_percent(), None);
+        assert_eq!(a.next_write(&limit(1260.0), t + MS), Some(30));
+        a.inverter_reinitialised(100);
+        // Right after the G100 set-up wrote 100 %, full power needs no write and a limit is urgent.
+        let full = Decision::new(Target::FullPower, Status::NotLimiting);
+        assert_eq!(a.next_write(&full, t + 2 * MS), None);
+        assert_eq!(a.next_write(&limit(1260.0), t + 3 * MS), Some(30));
+    }
+
+    fn limit_at_grid(watts: f64, grid_w: f64) -> Decision {
+        limit(watts).with_grid(grid_w)
+    }
+
+    /// The default settle time, so the tests follow the configuration.
+    fn settle() -> Duration {
+        actuator().config().settle_time
+    }
+
+    #[test]
+    fn a_deadband_sized_change_must_persist() {
+        let t = Instant::now();
+        let mut a = holding(50, t);
+        let s0 = t + 5000 * MS;
+        let down = limit(2058.0); // 49 %
+        assert_eq!(step(&mut a, &down, s0), None);
+        assert_eq!(step(&mut a, &down, s0 + settle() - MS), None);
+        assert_eq!(step(&mut a, &down, s0 + settle()), Some(49));
+        let up = limit(2100.0); // 50 %
+        let s1 = s0 + settle() + 250 * MS;
+        assert_eq!(step(&mut a, &up, s1), None);
+        assert_eq!(step(&mut a, &up, s1 + settle()), Some(50));
+    }
+
+    #[test]
+    fn hold_writes_nothing_and_drops_a_pending_change() {
+        let t = Instant::now();
+        let mut a = holding(50, t);
+        let hold = Decision::new(Target::Hold, Status::PvOffline);
+        let s0 = t + 2000 * MS;
+        assert_eq!(step(&mut a, &limit(2058.0), s0), None);
+        assert_eq!(step(&mut a, &hold, s0 + settle() - MS), None);
+        // The 49 % change starts over after the hold.
+        let s1 = s0 + settle();
+        assert_eq!(step(&mut a, &limit(2058.0), s1), None);
+        assert_eq!(step(&mut a, &limit(2058.0), s1 + settle() - MS), None);
+        assert_eq!(step(&mut a, &limit(2058.0), s1 + settle()), Some(49));
+        let mut unknown = actuator();
+        assert_eq!(unknown.next_write(&hold, t), None);
+    }
+
+    #[test]
+    fn lowering_is_urgent_only_while_exporting() {
+        let t = Instant::now();
+        let mut a = holding(80, t);
+        // Exporting beyond one point of rated power (42 W): at once.
+        assert_eq!(
+            step(&mut a, &limit_at_grid(2100.0, -100.0), t + 10 * MS),
+            Some(50)
+        );
+        // Exporting within the rounding, or importing: waits to settle.
+        let mut b = holding(80, t);
+        assert_eq!(
+            step(&mut b, &limit_at_grid(2100.0, -30.0), t + 10 * MS),
+            None
+        );
+        let settled = t + 10 * MS + settle();
+        assert_eq!(
+            step(&mut b, &limit_at_grid(2100.0, 100.0), settled - MS),
+            None
+        );
+        assert_eq!(
+            step(&mut b, &limit_at_grid(2100.0, 100.0), settled),
+            Some(50)
+        );
+    }
+
+    #[test]
+    fn never_raises_while_exporting() {
+        let t = Instant::now();
+        let mut a = holding(50, t);
+        for i in 1..40 {
+            let at = t + i * 250 * MS;
+            assert_eq!(step(&mut a, &limit_at_grid(3360.0, -200.0), at), None);
+        }
+        // The same target once the export is gone goes out at once (a big raise).
+        assert_eq!(
+            step(&mut a, &limit_at_grid(3360.0, 0.0), t + 10_000 * MS),
+            Some(80)
+        );
+    }
+
+    #[test]
+    fn readings_from_before_the_last_write_cannot_raise() {
+        let t = Instant::now();
+        let mut a = holding(50, t + 2000 * MS);
+        let stale = limit_at_grid(3360.0, 0.0).sampled_at(t + 1000 * MS);
+        for i in 0..40 {
+            assert_eq!(step(&mut a, &stale, t + (3000 + i * 250) * MS), None);
+        }
+        // Stale samples may not lower without an export either, but an export lowers at once.
+        let stale_low = limit_at_grid(840.0, 0.0).sampled_at(t + 1000 * MS);
+        assert_eq!(step(&mut a, &stale_low, t + 20_000 * MS), None);
+        let stale_export = limit_at_grid(840.0, -300.0).sampled_at(t + 1000 * MS);
+        assert_eq!(step(&mut a, &stale_export, t + 20_000 * MS), Some(20));
+        let fresh = limit_at_grid(3360.0, 0.0).sampled_at(t + 21_500 * MS);
+        assert_eq!(step(&mut a, &fresh, t + 21_500 * MS), Some(80));
+    }
+
+    #[test]
+    fn a_non_urgent_change_writes_the_least_move_seen_while_waiting() {
+        let t = Instant::now();
+        let mut a = holding(80, t);
+        let s0 = t + 5000 * MS;
+        assert_eq!(step(&mut a, &limit_at_grid(2100.0, 50.0), s0), None); // 50 %
+        assert_eq!(step(&mut a, &limit_at_grid(2520.0, 50.0), s0 + MS), None); // 60 %
+        let s1 = s0 + settle();
+        assert_eq!(step(&mut a, &limit_at_grid(2310.0, 50.0), s1), Some(60)); // 55 %
+        // A raise waiting for the write interval takes the lowest value seen meanwhile.
+        assert_eq!(
+            step(&mut a, &limit_at_grid(3780.0, 0.0), s1 + 200 * MS),
+            None
+        ); // 90 %
+        assert_eq!(
+            step(&mut a, &limit_at_grid(2940.0, 0.0), s1 + 500 * MS),
+            None
+        ); // 70 %
+        assert_eq!(
+            step(&mut a, &limit_at_grid(3990.0, 0.0), s1 + 1000 * MS),
+            Some(70)
+        ); // 95 %
+    }
+
+    #[test]
+    fn a_transient_dip_that_returns_is_never_written() {
+        let t = Instant::now();
+        let mut a = holding(80, t);
+        let s0 = t + 5000 * MS;
+        assert_eq!(step(&mut a, &limit_at_grid(2100.0, 200.0), s0), None);
+        assert_eq!(
+            step(&mut a, &limit_at_grid(3360.0, 0.0), s0 + 500 * MS),
+            None
+        ); // 80 % again
+        let s1 = s0 + 1000 * MS;
+        assert_eq!(step(&mut a, &limit_at_grid(2940.0, 100.0), s1), None); // 70 %, anew
+        assert_eq!(
+            step(&mut a, &limit_at_grid(2940.0, 100.0), s1 + settle() - MS),
+            None
+        );
+        assert_eq!(
+            step(&mut a, &limit_at_grid(2940.0, 100.0), s1 + settle()),
+            Some(70)
+        );
+        assert_eq!(a.writes(), 2);
+    }
+
+    #[test]
+    fn reversed_raises_back_off_exponentially_and_recover() {
+        let t = Instant::now();
+        let mut a = holding(20, t);
+        let cfg = *a.config();
+        let mut now = t + 10_000 * MS;
+        let mut backoffs = Vec::new();
+        for _ in 0..8 {
+            // Raise to 40 % as soon as allowed, then an export forces it back down at once.
+            let mut raised = None;
+            for _ in 0..400 {
+                now += 250 * MS;
+                raised = step(&mut a, &limit_at_grid(1680.0, 0.0), now);
+                if raised.is_some() {
+                    break;
+                }
+            }
+            assert_eq!(raised, Some(40));
+            now += 500 * MS;
+            assert_eq!(step(&mut a, &limit_at_grid(840.0, -500.0), now), Some(20));
+            backoffs.push(a.raise_backoff(now).as_secs());
+        }
+        assert_eq!(backoffs, [2, 4, 8, 16, 32, 60, 60, 60]);
+        assert_eq!(a.raise_backoff(now + cfg.backoff_reset), Duration::ZERO);
+        // A lowering long after a raise is no reversal.
+        let mut b = holding(20, t);
+        assert_eq!(
+            step(&mut b, &limit_at_grid(1680.0, 0.0), t + 2000 * MS),
+            Some(40)
+        );
+        let later = t + 2000 * MS + cfg.reversal_window;
+        assert_eq!(step(&mut b, &limit_at_grid(840.0, -500.0), later), Some(20));
+        assert_eq!(b.raise_backoff(later), Duration::ZERO);
+    }
+
+    #[test]
+    fn extreme_configuration_and_inputs_do_not_panic() {
+        let t = Instant::now();
+        let cfg = ActuatorConfig {
+            rated_w: f64::NAN,
+            failsafe_percent: u16::MAX,
+            deadband: u16::MAX,
+            min_write_interval: Duration::MAX,
+            settle_time: Duration::MAX,
+            urgent_export_w: f64::NAN,
+            reversal_window: Duration::MAX,
+            max_raise_backoff: Duration::MAX,
+            backoff_reset: Duration::MAX,
+            retry_interval: Duration::ZERO,
+        };
+        let mut a = Actuator::new(cfg);
+        let decisions = [
+            limit(f64::NAN),
+            limit(f64::INFINITY).with_grid(f64::NEG_INFINITY),
+            Decision::new(Target::FailSafe, Status::MeterStale),
+            Decision::shutdown(),
+            limit(-1e300).with_grid(f64::NAN),
+        ];
+        for (i, d) in decisions.iter().cycle().take(50).enumerate() {
+            let now = t + (i as u32) * 100 * MS;
+            if let Some(v) = a.next_write(d, now) {
+                assert!(v <= MAX_PERCENT);
+                a.confirm_written(v, now);
+            }
+        }
+        assert!(a.writes() > 0);
+    }
+
+    #[test]
+    fn zero_deadband_is_raised_to_one() {
+        let cfg = ActuatorConfig {
+            deadband: 0,
+            ..ActuatorConfig::from_settings(&Settings::default())
+        };
+        assert_eq!(Actuator::new(cfg).config().deadband, 1);
+        let mut a = actuator();
+        a.reconfigure(cfg);
+        assert_eq!(a.config().deadband, 1);
+    }
+
+    #[test]
+    fn reconfiguring_rated_power_keeps_the_register_state() {
+        let t = Instant::now();
+        let mut a = holding(50, t);
+        let settings = Settings {
+            rated_w: 3000.0,
+            ..Settings::default()
+        };
+        a.reconfigure(ActuatorConfig::from_settings(&settings));
+        assert_eq!(a.applied_watts(), Some(1500.0));
+        assert_eq!(a.next_write(&limit(1500.0), t + 10 * MS), None);
+        assert_eq!(a.next_write(&limit(900.0), t + 20 * MS), Some(30));
+    }
+}
