@@ -6,9 +6,10 @@
 //! - [`vedbus`]: the Victron BusItem services, settings and watching other services;
 //! - [`devices`]: the SDM230 and Growatt models, their register tables and lifecycle;
 //! - [`limiter`]: the dynamic generation limiter (pure policy + write actuator);
-//! - [`cli`]: the command line;
+//! - [`cli`]: the command line; [`app`]: the wiring and the main loop;
 //! - [`sim`]: simulated devices on a pseudo-terminal, for tests, the demo and benchmarks.
 
+pub mod app;
 pub mod cli;
 pub mod devices;
 pub mod limiter;

@@ -67,7 +67,8 @@ pub static REGISTERS: [Register; 33] = [
         1.0,
         every(10),
     ),
-    holding("rated_power", 6, U32, 0.1, Once),
+    // Read again now and then: published as /Ac/MaxPower and used to scale the limiter.
+    holding("rated_power", 6, U32, 0.1, every(60)),
     holding("firmware", 9, Text { words: 3 }, 1.0, Once),
     holding("control_firmware", 12, Text { words: 3 }, 1.0, Once),
     holding("device_type", 43, U16, 1.0, Once),

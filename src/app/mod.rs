@@ -1,0 +1,242 @@
+//! The daemon: wiring of ports, devices, D-Bus services, settings and the limiter, and the one
+//! loop that interleaves Modbus transactions with D-Bus pumping.
+
+pub mod port;
+pub mod probe;
+mod publish;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use log::{error, info, warn};
+
+use crate::cli::Options;
+use crate::devices::lifecycle::Timing;
+use crate::modbus::{Parity, SerialSettings};
+use crate::vedbus::{BusAddress, Pump, Settings, pump_all};
+use port::{Event, Port};
+use publish::Published;
+
+/// How long start-up waits for com.victronenergy.settings before giving up (runit restarts us).
+const SETTINGS_WAIT: Duration = Duration::from_secs(60);
+/// D-Bus pumping between two transactions when the bus has work: answers what is pending.
+const BUSY_PUMP: Duration = Duration::from_millis(0);
+/// D-Bus pumping when no Modbus transaction is due: also the loop's idle sleep.
+const IDLE_PUMP: Duration = Duration::from_millis(10);
+
+pub fn serial_settings(opts: &Options, baud: u32) -> SerialSettings {
+    SerialSettings {
+        baud,
+        parity: if opts.even_parity {
+            Parity::Even
+        } else {
+            Parity::None
+        },
+    }
+}
+
+/// Groups the configured units by port, in command-line order.
+pub fn build_ports(opts: &Options) -> Vec<Port> {
+    let mut by_path: BTreeMap<&str, (u32, Vec<u8>, usize)> = BTreeMap::new();
+    for (order, u) in opts.units.iter().enumerate() {
+        let entry = by_path
+            .entry(u.port.path.as_str())
+            .or_insert((u.port.baud, Vec::new(), order));
+        if !entry.1.contains(&u.unit) {
+            entry.1.push(u.unit);
+        }
+    }
+    let mut ports: Vec<(usize, Port)> = by_path
+        .into_iter()
+        .map(|(path, (baud, units, order))| {
+            let port = Port::new(
+                path,
+                serial_settings(opts, baud),
+                &units,
+                Timing::default(),
+                opts.max_transaction,
+            );
+            (order, port)
+        })
+        .collect();
+    ports.sort_by_key(|(order, _)| *order);
+    ports.into_iter().map(|(_, p)| p).collect()
+}
+
+pub struct App {
+    opts: Options,
+    bus: BusAddress,
+    settings: Settings,
+    ports: Vec<Port>,
+    /// Published services, by (port index, unit index).
+    devices: BTreeMap<(usize, usize), Published>,
+    port_down_logged: Vec<bool>,
+    /// Scratch buffer for accepted SetValue writes, reused every iteration.
+    writes: Vec<(String, crate::vedbus::Value)>,
+}
+
+impl App {
+    pub fn start(opts: Options) -> anyhow::Result<App> {
+        let bus = BusAddress::from_arg(opts.dbus.as_deref());
+        let settings =
+            Settings::connect(&bus, SETTINGS_WAIT).context("connecting to the settings service")?;
+        let ports = build_ports(&opts);
+        let n = ports.len();
+        Ok(App {
+            opts,
+            bus,
+            settings,
+            ports,
+            devices: BTreeMap::new(),
+            port_down_logged: vec![false; n],
+            writes: Vec::new(),
+        })
+    }
+
+    /// Runs until `stop` is set (SIGTERM/SIGINT) or a fatal error under `--exit`.
+    pub fn run(&mut self, stop: &AtomicBool) -> anyhow::Result<()> {
+        while !stop.load(Ordering::Relaxed) {
+            let busy = self.step_ports()?;
+            self.publish_due();
+            self.pump(if busy { BUSY_PUMP } else { IDLE_PUMP })?;
+            self.handle_writes();
+            self.handle_setting_changes();
+        }
+        info!("stopping");
+        self.shutdown();
+        Ok(())
+    }
+
+    /// One Modbus step on every port; true when any port did a transaction.
+    fn step_ports(&mut self) -> anyhow::Result<bool> {
+        let mut busy = false;
+        for p in 0..self.ports.len() {
+            let now = Instant::now();
+            match self.ports[p].ensure_open(now) {
+                Ok(()) => self.port_down_logged[p] = false,
+                Err(e) => {
+                    if self.opts.exit_on_fatal {
+                        bail!("serial port {} unavailable: {e}", self.ports[p].path);
+                    }
+                    if !self.port_down_logged[p] {
+                        error!(
+                            "serial port {} unavailable: {e}; retrying with back-off",
+                            self.ports[p].path
+                        );
+                        self.port_down_logged[p] = true;
+                    }
+                }
+            }
+            let event = self.ports[p].step(now, None);
+            busy |= !matches!(event, Event::Idle | Event::PortDown);
+            self.handle_event(p, event)?;
+        }
+        Ok(busy)
+    }
+
+    fn handle_event(&mut self, p: usize, event: Event) -> anyhow::Result<()> {
+        match event {
+            Event::Online(u) => self.device_online(p, u),
+            Event::Lost(u) => {
+                if let Some(dev) = self.devices.get_mut(&(p, u)) {
+                    dev.go_offline();
+                }
+            }
+            Event::PortDown if self.opts.exit_on_fatal => {
+                bail!("serial port {} failed", self.ports[p].path)
+            }
+            Event::Read { .. }
+            | Event::Failed(_)
+            | Event::Wrote { .. }
+            | Event::Idle
+            | Event::PortDown => {}
+        }
+        Ok(())
+    }
+
+    fn device_online(&mut self, p: usize, u: usize) {
+        let unit = &self.ports[p].units[u];
+        let Some(identity) = unit.identity.clone() else {
+            return;
+        };
+        let connection = format!("Modbus RTU {} unit {}", self.ports[p].path, unit.id);
+        let same = self
+            .devices
+            .get(&(p, u))
+            .is_some_and(|d| d.serial() == identity.serial);
+        if !same {
+            self.devices.remove(&(p, u));
+            match Published::new(
+                &self.bus,
+                &mut self.settings,
+                identity,
+                connection,
+                &self.opts,
+            ) {
+                Ok(dev) => {
+                    self.devices.insert((p, u), dev);
+                }
+                Err(e) => {
+                    error!("cannot publish unit {}: {e}", unit.id);
+                    return;
+                }
+            }
+        }
+        let Some(map) = &self.ports[p].units[u].map else {
+            return;
+        };
+        if let Some(dev) = self.devices.get_mut(&(p, u))
+            && let Err(e) = dev.go_online(map)
+        {
+            error!("{e}");
+        }
+    }
+
+    fn publish_due(&mut self) {
+        let now = Instant::now();
+        for (&(p, u), dev) in self.devices.iter_mut() {
+            if let Some(map) = &self.ports[p].units[u].map {
+                dev.publish(map, now, self.opts.publish_interval);
+            }
+        }
+    }
+
+    fn pump(&mut self, budget: Duration) -> anyhow::Result<()> {
+        let mut conns: Vec<&mut dyn Pump> = Vec::with_capacity(self.devices.len() + 1);
+        conns.push(&mut self.settings);
+        for dev in self.devices.values_mut() {
+            conns.push(dev.pump_handle());
+        }
+        pump_all(&mut conns, budget).context("D-Bus")
+    }
+
+    fn handle_writes(&mut self) {
+        for dev in self.devices.values_mut() {
+            self.writes.clear();
+            if let Err(e) = dev.take_writes(&mut self.settings, &mut self.writes) {
+                warn!("{e}");
+            }
+        }
+    }
+
+    fn handle_setting_changes(&mut self) {
+        let changes: Vec<_> = self.settings.take_changes().collect();
+        for (path, value) in changes {
+            for dev in self.devices.values_mut() {
+                match dev.apply_setting(&path, &value) {
+                    Ok(true) => break,
+                    Ok(false) => {}
+                    Err(e) => warn!("{e}"),
+                }
+            }
+        }
+    }
+
+    fn shutdown(&mut self) {
+        for dev in self.devices.values_mut() {
+            dev.go_offline();
+        }
+    }
+}

@@ -1,0 +1,431 @@
+//! One serial port and the units on it: identification, scheduling of reads across units, and
+//! reopening the port when it disappears. Modbus side of the main loop; no D-Bus here.
+
+use std::time::{Duration, Instant};
+
+use log::{debug, info, warn};
+
+use crate::devices::lifecycle::{Lifecycle, Timing, Transition};
+use crate::devices::{Identity, growatt, identify_growatt, identify_sdm230, sdm230};
+use crate::modbus::{ErrorKind, ModbusError, ReadFunction, RtuMaster, SerialSettings};
+use crate::registers::{Access, RegisterMap, Urgency, choose_next};
+
+/// Timeout cap while probing a unit that is not online: a dead inverter costs the other units at
+/// most this much, once per probe interval.
+const PROBE_TIMEOUT: Duration = Duration::from_millis(150);
+/// After a failed read, an online unit waits this long before its next read, so a unit that just
+/// died cannot take every other slot from the meter before it is declared lost.
+const RETRY_AFTER_FAILURE: Duration = Duration::from_millis(400);
+/// Units one port drives (an RS485 bus with more devices than this is not this product's case).
+pub const MAX_UNITS_PER_PORT: usize = 8;
+const REOPEN_BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+pub struct Unit {
+    pub id: u8,
+    pub lifecycle: Lifecycle,
+    pub identity: Option<Identity>,
+    pub map: Option<RegisterMap>,
+    /// Earliest time of the next read after a failure.
+    retry_at: Option<Instant>,
+    /// Logged once per identification episode, not per probe.
+    unsupported_logged: bool,
+}
+
+impl Unit {
+    fn new(id: u8, timing: Timing) -> Self {
+        Unit {
+            id,
+            lifecycle: Lifecycle::new(timing),
+            identity: None,
+            map: None,
+            retry_at: None,
+            unsupported_logged: false,
+        }
+    }
+
+    fn candidates(&self, now: Instant) -> [Option<Urgency>; 2] {
+        let ready = self.lifecycle.is_online() && self.retry_at.is_none_or(|t| now >= t);
+        match (&self.map, ready) {
+            (Some(map), true) => [map.urgency(now, true), map.urgency(now, false)],
+            _ => [None, None],
+        }
+    }
+}
+
+/// What one step on the port did.
+#[derive(Debug, PartialEq)]
+pub enum Event {
+    /// Nothing was due.
+    Idle,
+    /// A unit was identified (or re-identified after being lost).
+    Online(usize),
+    /// A unit was lost (no good read for the lost timeout).
+    Lost(usize),
+    /// New values were stored for a unit; `fast` when the read was of its fast registers.
+    Read { unit: usize, fast: bool },
+    /// A transaction failed (already counted and logged at debug).
+    Failed(usize),
+    /// A write to a unit completed (`Ok`) or failed.
+    Wrote {
+        unit: usize,
+        addr: u16,
+        value: u16,
+        ok: bool,
+    },
+    /// The port is closed (disappeared); reopening is being retried.
+    PortDown,
+}
+
+pub struct Port {
+    pub path: String,
+    settings: SerialSettings,
+    master: Option<RtuMaster>,
+    pub units: Vec<Unit>,
+    last_was_fast: bool,
+    max_transaction: Duration,
+    reopen_at: Instant,
+    reopen_backoff: Duration,
+    buf: [u16; 125],
+}
+
+fn function(access: Access) -> ReadFunction {
+    match access {
+        Access::Holding => ReadFunction::Holding,
+        Access::Input => ReadFunction::Input,
+    }
+}
+
+impl Port {
+    pub fn new(
+        path: &str,
+        settings: SerialSettings,
+        unit_ids: &[u8],
+        timing: Timing,
+        max_transaction: Duration,
+    ) -> Self {
+        Port {
+            path: path.to_string(),
+            settings,
+            master: None,
+            units: unit_ids
+                .iter()
+                .take(MAX_UNITS_PER_PORT)
+                .map(|&id| Unit::new(id, timing))
+                .collect(),
+            last_was_fast: false,
+            max_transaction,
+            reopen_at: Instant::now(),
+            reopen_backoff: Duration::from_millis(500),
+            buf: [0; 125],
+        }
+    }
+
+    pub fn is_open(&self) -> bool {
+        self.master.is_some()
+    }
+
+    /// Opens the port if it is closed and the back-off allows; `Err` carries the reason.
+    pub fn ensure_open(&mut self, now: Instant) -> Result<(), ModbusError> {
+        if self.master.is_some() || now < self.reopen_at {
+            return Ok(());
+        }
+        match RtuMaster::open(&self.path, self.settings) {
+            Ok(m) => {
+                info!("{}: opened at {} baud", self.path, self.settings.baud);
+                self.master = Some(m);
+                self.reopen_backoff = Duration::from_millis(500);
+                Ok(())
+            }
+            Err(e) => {
+                self.reopen_at = now + self.reopen_backoff;
+                self.reopen_backoff = (self.reopen_backoff * 2).min(REOPEN_BACKOFF_MAX);
+                Err(e)
+            }
+        }
+    }
+
+    /// Does one thing on the port: a pending write, a due probe, or the most urgent read.
+    pub fn step(&mut self, now: Instant, write: Option<(usize, u16, u16)>) -> Event {
+        if self.master.is_none() {
+            return Event::PortDown;
+        }
+        // Lost units first: their service must go as soon as the timeout passes.
+        for i in 0..self.units.len() {
+            if self.units[i].lifecycle.check(now) == Some(Transition::Lost) {
+                return self.lose(i);
+            }
+        }
+        if let Some((unit, addr, value)) = write {
+            return self.write(unit, addr, value);
+        }
+        // Two candidates per unit (fast, slow), on the stack: no allocation per step.
+        let mut candidates = [None; 2 * MAX_UNITS_PER_PORT];
+        for (slot, unit) in candidates.chunks_mut(2).zip(&self.units) {
+            slot.copy_from_slice(&unit.candidates(now));
+        }
+        if let Some(c) = choose_next(self.last_was_fast, &candidates[..2 * self.units.len()]) {
+            return self.read(c / 2, c % 2 == 0, now);
+        }
+        if let Some(i) = self.units.iter().position(|u| u.lifecycle.probe_due(now)) {
+            return self.probe(i, now);
+        }
+        Event::Idle
+    }
+
+    fn lose(&mut self, i: usize) -> Event {
+        let unit = &mut self.units[i];
+        unit.map = None;
+        if let Some(master) = &mut self.master {
+            master.set_timeout_cap(unit.id, Some(PROBE_TIMEOUT));
+        }
+        let name = unit.identity.as_ref().map_or("unit", |id| id.model.name);
+        warn!(
+            "{}: {} at unit {} lost (no valid reply for 5 s); probing",
+            self.path, name, unit.id
+        );
+        Event::Lost(i)
+    }
+
+    fn on_error(&mut self, e: &ModbusError) -> bool {
+        if let ModbusError::Io(err) = e {
+            warn!(
+                "{}: serial port failed: {err}; closing and reopening",
+                self.path
+            );
+            self.master = None;
+            return true;
+        }
+        false
+    }
+
+    fn write(&mut self, i: usize, addr: u16, value: u16) -> Event {
+        let Some(master) = &mut self.master else {
+            return Event::PortDown;
+        };
+        let id = self.units[i].id;
+        let result = master.write_register(id, addr, value);
+        let ok = result.is_ok();
+        if let Err(e) = result {
+            warn!(
+                "{}: write of {value} to unit {id} register {addr} failed: {e}",
+                self.path
+            );
+            if self.on_error(&e) {
+                return Event::PortDown;
+            }
+        }
+        Event::Wrote {
+            unit: i,
+            addr,
+            value,
+            ok,
+        }
+    }
+
+    fn read(&mut self, i: usize, fast: bool, now: Instant) -> Event {
+        let Some(master) = &mut self.master else {
+            return Event::PortDown;
+        };
+        let unit = &mut self.units[i];
+        let Some(map) = &mut unit.map else {
+            return Event::Idle;
+        };
+        let Some(read) = map.next_read(now, fast) else {
+            return Event::Idle;
+        };
+        let words = &mut self.buf[..read.count as usize];
+        self.last_was_fast = read.fast;
+        match master.read_registers(unit.id, function(read.access), read.addr, words) {
+            Ok(()) => {
+                let done = Instant::now();
+                map.store(&read, words, done);
+                unit.lifecycle.read_ok(done);
+                if unit.retry_at.take().is_some() {
+                    master.set_timeout_cap(unit.id, None);
+                }
+                Event::Read {
+                    unit: i,
+                    fast: read.fast,
+                }
+            }
+            Err(e) => {
+                debug!(
+                    "{}: unit {} read {:?} {}+{} failed: {e}",
+                    self.path, unit.id, read.access, read.addr, read.count
+                );
+                // Keep a dying unit from stalling the bus: short timeout and a pause until it answers.
+                unit.retry_at = Some(Instant::now() + RETRY_AFTER_FAILURE);
+                master.set_timeout_cap(unit.id, Some(PROBE_TIMEOUT));
+                if self.on_error(&e) {
+                    return Event::PortDown;
+                }
+                Event::Failed(i)
+            }
+        }
+    }
+
+    /// Identifies unit `i`: an SDM230 answers its identification block; a Growatt answers that
+    /// with an exception and its own block. A silent unit costs one short timeout.
+    fn probe(&mut self, i: usize, now: Instant) -> Event {
+        let Some(master) = &mut self.master else {
+            return Event::PortDown;
+        };
+        let id = self.units[i].id;
+        master.set_timeout_cap(id, Some(PROBE_TIMEOUT));
+        let result = identify(master, id, &mut self.buf);
+        let char_time = self.settings.wire_time(1);
+        let max_transaction = self.max_transaction;
+        let unit = &mut self.units[i];
+        match result {
+            Ok(Some(identity)) => {
+                master.set_timeout_cap(id, None);
+                unit.unsupported_logged = false;
+                if let Some(old) = &unit.identity
+                    && old.serial != identity.serial
+                {
+                    info!(
+                        "{}: unit {id} is now {} serial {} (was {})",
+                        self.path, identity.model.name, identity.serial, old.serial
+                    );
+                }
+                let model = identity.model;
+                let limits = model.limits.with_time_bound(char_time, max_transaction);
+                unit.map = Some(RegisterMap::new(model.registers, limits));
+                unit.identity = Some(identity);
+                unit.retry_at = None;
+                unit.lifecycle.identified(now);
+                Event::Online(i)
+            }
+            Ok(None) => {
+                if !unit.unsupported_logged {
+                    warn!(
+                        "{}: unit {id} answers but is not a supported model (see --models)",
+                        self.path
+                    );
+                    unit.unsupported_logged = true;
+                }
+                unit.lifecycle.probe_failed(now);
+                Event::Failed(i)
+            }
+            Err(e) => {
+                debug!("{}: probe of unit {id} failed: {e}", self.path);
+                unit.lifecycle.probe_failed(now);
+                if self.on_error(&e) {
+                    return Event::PortDown;
+                }
+                Event::Failed(i)
+            }
+        }
+    }
+
+    pub fn master(&self) -> Option<&RtuMaster> {
+        self.master.as_ref()
+    }
+
+    /// Reads one block of registers now (G100 read-back, --probe).
+    pub fn read_now(
+        &mut self,
+        unit: usize,
+        access: Access,
+        addr: u16,
+        count: u16,
+    ) -> Result<&[u16], ModbusError> {
+        let master = self
+            .master
+            .as_mut()
+            .ok_or(ModbusError::Malformed("port closed"))?;
+        let id = self
+            .units
+            .get(unit)
+            .ok_or(ModbusError::Malformed("no such unit"))?
+            .id;
+        let words = self
+            .buf
+            .get_mut(..count as usize)
+            .ok_or(ModbusError::Malformed("count over 125"))?;
+        master.read_registers(id, function(access), addr, words)?;
+        Ok(words)
+    }
+
+    /// Writes one holding register now (G100 set-up).
+    pub fn write_now(&mut self, unit: usize, addr: u16, value: u16) -> Result<(), ModbusError> {
+        let master = self
+            .master
+            .as_mut()
+            .ok_or(ModbusError::Malformed("port closed"))?;
+        let id = self
+            .units
+            .get(unit)
+            .ok_or(ModbusError::Malformed("no such unit"))?
+            .id;
+        let r = master.write_register(id, addr, value);
+        if let Err(e) = &r {
+            self.on_error(e);
+        }
+        r
+    }
+}
+
+/// Reads the identification registers of `unit` and recognises the model.
+/// `Ok(None)`: the unit answers but matches no supported model.
+pub fn identify(
+    master: &mut RtuMaster,
+    unit: u8,
+    buf: &mut [u16; 125],
+) -> Result<Option<Identity>, ModbusError> {
+    let (addr, count) = sdm230::IDENT_READ;
+    match master.read_registers(
+        unit,
+        ReadFunction::Holding,
+        addr,
+        &mut buf[..count as usize],
+    ) {
+        Ok(()) => {
+            let ident = identify_sdm230(&buf[..count as usize]);
+            // The input map must answer too (a stray device could echo an identification block).
+            let mut voltage = [0u16; 2];
+            master.read_registers(unit, ReadFunction::Input, 0, &mut voltage)?;
+            if let Some(id) = &ident {
+                info!(
+                    "unit {unit}: {} serial {} (meter code {:#06x}, firmware {})",
+                    id.model.name, id.serial, id.code, id.firmware
+                );
+            }
+            return Ok(ident);
+        }
+        Err(e) if e.kind() == ErrorKind::Exception => {}
+        Err(e) => return Err(e),
+    }
+    let (addr, _) = growatt::IDENT_READ;
+    let mut hr = [0u16; growatt::IDENT_READ.1 as usize];
+    match master.read_registers(unit, ReadFunction::Holding, addr, &mut hr) {
+        Ok(()) => {}
+        Err(e) if e.kind() == ErrorKind::Exception => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let (addr, count) = growatt::SERIAL_NEW_READ;
+    let new_serial = match master.read_registers(
+        unit,
+        ReadFunction::Holding,
+        addr,
+        &mut buf[..count as usize],
+    ) {
+        Ok(()) => Some(&buf[..count as usize]),
+        Err(e) if e.kind() == ErrorKind::Exception => None,
+        Err(e) => return Err(e),
+    };
+    let ident = identify_growatt(&hr, new_serial);
+    if let Some(id) = &ident {
+        let known = crate::registers::lookup(growatt::KNOWN_DEVICE_TYPES, id.code);
+        info!(
+            "unit {unit}: {} serial {} (device type {} {}, rated {:.0} W, firmware {})",
+            id.model.name,
+            id.serial,
+            id.code,
+            known.unwrap_or("not in the known list; the v1.20 map answers"),
+            id.rated_power_w.unwrap_or(0.0),
+            id.firmware
+        );
+    }
+    Ok(ident)
+}

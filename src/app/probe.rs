@@ -1,0 +1,102 @@
+//! `--probe`: identify one unit and print its registers, then exit. `--models`: list the models.
+
+use std::io::Write;
+
+use anyhow::{Context, bail};
+
+use crate::cli::Options;
+use crate::devices::{MODELS, Quantity, published_values};
+use crate::modbus::{ReadFunction, RtuMaster};
+use crate::registers::{Access, Kind, RegisterMap, decode_number, decode_text};
+
+pub fn list_models(out: &mut impl Write) -> std::io::Result<()> {
+    for m in MODELS {
+        writeln!(
+            out,
+            "{:<24} role {:<11} vendor {}",
+            m.name, m.default_role, m.vendor
+        )?;
+    }
+    Ok(())
+}
+
+/// Identifies the unit in `opts.units[0]` and prints what it is and every register of its model.
+pub fn probe(opts: &Options, out: &mut impl Write) -> anyhow::Result<()> {
+    let Some(spec) = opts.units.first() else {
+        bail!("no unit to probe")
+    };
+    let settings = super::serial_settings(opts, spec.port.baud);
+    let mut master = RtuMaster::open(&spec.port.path, settings)
+        .with_context(|| format!("opening {}", spec.port.path))?;
+    let mut buf = [0u16; 125];
+    let identity = super::port::identify(&mut master, spec.unit, &mut buf)
+        .with_context(|| format!("unit {} on {} does not answer", spec.unit, spec.port.path))?;
+    let Some(id) = identity else {
+        bail!(
+            "unit {} on {} answers but is not a supported model (see --models)",
+            spec.unit,
+            spec.port.path
+        )
+    };
+    writeln!(
+        out,
+        "unit {} on {}: {}",
+        spec.unit, spec.port.path, id.model.name
+    )?;
+    writeln!(
+        out,
+        "  serial {}  firmware {}  hardware {}  model code {}",
+        id.serial, id.firmware, id.hardware, id.code
+    )?;
+    if let Some(w) = id.rated_power_w {
+        writeln!(out, "  rated power {w:.0} W")?;
+    }
+    writeln!(out, "registers:")?;
+    let mut map = RegisterMap::new(id.model.registers, id.model.limits);
+    for r in id.model.registers {
+        let f = match r.access {
+            Access::Holding => ReadFunction::Holding,
+            Access::Input => ReadFunction::Input,
+        };
+        let words = &mut buf[..r.kind.words() as usize];
+        let shown = match master.read_registers(spec.unit, f, r.addr, words) {
+            Ok(()) => {
+                let read = crate::registers::Read {
+                    access: r.access,
+                    addr: r.addr,
+                    count: r.kind.words(),
+                    fast: false,
+                };
+                map.store(&read, words, std::time::Instant::now());
+                match r.kind {
+                    Kind::Text { .. } => format!("{:?}", decode_text(words)),
+                    k => decode_number(k, words)
+                        .map_or("not finite".into(), |v| format!("{}", v * r.scale)),
+                }
+            }
+            Err(e) => format!("error: {e}"),
+        };
+        let table = if r.access == Access::Holding {
+            "holding"
+        } else {
+            "input"
+        };
+        writeln!(
+            out,
+            "  {table:<7} {:>5} {:<28} {shown}  {words:04x?}",
+            r.addr, r.name
+        )?;
+    }
+    writeln!(out, "published paths:")?;
+    for (p, v) in published_values(id.model, &map) {
+        let source = match p.quantity {
+            Quantity::Reg(name) => name,
+            Quantity::Derived(_) => "derived",
+        };
+        let shown = v.map_or("invalid".to_string(), |v| {
+            format!("{v} {}", p.unit.suffix())
+        });
+        writeln!(out, "  {:<36} {shown:<16} ({source})", p.path)?;
+    }
+    Ok(())
+}

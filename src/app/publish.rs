@@ -1,0 +1,153 @@
+//! A unit published on D-Bus: its service, built from the model's path table, and the rate at
+//! which new readings reach the bus.
+
+use std::time::{Duration, Instant};
+
+use crate::cli::Options;
+use crate::devices::{Identity, PathDef, Unit, published_values};
+use crate::registers::RegisterMap;
+use crate::vedbus::{
+    self, BusAddress, DeviceConfig, DeviceService, Format, Pump, Settings, Value, Writable,
+};
+
+/// No official product id exists for third-party Modbus devices; gui-v2's mock data uses 0xFFFF
+/// for a custom PV inverter, and it collides with no special-cased Victron id.
+const PRODUCT_ID: i32 = 0xFFFF;
+
+fn format(unit: Unit) -> Format {
+    match unit {
+        Unit::Code | Unit::Plain => Format::Plain,
+        u => Format::unit(u.suffix(), u.decimals() as u8),
+    }
+}
+
+fn value(p: &PathDef, v: Option<f64>) -> Value {
+    match (v, p.unit) {
+        (None, _) => Value::Invalid,
+        (Some(v), Unit::Code) => Value::Int(v as i32),
+        (Some(v), _) => Value::Double(v),
+    }
+}
+
+pub struct Published {
+    dev: DeviceService,
+    identity: Identity,
+    last_publish: Option<Instant>,
+}
+
+impl Published {
+    /// Allocates the instance through settings and builds the service; not yet on the bus.
+    pub fn new(
+        bus: &BusAddress,
+        settings: &mut Settings,
+        identity: Identity,
+        connection: String,
+        _opts: &Options,
+    ) -> Result<Published, vedbus::Error> {
+        let model = identity.model;
+        let ident = identity.ident();
+        let cfg = DeviceConfig {
+            suffix: ident.clone(),
+            ident,
+            role: model.default_role.to_string(),
+            allowed_roles: if model.allowed_roles.len() > 1 {
+                model.allowed_roles.iter().map(|r| r.to_string()).collect()
+            } else {
+                Vec::new()
+            },
+            // dbus-modbus-client allocates meters at 40, dbus-fronius PV inverters at 20.
+            preferred_instance: if model.default_role == "pvinverter" {
+                20
+            } else {
+                40
+            },
+            product_name: model.name.to_string(),
+            product_id: PRODUCT_ID,
+            serial: identity.serial.clone(),
+            firmware_version: Value::Text(identity.firmware.clone()),
+            process_name: "dbus-modbus-client".to_string(),
+            process_version: env!("CARGO_PKG_VERSION").to_string(),
+            connection,
+            has_position: model.default_role == "pvinverter",
+        };
+        let mut dev = DeviceService::new(bus, settings, &cfg)?;
+        let svc = dev.service();
+        svc.add_path(
+            "/HardwareVersion",
+            Value::Text(identity.hardware.clone()),
+            Format::Plain,
+            Writable::No,
+        );
+        svc.add_path("/NrOfPhases", Value::Int(1), Format::Plain, Writable::No);
+        svc.add_path(
+            "/RefreshTime",
+            Value::Int(model.refresh_time_ms),
+            Format::unit("ms", 0),
+            Writable::No,
+        );
+        for p in model.paths {
+            svc.add_path(p.path, Value::Invalid, format(p.unit), Writable::No);
+        }
+        Ok(Published {
+            dev,
+            identity,
+            last_publish: None,
+        })
+    }
+
+    pub fn serial(&self) -> &str {
+        &self.identity.serial
+    }
+
+    /// Publishes the current readings (all invalid for a unit just identified: nothing from a
+    /// previous session is ever shown as live), then takes the bus name.
+    pub fn go_online(&mut self, map: &RegisterMap) -> Result<(), vedbus::Error> {
+        self.write_values(map);
+        self.last_publish = Some(Instant::now());
+        self.dev.register()
+    }
+
+    /// Releases the bus name: the service disappears, as official drivers do for a lost device.
+    pub fn go_offline(&mut self) {
+        self.dev.unregister();
+    }
+
+    fn write_values(&mut self, map: &RegisterMap) {
+        let svc = self.dev.service();
+        for (p, v) in published_values(self.identity.model, map) {
+            svc.set(p.path, value(p, v));
+        }
+    }
+
+    /// Sends what changed, at most once per `interval` (the limiter reads the registers directly
+    /// and is not held back by this).
+    pub fn publish(&mut self, map: &RegisterMap, now: Instant, interval: Duration) {
+        if self
+            .last_publish
+            .is_some_and(|t| now.saturating_duration_since(t) < interval)
+        {
+            return;
+        }
+        self.last_publish = Some(now);
+        self.write_values(map);
+        self.dev.service().flush();
+    }
+
+    pub fn pump_handle(&mut self) -> &mut dyn Pump {
+        &mut self.dev
+    }
+
+    /// Persists /CustomName, /Position and /Role writes; returns the other accepted writes.
+    pub fn take_writes(
+        &mut self,
+        settings: &mut Settings,
+        out: &mut Vec<(String, Value)>,
+    ) -> Result<(), vedbus::Error> {
+        out.extend(self.dev.take_writes(settings)?);
+        Ok(())
+    }
+
+    pub fn apply_setting(&mut self, path: &str, v: &Value) -> Result<bool, vedbus::Error> {
+        self.dev.apply_setting(path, v)
+    }
+}
