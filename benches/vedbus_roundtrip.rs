@@ -4,7 +4,7 @@
 
 use dbus::Message;
 use dbus::channel::Channel;
-use dbus_modbus_client::vedbus::{BusAddress, Format, Service, Value, Writable};
+use dbus_modbus_client::vedbus::{BusAddress, Format, Service, Value, Writable, pump_all};
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -68,6 +68,21 @@ fn rss_kib() -> u64 {
                 .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
         })
         .unwrap_or(0)
+}
+
+/// utime + stime of this process, in clock ticks (USER_HZ, 100 on Linux).
+fn cpu_ticks() -> u64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after_comm = stat.rsplit(')').next().unwrap_or("");
+    let fields: Vec<&str> = after_comm.split_whitespace().collect();
+    let get = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    // Fields 14 and 15 of stat; after "comm)" the state is field 3, i.e. index 0 here.
+    get(11) + get(12)
 }
 
 fn main() {
@@ -162,6 +177,28 @@ fn main() {
     }
     report("20 x set + flush + pump(0)", t);
     println!("VmRSS after {}", rss.join(", "));
+
+    // Idle cost of the loop's D-Bus wait: pump_all over three connections with nothing to do.
+    let idle = if full {
+        Duration::from_secs(5)
+    } else {
+        Duration::from_millis(50)
+    };
+    let mut a = meter(&bus);
+    let mut b = meter(&bus);
+    let mut c = meter(&bus);
+    let cpu0 = cpu_ticks();
+    let start = Instant::now();
+    while start.elapsed() < idle {
+        let _ = pump_all(&mut [&mut a, &mut b, &mut c], Duration::from_millis(100));
+    }
+    let ticks = cpu_ticks() - cpu0;
+    println!(
+        "idle pump_all, 3 connections, {:?}: {} CPU ticks (1 tick = 10 ms) = {:.2} % of one core",
+        idle,
+        ticks,
+        ticks as f64 * 10.0 / idle.as_millis() as f64 * 100.0
+    );
 
     let _ = daemon.kill();
     let _ = daemon.wait();

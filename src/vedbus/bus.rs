@@ -136,7 +136,7 @@ pub trait Pump {
 
 /// Granularity of waiting on several connections: libdbus cannot wait on more than one, and std
 /// has no poll(), so the waits alternate in slices. Messages wait at most this long.
-const SLICE: Duration = Duration::from_millis(2);
+const SLICE: Duration = Duration::from_millis(5);
 
 /// Services every connection's pending messages for `budget` (the loop's idle time), then
 /// returns. With zero budget it makes one non-blocking pass. All connections are pumped even when
