@@ -171,7 +171,9 @@ pub struct Read {
 /// How urgent a device's next read is; the bus scheduler compares devices with it.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Urgency {
-    Fast,
+    /// A fast register, not read for this many seconds (`f64::MAX` if never): among several
+    /// devices' fast registers the one waiting longest goes first, so they share the bus fairly.
+    Fast(f64),
     /// Age divided by maximum age (≥ 1 when due); larger is more overdue.
     Overdue(f64),
 }
@@ -182,7 +184,13 @@ pub enum Urgency {
 pub fn choose_next(last_was_fast: bool, candidates: &[Option<Urgency>]) -> Option<usize> {
     let fast = candidates
         .iter()
-        .position(|c| matches!(c, Some(Urgency::Fast)));
+        .enumerate()
+        .filter_map(|(i, c)| match c {
+            Some(Urgency::Fast(age)) => Some((i, *age)),
+            _ => None,
+        })
+        .max_by(|a, b| a.1.total_cmp(&b.1))
+        .map(|(i, _)| i);
     let slow = candidates
         .iter()
         .enumerate()
@@ -247,7 +255,10 @@ impl RegisterMap {
     fn is_due(&self, i: usize, now: Instant) -> Option<Urgency> {
         match (self.table[i].refresh, self.read_at[i]) {
             (Refresh::Once, _) => None,
-            (Refresh::Fast, _) => Some(Urgency::Fast),
+            (Refresh::Fast, None) => Some(Urgency::Fast(f64::MAX)),
+            (Refresh::Fast, Some(t)) => Some(Urgency::Fast(
+                now.saturating_duration_since(t).as_secs_f64(),
+            )),
             (Refresh::MaxAge(_), None) => Some(Urgency::Overdue(f64::MAX)),
             (Refresh::MaxAge(max), Some(t)) => {
                 let age = now.saturating_duration_since(t);
@@ -264,7 +275,7 @@ impl RegisterMap {
     fn most_urgent(&self, now: Instant, fast: bool) -> Option<(usize, Urgency)> {
         (0..self.order.len())
             .filter_map(|p| self.is_due(self.order[p], now).map(|u| (p, u)))
-            .filter(|(_, u)| matches!(u, Urgency::Fast) == fast)
+            .filter(|(_, u)| matches!(u, Urgency::Fast(_)) == fast)
             .max_by(|a, b| urgency_rank(a.1).total_cmp(&urgency_rank(b.1)))
     }
 
@@ -273,7 +284,7 @@ impl RegisterMap {
     pub fn next_read(&self, now: Instant, fast: bool) -> Option<Read> {
         let (seed, _) = self.most_urgent(now, fast)?;
         let wanted = |pos: usize| match self.is_due(self.order[pos], now) {
-            Some(Urgency::Fast) => fast,
+            Some(Urgency::Fast(_)) => fast,
             Some(Urgency::Overdue(_)) => !fast,
             None => false,
         };
@@ -379,7 +390,7 @@ impl RegisterMap {
 
 fn urgency_rank(u: Urgency) -> f64 {
     match u {
-        Urgency::Fast => f64::MAX,
+        Urgency::Fast(age) => age,
         Urgency::Overdue(r) => r,
     }
 }
@@ -567,7 +578,7 @@ mod tests {
         let mut map = RegisterMap::new(&AGES, NO_BARRIERS);
         let t0 = Instant::now();
         // Fast registers are always due; slow ones once never read.
-        assert_eq!(map.urgency(t0, true), Some(Urgency::Fast));
+        assert_eq!(map.urgency(t0, true), Some(Urgency::Fast(f64::MAX)));
         let r = map.next_read(t0, false).unwrap();
         assert_eq!((r.addr, r.count), (0x46, 4));
         map.store(&r, &[0; 4], t0);
@@ -617,17 +628,23 @@ mod tests {
     #[test]
     fn fast_reads_interleave_with_due_slow_reads() {
         use Urgency::*;
+        let fast = Fast(0.1);
         assert_eq!(
-            choose_next(false, &[Some(Fast), Some(Overdue(2.0))]),
+            choose_next(false, &[Some(fast), Some(Overdue(2.0))]),
             Some(0)
         );
         assert_eq!(
-            choose_next(true, &[Some(Fast), Some(Overdue(2.0))]),
+            choose_next(true, &[Some(fast), Some(Overdue(2.0))]),
             Some(1)
         );
-        assert_eq!(choose_next(true, &[Some(Fast), None]), Some(0));
+        assert_eq!(choose_next(true, &[Some(fast), None]), Some(0));
+        // Two devices' fast registers: the one waiting longest first.
         assert_eq!(
-            choose_next(true, &[Some(Overdue(1.5)), Some(Fast), Some(Overdue(4.0))]),
+            choose_next(true, &[Some(Fast(0.05)), Some(Fast(0.2))]),
+            Some(1)
+        );
+        assert_eq!(
+            choose_next(true, &[Some(Overdue(1.5)), Some(fast), Some(Overdue(4.0))]),
             Some(2)
         );
         assert_eq!(choose_next(false, &[None, None]), None);

@@ -1,6 +1,7 @@
 //! The daemon: wiring of ports, devices, D-Bus services, settings and the limiter, and the one
 //! loop that interleaves Modbus transactions with D-Bus pumping.
 
+mod generation;
 pub mod port;
 pub mod probe;
 mod publish;
@@ -14,8 +15,11 @@ use log::{error, info, warn};
 
 use crate::cli::Options;
 use crate::devices::lifecycle::Timing;
+use crate::devices::{growatt, sdm230};
 use crate::modbus::{Parity, SerialSettings};
+use crate::registers::Access;
 use crate::vedbus::{BusAddress, Pump, Settings, pump_all};
+use generation::Generation;
 use port::{Event, Port};
 use publish::Published;
 
@@ -73,6 +77,12 @@ pub struct App {
     /// Published services, by (port index, unit index).
     devices: BTreeMap<(usize, usize), Published>,
     port_down_logged: Vec<bool>,
+    generation: Generation,
+    /// Where the limiter's meter and inverter are: (port, unit).
+    meter: Option<(usize, usize)>,
+    inverter: Option<(usize, usize)>,
+    /// A fresh meter reading arrived in this iteration.
+    fresh_meter: bool,
     /// Scratch buffer for accepted SetValue writes, reused every iteration.
     writes: Vec<(String, crate::vedbus::Value)>,
 }
@@ -80,8 +90,9 @@ pub struct App {
 impl App {
     pub fn start(opts: Options) -> anyhow::Result<App> {
         let bus = BusAddress::from_arg(opts.dbus.as_deref());
-        let settings =
+        let mut settings =
             Settings::connect(&bus, SETTINGS_WAIT).context("connecting to the settings service")?;
+        let generation = Generation::new(&bus, &mut settings, &opts).context("limiter settings")?;
         let ports = build_ports(&opts);
         let n = ports.len();
         Ok(App {
@@ -92,13 +103,23 @@ impl App {
             devices: BTreeMap::new(),
             port_down_logged: vec![false; n],
             writes: Vec::new(),
+            generation,
+            meter: None,
+            inverter: None,
+            fresh_meter: false,
         })
     }
 
     /// Runs until `stop` is set (SIGTERM/SIGINT) or a fatal error under `--exit`.
     pub fn run(&mut self, stop: &AtomicBool) -> anyhow::Result<()> {
         while !stop.load(Ordering::Relaxed) {
+            self.fresh_meter = false;
             let busy = self.step_ports()?;
+            let inverter_online = self
+                .inverter
+                .is_some_and(|(p, u)| self.ports[p].units[u].lifecycle.is_online());
+            self.generation
+                .decide(Instant::now(), self.fresh_meter, inverter_online);
             self.publish_due();
             self.pump(if busy { BUSY_PUMP } else { IDLE_PUMP })?;
             self.handle_writes();
@@ -129,7 +150,13 @@ impl App {
                     }
                 }
             }
-            let event = self.ports[p].step(now, None);
+            let write = match (self.inverter, self.generation.pending()) {
+                (Some((ip, iu)), Some(value)) if ip == p => {
+                    Some((iu, growatt::HR_ACTIVE_POWER_RATE, value))
+                }
+                _ => None,
+            };
+            let event = self.ports[p].step(now, write);
             busy |= !matches!(event, Event::Idle | Event::PortDown);
             self.handle_event(p, event)?;
         }
@@ -143,15 +170,36 @@ impl App {
                 if let Some(dev) = self.devices.get_mut(&(p, u)) {
                     dev.go_offline();
                 }
+                if self.meter == Some((p, u)) {
+                    self.generation.meter_lost();
+                }
+                if self.inverter == Some((p, u)) {
+                    self.generation.inverter_lost();
+                }
+            }
+            Event::Read { unit, .. } => {
+                let Some(map) = &self.ports[p].units[unit].map else {
+                    return Ok(());
+                };
+                if self.meter == Some((p, unit)) {
+                    self.generation.on_meter(map);
+                    self.fresh_meter = true;
+                } else if self.inverter == Some((p, unit)) {
+                    self.generation.on_inverter(map);
+                }
+            }
+            Event::Wrote {
+                unit,
+                addr,
+                value,
+                ok,
+            } if self.inverter == Some((p, unit)) && addr == growatt::HR_ACTIVE_POWER_RATE => {
+                self.generation.written(value, ok, Instant::now());
             }
             Event::PortDown if self.opts.exit_on_fatal => {
                 bail!("serial port {} failed", self.ports[p].path)
             }
-            Event::Read { .. }
-            | Event::Failed(_)
-            | Event::Wrote { .. }
-            | Event::Idle
-            | Event::PortDown => {}
+            Event::Failed(_) | Event::Wrote { .. } | Event::Idle | Event::PortDown => {}
         }
         Ok(())
     }
@@ -175,7 +223,10 @@ impl App {
                 connection,
                 &self.opts,
             ) {
-                Ok(dev) => {
+                Ok(mut dev) => {
+                    if std::ptr::eq(dev.model(), &growatt::MODEL) {
+                        self.generation.add_paths(dev.service());
+                    }
                     self.devices.insert((p, u), dev);
                 }
                 Err(e) => {
@@ -183,6 +234,17 @@ impl App {
                     return;
                 }
             }
+        }
+        let model = self.devices.get(&(p, u)).map(|d| d.model());
+        if model.is_some_and(|m| std::ptr::eq(m, &growatt::MODEL)) {
+            if self.inverter.is_none_or(|i| i == (p, u)) {
+                self.inverter = Some((p, u));
+                self.g100_setup(p, u);
+            }
+        } else if model.is_some_and(|m| std::ptr::eq(m, &sdm230::MODEL))
+            && self.meter.is_none_or(|m| m == (p, u))
+        {
+            self.meter = Some((p, u));
         }
         let Some(map) = &self.ports[p].units[u].map else {
             return;
@@ -194,11 +256,51 @@ impl App {
         }
     }
 
+    /// The G100 set-up on every (re)initialisation of the inverter, read back and logged
+    /// (limiter.md §3). The limiter starts from the HR3 value read back.
+    fn g100_setup(&mut self, p: usize, u: usize) {
+        let port = &mut self.ports[p];
+        let mut failed = false;
+        for (addr, value) in self.generation.g100_setup() {
+            if let Err(e) = port.write_now(u, addr, value) {
+                warn!("G100 set-up: writing {value} to holding register {addr} failed: {e}");
+                failed = true;
+            }
+        }
+        let mut read_back = |addr: u16| {
+            port.read_now(u, Access::Holding, addr, 1)
+                .ok()
+                .and_then(|w| w.first().copied())
+        };
+        let hr3 = read_back(growatt::HR_ACTIVE_POWER_RATE);
+        let source = read_back(growatt::HR_EXPORT_LIMIT_SOURCE);
+        let rate = read_back(growatt::HR_EXPORT_LIMIT_RATE);
+        let failsafe = read_back(growatt::HR_EXPORT_LIMIT_FAILSAFE_RATE);
+        let show = |v: Option<u16>| v.map_or("unreadable".to_string(), |v| v.to_string());
+        info!(
+            "G100 set-up{}: active power rate {} %, export limit source {}, export limit rate {} per mille, fail-safe rate {} per mille",
+            if failed { " incomplete" } else { "" },
+            show(hr3),
+            show(source),
+            show(rate),
+            show(failsafe)
+        );
+        match hr3 {
+            Some(v) => self.generation.reinitialised(v),
+            None => self.generation.inverter_lost(),
+        }
+    }
+
     fn publish_due(&mut self) {
         let now = Instant::now();
         for (&(p, u), dev) in self.devices.iter_mut() {
             if let Some(map) = &self.ports[p].units[u].map {
-                dev.publish(map, now, self.opts.publish_interval);
+                let generation = (self.inverter == Some((p, u))).then_some(&self.generation);
+                dev.publish(map, now, self.opts.publish_interval, |svc| {
+                    if let Some(g) = generation {
+                        g.publish(svc);
+                    }
+                });
             }
         }
     }
@@ -206,6 +308,7 @@ impl App {
     fn pump(&mut self, budget: Duration) -> anyhow::Result<()> {
         let mut conns: Vec<&mut dyn Pump> = Vec::with_capacity(self.devices.len() + 1);
         conns.push(&mut self.settings);
+        conns.push(self.generation.watcher());
         for dev in self.devices.values_mut() {
             conns.push(dev.pump_handle());
         }
@@ -213,10 +316,18 @@ impl App {
     }
 
     fn handle_writes(&mut self) {
-        for dev in self.devices.values_mut() {
+        let now = Instant::now();
+        for (key, dev) in self.devices.iter_mut() {
             self.writes.clear();
             if let Err(e) = dev.take_writes(&mut self.settings, &mut self.writes) {
                 warn!("{e}");
+            }
+            if self.inverter == Some(*key) {
+                for (path, value) in &self.writes {
+                    if path == "/Ac/PowerLimit" {
+                        self.generation.power_limit_write(value, now);
+                    }
+                }
             }
         }
     }
@@ -224,6 +335,9 @@ impl App {
     fn handle_setting_changes(&mut self) {
         let changes: Vec<_> = self.settings.take_changes().collect();
         for (path, value) in changes {
+            if self.generation.apply_setting(&path, &value) {
+                continue;
+            }
             for dev in self.devices.values_mut() {
                 match dev.apply_setting(&path, &value) {
                     Ok(true) => break,
@@ -235,6 +349,20 @@ impl App {
     }
 
     fn shutdown(&mut self) {
+        // Full power back (G100 stays enforced by the inverter) before the services go.
+        if let Some((p, u)) = self.inverter
+            && self.ports[p].units[u].lifecycle.is_online()
+            && let Some(value) = self.generation.shutdown_write(Instant::now())
+        {
+            let ok = self.ports[p]
+                .write_now(u, growatt::HR_ACTIVE_POWER_RATE, value)
+                .is_ok();
+            info!(
+                "restoring the active power rate to {value} %{}",
+                if ok { "" } else { " failed" }
+            );
+            self.generation.written(value, ok, Instant::now());
+        }
         for dev in self.devices.values_mut() {
             dev.go_offline();
         }

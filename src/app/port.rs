@@ -146,17 +146,23 @@ impl Port {
 
     /// Does one thing on the port: a pending write, a due probe, or the most urgent read.
     pub fn step(&mut self, now: Instant, write: Option<(usize, u16, u16)>) -> Event {
-        if self.master.is_none() {
-            return Event::PortDown;
-        }
-        // Lost units first: their service must go as soon as the timeout passes.
+        // Lost units first, even with the port closed: their service must go as soon as the
+        // timeout passes, so nothing stale is shown as live.
         for i in 0..self.units.len() {
             if self.units[i].lifecycle.check(now) == Some(Transition::Lost) {
                 return self.lose(i);
             }
         }
+        if self.master.is_none() {
+            return Event::PortDown;
+        }
         if let Some((unit, addr, value)) = write {
             return self.write(unit, addr, value);
+        }
+        // A due probe goes before reads: probes are rate-limited (one per unit per probe
+        // interval) and cost at most one short timeout, and fast reads are always due.
+        if let Some(i) = self.units.iter().position(|u| u.lifecycle.probe_due(now)) {
+            return self.probe(i, now);
         }
         // Two candidates per unit (fast, slow), on the stack: no allocation per step.
         let mut candidates = [None; 2 * MAX_UNITS_PER_PORT];
@@ -165,9 +171,6 @@ impl Port {
         }
         if let Some(c) = choose_next(self.last_was_fast, &candidates[..2 * self.units.len()]) {
             return self.read(c / 2, c % 2 == 0, now);
-        }
-        if let Some(i) = self.units.iter().position(|u| u.lifecycle.probe_due(now)) {
-            return self.probe(i, now);
         }
         Event::Idle
     }

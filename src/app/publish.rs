@@ -7,7 +7,7 @@ use crate::cli::Options;
 use crate::devices::{Identity, PathDef, Unit, published_values};
 use crate::registers::RegisterMap;
 use crate::vedbus::{
-    self, BusAddress, DeviceConfig, DeviceService, Format, Pump, Settings, Value, Writable,
+    self, BusAddress, DeviceConfig, DeviceService, Format, Pump, Service, Settings, Value, Writable,
 };
 
 /// No official product id exists for third-party Modbus devices; gui-v2's mock data uses 0xFFFF
@@ -121,7 +121,13 @@ impl Published {
 
     /// Sends what changed, at most once per `interval` (the limiter reads the registers directly
     /// and is not held back by this).
-    pub fn publish(&mut self, map: &RegisterMap, now: Instant, interval: Duration) {
+    pub fn publish(
+        &mut self,
+        map: &RegisterMap,
+        now: Instant,
+        interval: Duration,
+        extra: impl FnOnce(&mut Service),
+    ) {
         if self
             .last_publish
             .is_some_and(|t| now.saturating_duration_since(t) < interval)
@@ -130,7 +136,16 @@ impl Published {
         }
         self.last_publish = Some(now);
         self.write_values(map);
+        extra(self.dev.service());
         self.dev.service().flush();
+    }
+
+    pub fn service(&mut self) -> &mut Service {
+        self.dev.service()
+    }
+
+    pub fn model(&self) -> &'static crate::devices::Model {
+        self.identity.model
     }
 
     pub fn pump_handle(&mut self) -> &mut dyn Pump {

@@ -42,8 +42,9 @@ pub static REGISTERS: [Register; 33] = [
     input("pv2_voltage", 7, U16, 0.1, every(2)),
     input("pv2_current", 8, U16, 0.1, every(2)),
     input("pv2_power", 9, U32, 0.1, every(2)),
-    // The limiter's PV input.
-    input("ac_power", 35, U32, 0.1, every(1)),
+    // The limiter's PV input: grid + PV is only invariant while the inverter ramps if both are
+    // read close together, so it is read as often as the meter's power.
+    input("ac_power", 35, U32, 0.1, Fast),
     input("frequency", 37, U16, 0.01, every(1)),
     input("ac_voltage", 38, U16, 0.1, every(1)),
     input("ac_current", 39, U16, 0.1, every(1)),
