@@ -29,12 +29,26 @@ export DBUS_SESSION_BUS_ADDRESS
 
 "$bin/examples/fake-settings" >"$work/settings.log" 2>&1 &
 pids+=($!)
-"$bin/modbus-sim" --link "$work/tty" --baud 9600 --realistic --plant </dev/null >"$work/sim.log" 2>&1 &
+# The simulator reads commands on stdin: a fifo held open by this script feeds it a house load
+# profile (base load, fridge, kettle) under a sunny sky.
+mkfifo "$work/sim.in"
+"$bin/modbus-sim" --link "$work/tty" --baud 9600 --realistic --plant <"$work/sim.in" >"$work/sim.log" 2>&1 &
 pids+=($!)
+exec 4>"$work/sim.in"
+echo "plant 450 3800" >&4
 for _ in $(seq 50); do [ -e "$work/tty" ] && break; sleep 0.1; done
 
 "$bin/dbus-modbus-client" -s "$work/tty" -r 9600 --dbus session >"$work/daemon.log" 2>&1 &
 pids+=($!)
+
+# Turn the generation limiter on, as a user would in the settings: the simulated meter's
+# consumption (import - export) is ~914 kWh, so a target of 950 kWh is in the limiting range.
+setting() {
+  dbus-send --print-reply --dest=com.victronenergy.settings "$1" \
+    com.victronenergy.BusItem.SetValue "variant:int32:$2" >/dev/null 2>&1 || true
+}
+loads=(450 550 2450 2550 650 450 1300 450)
+load=450
 
 show() {
   local svc
@@ -48,10 +62,22 @@ show() {
 }
 
 end=$((SECONDS + ${DEMO_SECONDS:-1000000000}))
+tick=0
 while [ $SECONDS -lt $end ]; do
+  if [ $tick -eq 3 ]; then
+    setting /Settings/DynamicGeneration/energyDifference 950
+    setting /Settings/DynamicGeneration/derateGeneration 1
+  fi
+  if [ $((tick % 4)) -eq 0 ]; then
+    load=${loads[$(((tick / 4) % ${#loads[@]}))]}
+    echo "plant $load 3800" >&4
+  fi
+  tick=$((tick + 1))
   out=$(show)
   [ -t 1 ] && clear
   date '+%H:%M:%S  (Ctrl-C to stop)'
   if [ -n "$out" ]; then echo "$out"; else echo "waiting for the services..."; tail -n 3 "$work/daemon.log"; fi
+  echo "  house load ${load:-450} W, PV available 3800 W (simulated); last HR3 writes (%):" \
+    "$(grep -o 'hr 3 = [0-9]*' "$work/sim.log" | tail -n 4 | cut -d' ' -f4 | tr '\n' ' ')"
   sleep 1
 done

@@ -16,7 +16,7 @@ const PRODUCT_ID: i32 = 0xFFFF;
 
 fn format(unit: Unit) -> Format {
     match unit {
-        Unit::Code | Unit::Plain => Format::Plain,
+        Unit::Code => Format::Plain,
         u => Format::unit(u.suffix(), u.decimals() as u8),
     }
 }

@@ -104,7 +104,7 @@ impl Format {
 
 /// GetText of a value. Invalid renders as "" like veutil (velib's "---" is not relied on by anyone).
 pub fn format_text(value: &Value, format: Format) -> String {
-    match (value, format) {
+    let text = match (value, format) {
         (Value::Invalid, _) => String::new(),
         (Value::Int(i), Format::Hex) => format!("0x{:X}", *i as u32),
         (Value::Int(i), Format::Unit { unit, decimals: 0 }) => format!("{i} {unit}"),
@@ -118,6 +118,11 @@ pub fn format_text(value: &Value, format: Format) -> String {
         (Value::Double(d), _) => d.to_string(),
         (Value::Text(s), _) => s.clone(),
         (Value::TextList(l), _) => l.join(", "),
+    };
+    // A unitless number with fixed decimals (power factor) has no unit to separate.
+    match format {
+        Format::Unit { unit: "", .. } => text.trim_end().to_string(),
+        _ => text,
     }
 }
 
@@ -460,5 +465,22 @@ mod tests {
         let not_a_dict = Message::new_signal("/", "a.b", "C").unwrap().append1(3i32);
         assert_eq!(read_items(&mut not_a_dict.iter_init()), None);
         assert_eq!(read_dict_sv(&mut not_a_dict.iter_init()), None);
+    }
+}
+
+#[cfg(test)]
+mod unitless_tests {
+    use super::*;
+
+    #[test]
+    fn unitless_numbers_have_no_trailing_space() {
+        assert_eq!(
+            format_text(&Value::Double(0.97), Format::unit("", 2)),
+            "0.97"
+        );
+        assert_eq!(
+            format_text(&Value::Double(0.5), Format::unit("W", 0)),
+            "0 W"
+        );
     }
 }
