@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The whole test suite: installs what it needs, then formatting, lints and every test.
+# The whole test suite: installs what it needs, then formatting, lints, every test, the README's
+# first command (briefly) and the armv7 release build with its qemu smoke test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -7,4 +8,13 @@ scripts/setup.sh
 cargo fmt --check
 cargo clippy --all-targets -- -D warnings
 cargo test --all-targets
-shellcheck scripts/*.sh .ci/run
+shellcheck scripts/*.sh .ci/run install.sh uninstall.sh service/run service/log/run service/enable.sh
+
+# The README's first command must stay true: it has to show both services with live values.
+demo=$(DEMO_SECONDS=15 scripts/demo.sh 2>&1)
+for want in "== com.victronenergy.grid." "== com.victronenergy.pvinverter." "/Ac/L1/Power" "/dynamicGenerationStatus"; do
+  grep -qF "$want" <<<"$demo" || { echo "demo: '$want' not shown"; echo "$demo" | tail -40; exit 1; }
+done
+echo "demo: both services published with values"
+
+scripts/ci-armv7.sh

@@ -136,7 +136,8 @@ impl App {
         for p in 0..self.ports.len() {
             let now = Instant::now();
             match self.ports[p].ensure_open(now) {
-                Ok(()) => self.port_down_logged[p] = false,
+                Ok(true) => self.port_down_logged[p] = false,
+                Ok(false) => {}
                 Err(e) => {
                     if self.opts.exit_on_fatal {
                         bail!("serial port {} unavailable: {e}", self.ports[p].path);

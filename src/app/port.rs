@@ -124,17 +124,21 @@ impl Port {
         self.master.is_some()
     }
 
-    /// Opens the port if it is closed and the back-off allows; `Err` carries the reason.
-    pub fn ensure_open(&mut self, now: Instant) -> Result<(), ModbusError> {
-        if self.master.is_some() || now < self.reopen_at {
-            return Ok(());
+    /// Opens the port if it is closed and the back-off allows. `Ok(true)`: open; `Ok(false)`:
+    /// closed, waiting for the next attempt; `Err`: this attempt failed.
+    pub fn ensure_open(&mut self, now: Instant) -> Result<bool, ModbusError> {
+        if self.master.is_some() {
+            return Ok(true);
+        }
+        if now < self.reopen_at {
+            return Ok(false);
         }
         match RtuMaster::open(&self.path, self.settings) {
             Ok(m) => {
                 info!("{}: opened at {} baud", self.path, self.settings.baud);
                 self.master = Some(m);
                 self.reopen_backoff = Duration::from_millis(500);
-                Ok(())
+                Ok(true)
             }
             Err(e) => {
                 self.reopen_at = now + self.reopen_backoff;
