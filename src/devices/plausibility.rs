@@ -140,6 +140,9 @@ pub enum Event {
     StillRejected,
     /// Accepted after an episode (logged at info).
     Recovered,
+    /// The same reading (value and read time) as the previous check: the same answer again,
+    /// nothing counted.
+    Repeated,
 }
 
 /// Counters of one quantity.
@@ -160,6 +163,9 @@ struct Slot {
     stats: Stats,
     /// The last accepted counter reading and when it was first seen at that value.
     last: Option<(f64, Instant)>,
+    /// The previous check: read time, value bits and the answer, so a caller may check the
+    /// stored value of a register on every publish cycle without counting it again.
+    previous: Option<(Instant, u64, Option<f64>)>,
 }
 
 /// Plausibility state of one unit. Check each fresh reading once, with its read time.
@@ -194,9 +200,11 @@ impl Guard {
         self
     }
 
-    /// The value to publish for a reading of `name` taken at `now` (the read time, not the
-    /// publish time): the reading itself when plausible; for a rejected counter its last
-    /// accepted value; otherwise `None` (publish invalid).
+    /// The value to publish for a reading of `name` taken at `now` (the read time, e.g.
+    /// `RegisterMap::read_at`, not the publish time): the reading itself when plausible; for a
+    /// rejected counter its last accepted value; otherwise `None` (publish invalid).
+    /// Checking the same reading again (same value and read time) repeats the answer and counts
+    /// nothing, so it may be called on every publish cycle with the stored value.
     pub fn check(&mut self, name: &str, value: f64, now: Instant) -> Option<f64> {
         let (publish, event) = self.judge(name, value, now);
         match event {
@@ -213,7 +221,7 @@ impl Guard {
                     self.label
                 );
             }
-            Event::Accepted | Event::StillRejected => {}
+            Event::Accepted | Event::StillRejected | Event::Repeated => {}
         }
         publish
     }
@@ -230,13 +238,19 @@ impl Guard {
             // No rule: finiteness only, nothing to count against.
             return (value.is_finite().then_some(value), Event::Accepted);
         };
+        if let Some((at, bits, publish)) = slot.previous
+            && at == now
+            && bits == value.to_bits()
+        {
+            return (publish, Event::Repeated);
+        }
         let verdict = if value.is_finite() {
             verdict(rule.kind, slot.last, value, now, rated)
         } else {
             Err(Rejection::NotFinite)
         };
         let stats = &mut slot.stats;
-        match verdict {
+        let (publish, event) = match verdict {
             Ok(()) => {
                 if matches!(rule.kind, RuleKind::Counter { .. })
                     && slot.last.is_none_or(|(last, _)| last != value)
@@ -264,7 +278,20 @@ impl Guard {
                 };
                 (slot.last.map(|(last, _)| last), event)
             }
-        }
+        };
+        slot.previous = Some((now, value.to_bits(), publish));
+        (publish, event)
+    }
+
+    /// What the last check of `name` said to publish: `Some(None)` = invalid, `None` when the
+    /// name has no rule or was not checked yet.
+    pub fn current(&self, name: &str) -> Option<Option<f64>> {
+        self.rules
+            .iter()
+            .zip(&self.slots)
+            .find(|(rule, _)| rule.name == name)
+            .and_then(|(_, slot)| slot.previous)
+            .map(|(_, _, publish)| publish)
     }
 
     /// Rejected readings of `name` so far (0 for a name without a rule).
@@ -390,6 +417,41 @@ mod tests {
         assert_eq!(g.check("ac_power", 1e6, t), Some(1e6));
         assert_eq!(g.check("ac_power", -51.0, t), None);
         assert_eq!(g.check("ac_power", f64::NAN, t), None);
+    }
+
+    #[test]
+    fn the_same_reading_checked_again_is_answered_the_same_and_counted_once() {
+        let t0 = Instant::now();
+        let mut g = Guard::new(&RULES);
+        assert_eq!(g.current("voltage"), None, "not checked yet");
+        assert_eq!(
+            g.judge("voltage", 999.0, t0),
+            (
+                None,
+                Event::EpisodeStarted(Rejection::OutOfRange {
+                    min: 0.0,
+                    max: 300.0
+                })
+            )
+        );
+        assert_eq!(g.judge("voltage", 999.0, t0), (None, Event::Repeated));
+        assert_eq!(g.judge("voltage", f64::NAN, t0).1, Event::StillRejected);
+        assert_eq!(g.judge("voltage", f64::NAN, t0), (None, Event::Repeated));
+        assert_eq!(g.current("voltage"), Some(None));
+        assert_eq!(g.rejections("voltage"), 2);
+        // A new read of the same value is a new reading.
+        assert_eq!(
+            g.judge("voltage", f64::NAN, secs(t0, 1)).1,
+            Event::StillRejected
+        );
+        assert_eq!(g.check("voltage", 231.0, secs(t0, 2)), Some(231.0));
+        assert_eq!(
+            g.judge("voltage", 231.0, secs(t0, 2)),
+            (Some(231.0), Event::Repeated)
+        );
+        assert_eq!(g.current("voltage"), Some(Some(231.0)));
+        assert_eq!(g.stats("voltage").map(|s| s.rejections), Some(3));
+        assert_eq!(g.current("temperature"), None, "no rule");
     }
 
     #[test]
