@@ -168,7 +168,8 @@ struct Slot {
     previous: Option<(Instant, u64, Option<f64>)>,
 }
 
-/// Plausibility state of one unit. Check each fresh reading once, with its read time.
+/// Plausibility state of one unit. Keep it while the unit is lost and found again (same ident):
+/// a new guard accepts any first counter reading.
 #[derive(Debug)]
 pub struct Guard {
     rules: &'static [Rule],
