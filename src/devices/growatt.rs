@@ -1,6 +1,7 @@
 //! Growatt MIN/MIC/MID TL-X grid-tied PV inverter, "Growatt Inverter Modbus RTU Protocol" v1.20
 //! layout (devices.md §3). u32 values are two registers, high word first.
 
+use super::plausibility::{Bound, Rule, kwh_per_s};
 use super::{Derived, Model, PathDef, Quantity, Unit};
 use crate::registers::{Access::*, Kind::*, PackLimits, Refresh, Refresh::*, Register};
 use std::time::Duration;
@@ -136,6 +137,77 @@ pub const DERATING_MODES: &[(u16, &str)] = &[
     (14, "local anti-backflow"),
     (15, "BDC load priority"),
     (16, "CT check error"),
+];
+
+/// AC output may exceed the rating by 10 %; a little negative AC power is the night draw.
+const AC_POWER_FACTOR: f64 = 1.1;
+/// PV arrays are commonly oversized up to 1.5 × the inverter rating.
+const PV_POWER_FACTOR: f64 = 1.5;
+/// The lowest grid voltage the AC current bound allows for (A per W of rating).
+const AC_CURRENT_PER_W: f64 = AC_POWER_FACTOR / 180.0;
+/// Far above a lifetime of any MIN/MID (4.6 kW × 40 years ≈ 1.6 GWh); catches 0xFFFFFFFF.
+const ENERGY_CEILING: f64 = 1e7;
+/// One count of the 0.1 kWh registers.
+const ENERGY_SLACK: f64 = 0.1;
+
+/// Physical bounds of each reading (issue 7), relative to the rated power read at identification.
+/// The daily counters reset at midnight, so they are ranges (a day at full power), not counters.
+/// Frequency reads 0 while the inverter waits for the grid: only its upper bound is checked.
+pub static PLAUSIBILITY: [Rule; 15] = [
+    Rule::range(
+        "ac_power",
+        Bound::fixed(-50.0),
+        Bound::rated(AC_POWER_FACTOR),
+    ),
+    Rule::range(
+        "ac_l1_power",
+        Bound::fixed(-50.0),
+        Bound::rated(AC_POWER_FACTOR),
+    ),
+    Rule::range(
+        "ac_current",
+        Bound::fixed(0.0),
+        Bound::rated(AC_CURRENT_PER_W),
+    ),
+    Rule::between("ac_voltage", 0.0, 300.0),
+    Rule::between("frequency", 0.0, 65.0),
+    Rule::range("pv_power", Bound::fixed(0.0), Bound::rated(PV_POWER_FACTOR)),
+    Rule::range(
+        "pv1_power",
+        Bound::fixed(0.0),
+        Bound::rated(PV_POWER_FACTOR),
+    ),
+    Rule::range(
+        "pv2_power",
+        Bound::fixed(0.0),
+        Bound::rated(PV_POWER_FACTOR),
+    ),
+    Rule::between("pv1_voltage", 0.0, 600.0),
+    Rule::between("pv2_voltage", 0.0, 600.0),
+    Rule::range(
+        "energy_today",
+        Bound::fixed(0.0),
+        Bound::rated(AC_POWER_FACTOR * 24.0 / 1000.0),
+    ),
+    Rule::counter(
+        "energy_total",
+        ENERGY_CEILING,
+        Bound::rated(kwh_per_s(AC_POWER_FACTOR)),
+        ENERGY_SLACK,
+    ),
+    Rule::counter(
+        "pv1_energy_total",
+        ENERGY_CEILING,
+        Bound::rated(kwh_per_s(PV_POWER_FACTOR)),
+        ENERGY_SLACK,
+    ),
+    Rule::counter(
+        "pv2_energy_total",
+        ENERGY_CEILING,
+        Bound::rated(kwh_per_s(PV_POWER_FACTOR)),
+        ENERGY_SLACK,
+    ),
+    Rule::range("active_power_rate", Bound::fixed(0.0), Bound::fixed(100.0)),
 ];
 
 pub static PATHS: [PathDef; 29] = [

@@ -7,6 +7,7 @@
 
 pub mod growatt;
 pub mod lifecycle;
+pub mod plausibility;
 pub mod sdm230;
 
 use crate::registers::{PackLimits, Register, RegisterMap, decode_number, decode_text, lookup};

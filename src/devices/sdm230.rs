@@ -2,6 +2,7 @@
 //!
 //! Input registers are IEEE-754 floats, two registers each, high word first.
 
+use super::plausibility::{Bound, Rule, kwh_per_s};
 use super::{Derived, Model, PathDef, Quantity, Unit};
 use crate::registers::{Access::*, Kind::*, PackLimits, Refresh, Refresh::*, Register};
 use std::time::Duration;
@@ -43,6 +44,41 @@ pub const LIMITS: PackLimits = PackLimits {
     max_count: 125,
     barriers: &[(Input, 0x0012), (Input, 0x0046), (Input, 0x0156)],
 };
+
+/// The most the meter can measure: its 300 V voltage bound × Imax 100 A, i.e. 230 V × 100 A
+/// with a 30 % margin.
+const MAX_POWER_W: f64 = 300.0 * 100.0;
+/// Imax with a margin; the current register is unsigned but may as well be checked both ways.
+const MAX_CURRENT_A: f64 = 120.0;
+/// No installation reaches this in a meter's life (30 kW for 38 years); catches garbage floats.
+const ENERGY_CEILING: f64 = 1e7;
+/// The display's resolution, 0.01 kWh: one count of slack for rounding.
+const ENERGY_SLACK: f64 = 0.01;
+const fn energy(name: &'static str) -> Rule {
+    Rule::counter(
+        name,
+        ENERGY_CEILING,
+        Bound::fixed(kwh_per_s(MAX_POWER_W)),
+        ENERGY_SLACK,
+    )
+}
+
+/// Physical bounds of each reading (issue 7): anything outside is a glitch, not a measurement.
+/// Power factor gets a hair of tolerance because it is computed in float (P/S).
+pub static PLAUSIBILITY: [Rule; 12] = [
+    Rule::between("voltage", 0.0, 300.0),
+    Rule::between("current", -MAX_CURRENT_A, MAX_CURRENT_A),
+    Rule::between("power", -MAX_POWER_W, MAX_POWER_W),
+    Rule::between("apparent_power", -MAX_POWER_W, MAX_POWER_W),
+    Rule::between("reactive_power", -MAX_POWER_W, MAX_POWER_W),
+    Rule::between("power_factor", -1.001, 1.001),
+    Rule::between("phase_angle", -180.0, 180.0),
+    Rule::between("frequency", 45.0, 65.0),
+    energy("import_energy"),
+    energy("export_energy"),
+    energy("import_reactive_energy"),
+    energy("export_reactive_energy"),
+];
 
 /// What the grid service publishes, per phase (what systemcalc reads) and in total.
 pub static PATHS: [PathDef; 16] = [

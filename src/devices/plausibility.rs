@@ -1,0 +1,649 @@
+//! Whether a freshly read value may be published (issue 7).
+//!
+//! A CRC-valid frame can still carry nonsense: a meter booting answers zeros, a firmware glitch
+//! gives 1e30 W, a counter steps back. Such values must not reach D-Bus (VRM graphs and the
+//! limiter trust them), so every reading passes a [`Guard`] built from the model's rule table
+//! ([`super::sdm230::PLAUSIBILITY`], [`super::growatt::PLAUSIBILITY`]):
+//!
+//! * a [`RuleKind::Range`] value outside the device's physical range is rejected and published
+//!   invalid (fail safe, never fail stale);
+//! * a [`RuleKind::Counter`] that goes backwards, or forward faster than the device's maximum
+//!   power allows, is rejected and its last accepted value is published again, so an energy
+//!   counter on D-Bus never goes backwards or to 0;
+//! * non-finite values are always rejected; names without a rule only get that check.
+//!
+//! Rejections are counted per quantity and logged once per episode: a warning at the first
+//! rejection, an info line at the recovery, nothing per poll in between.
+//!
+//! Pure apart from the log lines; memory is fixed when the guard is built.
+
+use std::time::Instant;
+
+/// A limit: `fixed + per_rated_w × rated power (W)`. Growatt bounds scale with the unit's rated
+/// power, which is only known after identification.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Bound {
+    pub fixed: f64,
+    pub per_rated_w: f64,
+}
+
+impl Bound {
+    pub const fn fixed(value: f64) -> Self {
+        Bound {
+            fixed: value,
+            per_rated_w: 0.0,
+        }
+    }
+
+    /// `factor × rated power`.
+    pub const fn rated(factor: f64) -> Self {
+        Bound {
+            fixed: 0.0,
+            per_rated_w: factor,
+        }
+    }
+
+    /// The limit for a unit; `None` when it depends on a rated power that is not known, in which
+    /// case it is not enforced (blanking a unit for want of a bound would be worse).
+    pub fn resolve(self, rated_power_w: Option<f64>) -> Option<f64> {
+        if self.per_rated_w == 0.0 {
+            return Some(self.fixed);
+        }
+        rated_power_w.map(|rated| self.fixed + self.per_rated_w * rated)
+    }
+}
+
+/// kWh per second at `watts`: the rate of an energy counter at full power.
+pub const fn kwh_per_s(watts: f64) -> f64 {
+    watts / 3_600_000.0
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum RuleKind {
+    /// An instantaneous value: accepted when `min ≤ value ≤ max`.
+    Range { min: Bound, max: Bound },
+    /// A monotonic total. The first reading is accepted when `0 ≤ value ≤ ceiling`; later ones
+    /// must not go backwards and may rise by at most `max_rate_per_s × elapsed + slack` since the
+    /// last accepted reading (`slack`: one count of the register's resolution, for rounding).
+    Counter {
+        ceiling: f64,
+        max_rate_per_s: Bound,
+        slack: f64,
+    },
+}
+
+/// The rule for one register name of a model's table.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Rule {
+    pub name: &'static str,
+    pub kind: RuleKind,
+}
+
+impl Rule {
+    pub const fn range(name: &'static str, min: Bound, max: Bound) -> Self {
+        Rule {
+            name,
+            kind: RuleKind::Range { min, max },
+        }
+    }
+
+    /// A range with fixed bounds.
+    pub const fn between(name: &'static str, min: f64, max: f64) -> Self {
+        Rule::range(name, Bound::fixed(min), Bound::fixed(max))
+    }
+
+    pub const fn counter(
+        name: &'static str,
+        ceiling: f64,
+        max_rate_per_s: Bound,
+        slack: f64,
+    ) -> Self {
+        Rule {
+            name,
+            kind: RuleKind::Counter {
+                ceiling,
+                max_rate_per_s,
+                slack,
+            },
+        }
+    }
+}
+
+/// The rule table of a model, by its identity (empty for a model without one).
+pub fn rules_for(model: &super::Model) -> &'static [Rule] {
+    if std::ptr::eq(model, &super::sdm230::MODEL) {
+        &super::sdm230::PLAUSIBILITY
+    } else if std::ptr::eq(model, &super::growatt::MODEL) {
+        &super::growatt::PLAUSIBILITY
+    } else {
+        &[]
+    }
+}
+
+/// Why a reading was rejected, for the log.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Rejection {
+    NotFinite,
+    OutOfRange { min: f64, max: f64 },
+    Backwards { last: f64 },
+    Jump { last: f64, max_step: f64 },
+}
+
+/// What one reading does to its quantity's episode.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Event {
+    /// Accepted, as was the reading before (or first reading).
+    Accepted,
+    /// Rejected, and the reading before was accepted: an episode starts (logged at warn).
+    EpisodeStarted(Rejection),
+    /// Rejected during an episode (not logged).
+    StillRejected,
+    /// Accepted after an episode (logged at info).
+    Recovered,
+    /// The same reading (value and read time) as the previous check: the same answer again,
+    /// nothing counted.
+    Repeated,
+}
+
+/// Counters of one quantity.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Readings rejected since the guard was built.
+    pub rejections: u64,
+    /// Runs of consecutive rejections (each logged once).
+    pub episodes: u64,
+    /// True while the latest reading was rejected.
+    pub in_episode: bool,
+    /// Rejections in the current (or last) episode, for the recovery log line.
+    pub episode_rejections: u64,
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+struct Slot {
+    stats: Stats,
+    /// The last accepted counter reading and when it was first seen at that value.
+    last: Option<(f64, Instant)>,
+    /// The previous check: read time, value bits and the answer, so a caller may check the
+    /// stored value of a register on every publish cycle without counting it again.
+    previous: Option<(Instant, u64, Option<f64>)>,
+}
+
+/// Plausibility state of one unit. Keep it while the unit is lost and found again (same ident):
+/// a new guard accepts any first counter reading.
+#[derive(Debug)]
+pub struct Guard {
+    rules: &'static [Rule],
+    slots: Vec<Slot>,
+    rated_power_w: Option<f64>,
+    label: String,
+}
+
+impl Guard {
+    pub fn new(rules: &'static [Rule]) -> Self {
+        Guard {
+            rules,
+            slots: vec![Slot::default(); rules.len()],
+            rated_power_w: None,
+            label: String::new(),
+        }
+    }
+
+    /// The unit's rated power (W), for [`Bound::rated`] limits. A non-positive or non-finite
+    /// value counts as unknown.
+    pub fn with_rated_power(mut self, rated_power_w: Option<f64>) -> Self {
+        self.rated_power_w = rated_power_w.filter(|w| w.is_finite() && *w > 0.0);
+        self
+    }
+
+    /// The unit's name in log lines (e.g. its ident).
+    pub fn with_label(mut self, label: impl Into<String>) -> Self {
+        self.label = label.into();
+        self
+    }
+
+    /// The value to publish for a reading of `name` taken at `now` (the read time, e.g.
+    /// `RegisterMap::read_at`, not the publish time): the reading itself when plausible; for a
+    /// rejected counter its last accepted value; otherwise `None` (publish invalid).
+    /// Checking the same reading again (same value and read time) repeats the answer and counts
+    /// nothing, so it may be called on every publish cycle with the stored value.
+    pub fn check(&mut self, name: &str, value: f64, now: Instant) -> Option<f64> {
+        let (publish, event) = self.judge(name, value, now);
+        match event {
+            Event::EpisodeStarted(why) => log::warn!(
+                "{}: {name} = {value} rejected as implausible ({}); publishing {}",
+                self.label,
+                describe(why),
+                publish.map_or_else(|| "invalid".to_string(), |v| v.to_string()),
+            ),
+            Event::Recovered => {
+                let n = self.stats(name).map_or(0, |s| s.episode_rejections);
+                log::info!(
+                    "{}: {name} plausible again ({value}) after {n} rejected readings",
+                    self.label
+                );
+            }
+            Event::Accepted | Event::StillRejected | Event::Repeated => {}
+        }
+        publish
+    }
+
+    /// [`Guard::check`] without the log line: the value to publish and the episode event.
+    pub fn judge(&mut self, name: &str, value: f64, now: Instant) -> (Option<f64>, Event) {
+        let rated = self.rated_power_w;
+        let Some((rule, slot)) = self
+            .rules
+            .iter()
+            .zip(self.slots.iter_mut())
+            .find(|(rule, _)| rule.name == name)
+        else {
+            // No rule: finiteness only, nothing to count against.
+            return (value.is_finite().then_some(value), Event::Accepted);
+        };
+        if let Some((at, bits, publish)) = slot.previous
+            && at == now
+            && bits == value.to_bits()
+        {
+            return (publish, Event::Repeated);
+        }
+        let verdict = if value.is_finite() {
+            verdict(rule.kind, slot.last, value, now, rated)
+        } else {
+            Err(Rejection::NotFinite)
+        };
+        let stats = &mut slot.stats;
+        let (publish, event) = match verdict {
+            Ok(()) => {
+                if matches!(rule.kind, RuleKind::Counter { .. })
+                    && slot.last.is_none_or(|(last, _)| last != value)
+                {
+                    slot.last = Some((value, now));
+                }
+                let event = if stats.in_episode {
+                    Event::Recovered
+                } else {
+                    Event::Accepted
+                };
+                stats.in_episode = false;
+                (Some(value), event)
+            }
+            Err(why) => {
+                stats.rejections = stats.rejections.saturating_add(1);
+                let event = if stats.in_episode {
+                    stats.episode_rejections = stats.episode_rejections.saturating_add(1);
+                    Event::StillRejected
+                } else {
+                    stats.in_episode = true;
+                    stats.episodes = stats.episodes.saturating_add(1);
+                    stats.episode_rejections = 1;
+                    Event::EpisodeStarted(why)
+                };
+                (slot.last.map(|(last, _)| last), event)
+            }
+        };
+        slot.previous = Some((now, value.to_bits(), publish));
+        (publish, event)
+    }
+
+    /// What the last check of `name` said to publish: `Some(None)` = invalid, `None` when the
+    /// name has no rule or was not checked yet.
+    pub fn current(&self, name: &str) -> Option<Option<f64>> {
+        self.rules
+            .iter()
+            .zip(&self.slots)
+            .find(|(rule, _)| rule.name == name)
+            .and_then(|(_, slot)| slot.previous)
+            .map(|(_, _, publish)| publish)
+    }
+
+    /// Rejected readings of `name` so far (0 for a name without a rule).
+    pub fn rejections(&self, name: &str) -> u64 {
+        self.stats(name).map_or(0, |s| s.rejections)
+    }
+
+    /// The counters of `name`; `None` for a name without a rule.
+    pub fn stats(&self, name: &str) -> Option<Stats> {
+        self.rules
+            .iter()
+            .zip(&self.slots)
+            .find(|(rule, _)| rule.name == name)
+            .map(|(_, slot)| slot.stats)
+    }
+}
+
+fn verdict(
+    kind: RuleKind,
+    last: Option<(f64, Instant)>,
+    value: f64,
+    now: Instant,
+    rated: Option<f64>,
+) -> Result<(), Rejection> {
+    match kind {
+        RuleKind::Range { min, max } => {
+            let min = min.resolve(rated).unwrap_or(f64::NEG_INFINITY);
+            let max = max.resolve(rated).unwrap_or(f64::INFINITY);
+            if (min..=max).contains(&value) {
+                Ok(())
+            } else {
+                Err(Rejection::OutOfRange { min, max })
+            }
+        }
+        RuleKind::Counter {
+            ceiling,
+            max_rate_per_s,
+            slack,
+        } => {
+            if !(0.0..=ceiling).contains(&value) {
+                return Err(Rejection::OutOfRange {
+                    min: 0.0,
+                    max: ceiling,
+                });
+            }
+            let Some((last, at)) = last else {
+                return Ok(());
+            };
+            if value < last {
+                return Err(Rejection::Backwards { last });
+            }
+            // A first reading of 0 is a meter that has not counted yet or one still booting: no
+            // baseline for the jump check, or a booting meter would freeze its counter at 0.
+            if last == 0.0 {
+                return Ok(());
+            }
+            let Some(rate) = max_rate_per_s.resolve(rated) else {
+                return Ok(());
+            };
+            let elapsed = now.saturating_duration_since(at).as_secs_f64();
+            let max_step = rate * elapsed + slack;
+            if value - last <= max_step {
+                Ok(())
+            } else {
+                Err(Rejection::Jump { last, max_step })
+            }
+        }
+    }
+}
+
+fn describe(why: Rejection) -> String {
+    match why {
+        Rejection::NotFinite => "not a finite number".to_string(),
+        Rejection::OutOfRange { min, max } => format!("outside {min}..{max}"),
+        Rejection::Backwards { last } => format!("counter went back from {last}"),
+        Rejection::Jump { last, max_step } => {
+            format!("counter rose from {last} by more than {max_step:.3} possible")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::devices::{MODELS, growatt, sdm230};
+    use std::time::Duration;
+
+    static RULES: [Rule; 3] = [
+        Rule::between("voltage", 0.0, 300.0),
+        Rule::range("ac_power", Bound::fixed(-50.0), Bound::rated(1.1)),
+        // 3.6 kW: 0.001 kWh per second.
+        Rule::counter("energy", 1e7, Bound::fixed(kwh_per_s(3600.0)), 0.01),
+    ];
+
+    fn secs(t0: Instant, s: u64) -> Instant {
+        t0 + Duration::from_secs(s)
+    }
+
+    #[test]
+    fn range_accepts_inside_and_rejects_outside_and_non_finite() {
+        let mut g = Guard::new(&RULES);
+        let t = Instant::now();
+        assert_eq!(g.check("voltage", 0.0, t), Some(0.0));
+        assert_eq!(g.check("voltage", 300.0, t), Some(300.0));
+        assert_eq!(g.check("voltage", 230.4, t), Some(230.4));
+        assert_eq!(g.check("voltage", 300.1, t), None);
+        assert_eq!(g.check("voltage", -0.1, t), None);
+        assert_eq!(g.check("voltage", f64::NAN, t), None);
+        assert_eq!(g.check("voltage", f64::INFINITY, t), None);
+        assert_eq!(g.rejections("voltage"), 4);
+    }
+
+    #[test]
+    fn rated_bounds_apply_only_with_a_rated_power() {
+        let t = Instant::now();
+        let mut g = Guard::new(&RULES).with_rated_power(Some(4200.0));
+        assert_eq!(g.check("ac_power", 4620.0, t), Some(4620.0));
+        assert_eq!(g.check("ac_power", 4621.0, t), None);
+        assert_eq!(g.check("ac_power", -50.0, t), Some(-50.0));
+        assert_eq!(g.check("ac_power", -51.0, t), None);
+        // Unknown rated power: the rated upper bound is not enforced, the fixed lower one is.
+        let mut g = Guard::new(&RULES).with_rated_power(Some(f64::NAN));
+        assert_eq!(g.check("ac_power", 1e6, t), Some(1e6));
+        assert_eq!(g.check("ac_power", -51.0, t), None);
+        assert_eq!(g.check("ac_power", f64::NAN, t), None);
+    }
+
+    #[test]
+    fn the_same_reading_checked_again_is_answered_the_same_and_counted_once() {
+        let t0 = Instant::now();
+        let mut g = Guard::new(&RULES);
+        assert_eq!(g.current("voltage"), None, "not checked yet");
+        assert_eq!(
+            g.judge("voltage", 999.0, t0),
+            (
+                None,
+                Event::EpisodeStarted(Rejection::OutOfRange {
+                    min: 0.0,
+                    max: 300.0
+                })
+            )
+        );
+        assert_eq!(g.judge("voltage", 999.0, t0), (None, Event::Repeated));
+        assert_eq!(g.judge("voltage", f64::NAN, t0).1, Event::StillRejected);
+        assert_eq!(g.judge("voltage", f64::NAN, t0), (None, Event::Repeated));
+        assert_eq!(g.current("voltage"), Some(None));
+        assert_eq!(g.rejections("voltage"), 2);
+        // A new read of the same value is a new reading.
+        assert_eq!(
+            g.judge("voltage", f64::NAN, secs(t0, 1)).1,
+            Event::StillRejected
+        );
+        assert_eq!(g.check("voltage", 231.0, secs(t0, 2)), Some(231.0));
+        assert_eq!(
+            g.judge("voltage", 231.0, secs(t0, 2)),
+            (Some(231.0), Event::Repeated)
+        );
+        assert_eq!(g.current("voltage"), Some(Some(231.0)));
+        assert_eq!(g.stats("voltage").map(|s| s.rejections), Some(3));
+        assert_eq!(g.current("temperature"), None, "no rule");
+    }
+
+    #[test]
+    fn names_without_a_rule_only_need_to_be_finite() {
+        let mut g = Guard::new(&RULES);
+        let t = Instant::now();
+        assert_eq!(g.check("temperature", -1e9, t), Some(-1e9));
+        assert_eq!(g.check("temperature", f64::NAN, t), None);
+        assert_eq!(g.rejections("temperature"), 0);
+        assert_eq!(g.stats("temperature"), None);
+    }
+
+    #[test]
+    fn first_counter_reading_is_accepted_within_its_ceiling() {
+        let t = Instant::now();
+        let mut g = Guard::new(&RULES);
+        assert_eq!(g.check("energy", 12345.6, t), Some(12345.6));
+        assert_eq!(g.rejections("energy"), 0);
+        let mut g = Guard::new(&RULES);
+        assert_eq!(g.check("energy", 2e7, t), None, "above the ceiling");
+        assert_eq!(g.check("energy", -1.0, t), None, "negative");
+        assert_eq!(g.check("energy", f64::NAN, t), None);
+        assert_eq!(g.rejections("energy"), 3);
+    }
+
+    #[test]
+    fn counter_going_backwards_or_to_zero_keeps_the_last_accepted_value() {
+        let t0 = Instant::now();
+        let mut g = Guard::new(&RULES);
+        assert_eq!(g.check("energy", 100.0, t0), Some(100.0));
+        assert_eq!(g.check("energy", 99.99, secs(t0, 1)), Some(100.0));
+        assert_eq!(g.check("energy", 0.0, secs(t0, 2)), Some(100.0));
+        assert_eq!(g.check("energy", f64::NAN, secs(t0, 3)), Some(100.0));
+        assert_eq!(g.rejections("energy"), 3);
+        assert_eq!(g.check("energy", 100.0, secs(t0, 4)), Some(100.0));
+        assert_eq!(g.check("energy", 100.01, secs(t0, 5)), Some(100.01));
+    }
+
+    #[test]
+    fn counter_jump_is_bounded_by_max_power_times_elapsed_plus_slack() {
+        let t0 = Instant::now();
+        let mut g = Guard::new(&RULES);
+        assert_eq!(g.check("energy", 100.0, t0), Some(100.0));
+        // 10 s at 3.6 kW = 0.01 kWh, plus 0.01 slack.
+        assert_eq!(g.check("energy", 100.021, secs(t0, 10)), Some(100.0));
+        assert_eq!(g.stats("energy").map(|s| s.in_episode), Some(true));
+        assert_eq!(g.check("energy", 100.019, secs(t0, 10)), Some(100.019));
+        // Elapsed counts from the last accepted reading, so a long gap allows a long climb.
+        assert_eq!(g.check("energy", 101.0, secs(t0, 1000)), Some(101.0));
+        assert_eq!(g.rejections("energy"), 1);
+    }
+
+    #[test]
+    fn repeated_equal_readings_do_not_shrink_the_allowed_climb() {
+        let t0 = Instant::now();
+        let mut g = Guard::new(&RULES);
+        assert_eq!(g.check("energy", 100.0, t0), Some(100.0));
+        assert_eq!(g.check("energy", 100.0, secs(t0, 99)), Some(100.0));
+        assert_eq!(g.check("energy", 100.1, secs(t0, 100)), Some(100.1));
+    }
+
+    #[test]
+    fn a_zero_baseline_does_not_freeze_the_counter() {
+        let t0 = Instant::now();
+        let mut g = Guard::new(&RULES);
+        assert_eq!(g.check("energy", 0.0, t0), Some(0.0));
+        assert_eq!(g.check("energy", 5000.0, secs(t0, 1)), Some(5000.0));
+        assert_eq!(g.check("energy", 0.0, secs(t0, 2)), Some(5000.0));
+    }
+
+    #[test]
+    fn episodes_are_counted_once_and_recover() {
+        let t0 = Instant::now();
+        let mut g = Guard::new(&RULES);
+        let mut events = Vec::new();
+        for (i, v) in [230.0, 999.0, 999.0, f64::NAN, 231.0, 231.0, -5.0, 232.0]
+            .into_iter()
+            .enumerate()
+        {
+            events.push(g.judge("voltage", v, secs(t0, i as u64)).1);
+        }
+        let range = Rejection::OutOfRange {
+            min: 0.0,
+            max: 300.0,
+        };
+        assert_eq!(
+            events,
+            [
+                Event::Accepted,
+                Event::EpisodeStarted(range),
+                Event::StillRejected,
+                Event::StillRejected,
+                Event::Recovered,
+                Event::Accepted,
+                Event::EpisodeStarted(range),
+                Event::Recovered,
+            ]
+        );
+        let stats = g.stats("voltage").unwrap();
+        assert_eq!(stats.rejections, 4);
+        assert_eq!(stats.episodes, 2);
+        assert!(!stats.in_episode);
+        assert_eq!(stats.episode_rejections, 1);
+    }
+
+    #[test]
+    fn counter_episode_reports_why_it_started() {
+        let t0 = Instant::now();
+        let mut g = Guard::new(&RULES);
+        g.check("energy", 50.0, t0);
+        assert_eq!(
+            g.judge("energy", 40.0, secs(t0, 1)),
+            (
+                Some(50.0),
+                Event::EpisodeStarted(Rejection::Backwards { last: 50.0 })
+            )
+        );
+        assert_eq!(
+            g.judge("energy", 45.0, secs(t0, 2)),
+            (Some(50.0), Event::StillRejected)
+        );
+        assert_eq!(
+            g.judge("energy", 50.001, secs(t0, 3)),
+            (Some(50.001), Event::Recovered)
+        );
+    }
+
+    #[test]
+    fn device_tables_name_registers_of_their_model_once() {
+        for model in MODELS {
+            let rules = rules_for(model);
+            assert!(!rules.is_empty(), "{}", model.name);
+            for (i, rule) in rules.iter().enumerate() {
+                assert!(
+                    model.registers.iter().any(|r| r.name == rule.name),
+                    "{}: {}",
+                    model.name,
+                    rule.name
+                );
+                assert!(
+                    rules.iter().skip(i + 1).all(|r| r.name != rule.name),
+                    "{} twice",
+                    rule.name
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn sdm230_table_bounds_the_meter() {
+        let t0 = Instant::now();
+        let mut g = Guard::new(&sdm230::PLAUSIBILITY);
+        assert_eq!(g.check("power", -23000.0, t0), Some(-23000.0));
+        assert_eq!(g.check("power", 1e30, t0), None);
+        assert_eq!(g.check("frequency", 50.02, t0), Some(50.02));
+        assert_eq!(g.check("frequency", 0.0, t0), None);
+        assert_eq!(g.check("power_factor", -0.98, t0), Some(-0.98));
+        assert_eq!(g.check("power_factor", 1.5, t0), None);
+        assert_eq!(g.check("voltage", 400.0, t0), None);
+        assert_eq!(g.check("import_energy", 1234.56, t0), Some(1234.56));
+        // 30 kW for 10 s is 0.083 kWh: 0.05 passes, 1 kWh does not.
+        assert_eq!(
+            g.check("import_energy", 1234.61, secs(t0, 10)),
+            Some(1234.61)
+        );
+        assert_eq!(
+            g.check("import_energy", 1235.61, secs(t0, 20)),
+            Some(1234.61)
+        );
+    }
+
+    #[test]
+    fn growatt_table_scales_with_rated_power() {
+        let t0 = Instant::now();
+        let mut g = Guard::new(&growatt::PLAUSIBILITY).with_rated_power(Some(4200.0));
+        assert_eq!(g.check("ac_power", 4200.0, t0), Some(4200.0));
+        assert_eq!(g.check("ac_power", 5000.0, t0), None);
+        assert_eq!(g.check("pv_power", 6000.0, t0), Some(6000.0));
+        assert_eq!(g.check("pv_power", 6400.0, t0), None);
+        assert_eq!(g.check("pv1_voltage", 550.0, t0), Some(550.0));
+        assert_eq!(g.check("pv1_voltage", 650.0, t0), None);
+        assert_eq!(g.check("ac_voltage", 310.0, t0), None);
+        assert_eq!(g.check("energy_total", 20000.0, t0), Some(20000.0));
+        // 4.62 kW for one hour is 4.62 kWh, plus one 0.1 kWh count.
+        assert_eq!(
+            g.check("energy_total", 20004.7, secs(t0, 3600)),
+            Some(20004.7)
+        );
+        assert_eq!(
+            g.check("energy_total", 20010.0, secs(t0, 7200)),
+            Some(20004.7)
+        );
+    }
+}
