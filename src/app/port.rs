@@ -158,6 +158,12 @@ impl Port {
         if let Some((unit, addr, value)) = write {
             return self.write(unit, addr, value);
         }
+        // Probes before reads: the meter always has a fast read due, so a probe waiting for an
+        // idle bus would never run and a lost unit would never return. The cost is bounded: one
+        // short timeout per silent unit per probe interval.
+        if let Some(i) = self.units.iter().position(|u| u.lifecycle.probe_due(now)) {
+            return self.probe(i, now);
+        }
         // Two candidates per unit (fast, slow), on the stack: no allocation per step.
         let mut candidates = [None; 2 * MAX_UNITS_PER_PORT];
         for (slot, unit) in candidates.chunks_mut(2).zip(&self.units) {
@@ -165,9 +171,6 @@ impl Port {
         }
         if let Some(c) = choose_next(self.last_was_fast, &candidates[..2 * self.units.len()]) {
             return self.read(c / 2, c % 2 == 0, now);
-        }
-        if let Some(i) = self.units.iter().position(|u| u.lifecycle.probe_due(now)) {
-            return self.probe(i, now);
         }
         Event::Idle
     }
@@ -428,4 +431,53 @@ pub fn identify(
         );
     }
     Ok(ident)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sim::{FaultKind, SimConfig, Simulator};
+
+    /// Steps the port until `want` happens or `timeout` passes.
+    fn step_until(port: &mut Port, want: &Event, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if port.step(Instant::now(), None) == *want {
+                return true;
+            }
+        }
+        false
+    }
+
+    #[test]
+    fn a_silent_unit_is_probed_although_the_meter_always_has_a_read_due() {
+        let sim = Simulator::start(SimConfig::default()).unwrap();
+        sim.fault(1, FaultKind::Offline, true);
+        let timing = Timing {
+            lost_after: Duration::from_secs(5),
+            probe_interval: Duration::from_millis(200),
+        };
+        let mut port = Port::new(
+            sim.tty_path(),
+            SerialSettings::default(),
+            &[1, 2],
+            timing,
+            Duration::from_millis(100),
+        );
+        port.ensure_open(Instant::now()).unwrap();
+        assert!(step_until(
+            &mut port,
+            &Event::Online(1),
+            Duration::from_secs(5)
+        ));
+        assert!(!port.units[0].lifecycle.is_online());
+        // The inverter wakes: a later probe finds it while the meter is read continuously.
+        sim.clear_fault(1);
+        assert!(step_until(
+            &mut port,
+            &Event::Online(0),
+            Duration::from_secs(5)
+        ));
+        assert!(port.units[1].lifecycle.is_online());
+    }
 }
