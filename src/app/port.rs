@@ -163,8 +163,9 @@ impl Port {
         if let Some((unit, addr, value)) = write {
             return self.write(unit, addr, value);
         }
-        // A due probe goes before reads: probes are rate-limited (one per unit per probe
-        // interval) and cost at most one short timeout, and fast reads are always due.
+        // Probes before reads: the meter always has a fast read due, so a probe waiting for an
+        // idle bus would never run and a lost unit would never return. The cost is bounded: one
+        // short timeout per silent unit per probe interval.
         if let Some(i) = self.units.iter().position(|u| u.lifecycle.probe_due(now)) {
             return self.probe(i, now);
         }
@@ -435,4 +436,53 @@ pub fn identify(
         );
     }
     Ok(ident)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sim::{FaultKind, SimConfig, Simulator};
+
+    /// Steps the port until `want` happens or `timeout` passes.
+    fn step_until(port: &mut Port, want: &Event, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if port.step(Instant::now(), None) == *want {
+                return true;
+            }
+        }
+        false
+    }
+
+    #[test]
+    fn a_silent_unit_is_probed_although_the_meter_always_has_a_read_due() {
+        let sim = Simulator::start(SimConfig::default()).unwrap();
+        sim.fault(1, FaultKind::Offline, true);
+        let timing = Timing {
+            lost_after: Duration::from_secs(5),
+            probe_interval: Duration::from_millis(200),
+        };
+        let mut port = Port::new(
+            sim.tty_path(),
+            SerialSettings::default(),
+            &[1, 2],
+            timing,
+            Duration::from_millis(100),
+        );
+        port.ensure_open(Instant::now()).unwrap();
+        assert!(step_until(
+            &mut port,
+            &Event::Online(1),
+            Duration::from_secs(5)
+        ));
+        assert!(!port.units[0].lifecycle.is_online());
+        // The inverter wakes: a later probe finds it while the meter is read continuously.
+        sim.clear_fault(1);
+        assert!(step_until(
+            &mut port,
+            &Event::Online(0),
+            Duration::from_secs(5)
+        ));
+        assert!(port.units[1].lifecycle.is_online());
+    }
 }

@@ -57,9 +57,10 @@ pub static REGISTERS: [Register; 33] = [
     input("pv1_energy_total", 61, U32, 0.1, every(30)),
     input("pv2_energy_today", 63, U32, 0.1, every(30)),
     input("pv2_energy_total", 65, U32, 0.1, every(30)),
-    input("inverter_temperature", 93, U16, 0.1, every(10)),
-    input("ipm_temperature", 94, U16, 0.1, every(10)),
-    input("boost_temperature", 95, U16, 0.1, every(10)),
+    // Signed: an inverter outdoors reports sub-zero temperatures in winter.
+    input("inverter_temperature", 93, S16, 0.1, every(10)),
+    input("ipm_temperature", 94, S16, 0.1, every(10)),
+    input("boost_temperature", 95, S16, 0.1, every(10)),
     input("derating_mode", 104, U16, 1.0, every(5)),
     input("fault_code", 105, U16, 1.0, every(5)),
     holding(

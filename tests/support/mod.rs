@@ -738,3 +738,183 @@ fn add_setting_code(
     );
     (0, Some(value))
 }
+
+// ---------------------------------------------------------------------------------------------
+// The daemon (or any of our binaries) as a subprocess
+
+/// A subprocess whose stdout and stderr go to a log file; stopped (SIGTERM, then SIGKILL) on
+/// drop, and its log printed if the test is failing.
+pub struct Daemon {
+    child: Child,
+    pub log_path: PathBuf,
+}
+
+impl Daemon {
+    /// Starts `exe` (e.g. `env!("CARGO_BIN_EXE_dbus-modbus-client")`) with `args`.
+    pub fn start(exe: &str, args: &[&str]) -> Daemon {
+        static COUNT: AtomicUsize = AtomicUsize::new(0);
+        let log_path = std::env::temp_dir().join(format!(
+            "daemon-test-{}-{}.log",
+            std::process::id(),
+            COUNT.fetch_add(1, Ordering::SeqCst)
+        ));
+        let log = std::fs::File::create(&log_path).unwrap();
+        let child = Command::new(exe)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("{exe}: {e}"));
+        Daemon { child, log_path }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Everything the process wrote so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// Waits until the log contains `needle`.
+    pub fn wait_log(&self, needle: &str, timeout: Duration) -> bool {
+        wait_for(timeout, || self.log().contains(needle))
+    }
+
+    /// Whether the process has exited (without reaping more than once).
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().unwrap()
+    }
+
+    /// SIGTERM, then waits (SIGKILL after `TIMEOUT`); the exit status.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        if let Some(status) = self.exited() {
+            return status;
+        }
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + TIMEOUT;
+        while Instant::now() < deadline {
+            if let Some(status) = self.exited() {
+                return status;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        self.child.wait().unwrap()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!(
+                "---- log of {} ----\n{}----",
+                self.log_path.display(),
+                self.log()
+            );
+        }
+        let _ = std::fs::remove_file(&self.log_path);
+    }
+}
+
+/// Polls `cond` every 20 ms until it holds or `timeout` passes; whether it held.
+pub fn wait_for(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+impl Client {
+    /// GetItems on `/` of `dest` as path -> (Value, Text); None if the call fails.
+    pub fn items(&self, dest: &str) -> Option<BTreeMap<String, (Value, String)>> {
+        self.busitem(dest, "/", "GetItems")
+            .ok()
+            .map(|m| items_of(&m))
+    }
+
+    /// GetValue of one path; None if the call fails.
+    pub fn value(&self, dest: &str, path: &str) -> Option<Value> {
+        let m = self.busitem(dest, path, "GetValue").ok()?;
+        let v: Variant<Box<dyn RefArg>> = m.read1().ok()?;
+        Some(refarg_value(&*v.0))
+    }
+
+    /// SetValue of a `Value` (Invalid sends an empty `ai`), returning the result code.
+    pub fn set(&self, dest: &str, path: &str, v: &Value) -> i32 {
+        match v {
+            Value::Int(i) => self.set_value(dest, path, *i),
+            Value::Double(d) => self.set_value(dest, path, *d),
+            Value::Text(s) => self.set_value(dest, path, s.clone()),
+            Value::TextList(l) => self.set_value(dest, path, l.clone()),
+            Value::Invalid => self.set_value(dest, path, Vec::<i32>::new()),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Recording signals with their arrival time
+
+/// A connection on its own thread that adds `rules` as match rules and hands every signal to
+/// `on_signal` with the time it was read, until dropped.
+pub struct Recorder {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Recorder {
+    pub fn start(
+        address: &str,
+        rules: &[String],
+        mut on_signal: impl FnMut(Instant, &Message) + Send + 'static,
+    ) -> Recorder {
+        let client = Client::connect(address);
+        for rule in rules {
+            client.add_match(rule);
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let s = stop.clone();
+        let thread = std::thread::spawn(move || {
+            while !s.load(Ordering::SeqCst) {
+                if client
+                    .ch
+                    .read_write(Some(Duration::from_millis(20)))
+                    .is_err()
+                {
+                    break;
+                }
+                let now = Instant::now();
+                while let Some(m) = client.ch.pop_message() {
+                    if m.msg_type() == MessageType::Signal {
+                        on_signal(now, &m);
+                    }
+                }
+            }
+        });
+        Recorder {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Recorder {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
