@@ -215,6 +215,9 @@ pub struct RegisterMap {
     offset: Vec<usize>,
     words: Vec<u16>,
     read_at: Vec<Option<Instant>>,
+    /// Each numeric register's scaled value as accepted by the store's filter (decoded once per
+    /// read, not per publish); `None` = invalid.
+    values: Vec<Option<f64>>,
     limits: PackLimits,
 }
 
@@ -234,6 +237,7 @@ impl RegisterMap {
             offset,
             words: vec![0; total],
             read_at: vec![None; table.len()],
+            values: vec![None; table.len()],
             limits,
         }
     }
@@ -250,6 +254,7 @@ impl RegisterMap {
     /// Forgets every value (a device that went away must not show old readings when it returns).
     pub fn clear(&mut self) {
         self.read_at.iter_mut().for_each(|t| *t = None);
+        self.values.iter_mut().for_each(|v| *v = None);
     }
 
     fn is_due(&self, i: usize, now: Instant) -> Option<Urgency> {
@@ -344,6 +349,18 @@ impl RegisterMap {
 
     /// Stores the words of a completed read: every register wholly inside it is refreshed.
     pub fn store(&mut self, read: &Read, words: &[u16], now: Instant) {
+        self.store_filtered(read, words, now, |_, v, _| Some(v));
+    }
+
+    /// Like [`store`](Self::store), passing each decoded number through `accept` (register, scaled
+    /// value, read time) → the value to keep (e.g. a plausibility guard's verdict).
+    pub fn store_filtered(
+        &mut self,
+        read: &Read,
+        words: &[u16],
+        now: Instant,
+        mut accept: impl FnMut(&Register, f64, Instant) -> Option<f64>,
+    ) {
         let start = read.addr as u32;
         let end = start + words.len() as u32;
         for (i, r) in self.table.iter().enumerate() {
@@ -360,6 +377,7 @@ impl RegisterMap {
             };
             dst.copy_from_slice(src);
             self.read_at[i] = Some(now);
+            self.values[i] = decode_number(r.kind, src).and_then(|v| accept(r, v * r.scale, now));
         }
     }
 
@@ -378,8 +396,7 @@ impl RegisterMap {
 
     /// The scaled value of numeric register `i`, if read and finite.
     pub fn number(&self, i: usize) -> Option<f64> {
-        let r = self.table.get(i)?;
-        decode_number(r.kind, self.raw(i)?).map(|v| v * r.scale)
+        self.values.get(i).copied().flatten()
     }
 
     /// The text of register `i`, if read.
@@ -671,5 +688,31 @@ mod tests {
         assert_eq!(map.number(b), None, "b spans 6..8, only 6 was read");
         map.clear();
         assert_eq!(map.number(a), None);
+    }
+
+    #[test]
+    fn store_filtered_keeps_what_the_filter_accepts() {
+        let mut map = RegisterMap::new(&HOLES, NO_BARRIERS);
+        let now = Instant::now();
+        let bits = 250.0f32.to_bits();
+        let read = Read {
+            access: Input,
+            addr: 0,
+            count: 2,
+            fast: false,
+        };
+        let words = [(bits >> 16) as u16, bits as u16];
+        map.store_filtered(&read, &words, now, |r, v, _| {
+            (r.name == "a" && v < 200.0).then_some(v)
+        });
+        let a = map.index("a").unwrap();
+        assert_eq!(map.number(a), None, "rejected: published invalid");
+        assert_eq!(map.read_at(a), Some(now), "but it was read");
+        map.store_filtered(&read, &words, now, |_, _, _| Some(199.0));
+        assert_eq!(
+            map.number(a),
+            Some(199.0),
+            "e.g. a counter's last accepted value"
+        );
     }
 }

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use log::{debug, info, warn};
 
 use crate::devices::lifecycle::{Lifecycle, Timing, Transition};
+use crate::devices::plausibility::{Guard, rules_for};
 use crate::devices::{Identity, growatt, identify_growatt, identify_sdm230, sdm230};
 use crate::modbus::{ErrorKind, ModbusError, ReadFunction, RtuMaster, SerialSettings};
 use crate::registers::{Access, RegisterMap, Urgency, choose_next};
@@ -29,6 +30,9 @@ pub struct Unit {
     retry_at: Option<Instant>,
     /// Logged once per identification episode, not per probe.
     unsupported_logged: bool,
+    /// Plausibility of its readings; kept across lost/found (a new guard would accept any
+    /// counter value as a first reading), replaced when another device answers at the address.
+    guard: Option<Guard>,
 }
 
 impl Unit {
@@ -40,6 +44,7 @@ impl Unit {
             map: None,
             retry_at: None,
             unsupported_logged: false,
+            guard: None,
         }
     }
 
@@ -246,7 +251,12 @@ impl Port {
         match master.read_registers(unit.id, function(read.access), read.addr, words) {
             Ok(()) => {
                 let done = Instant::now();
-                map.store(&read, words, done);
+                match &mut unit.guard {
+                    Some(guard) => {
+                        map.store_filtered(&read, words, done, |r, v, t| guard.check(r.name, v, t))
+                    }
+                    None => map.store(&read, words, done),
+                }
                 unit.lifecycle.read_ok(done);
                 if unit.retry_at.take().is_some() {
                     master.set_timeout_cap(unit.id, None);
@@ -297,6 +307,17 @@ impl Port {
                     );
                 }
                 let model = identity.model;
+                if unit
+                    .identity
+                    .as_ref()
+                    .is_none_or(|old| old.serial != identity.serial)
+                    || unit.guard.is_none()
+                {
+                    let guard = Guard::new(rules_for(model))
+                        .with_rated_power(identity.rated_power_w)
+                        .with_label(identity.ident());
+                    unit.guard = Some(guard);
+                }
                 let limits = model.limits.with_time_bound(char_time, max_transaction);
                 unit.map = Some(RegisterMap::new(model.registers, limits));
                 unit.identity = Some(identity);
