@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use dbus::arg::{PropMap, Variant};
 use dbus_modbus_client::sim::{
-    FaultKind, GROWATT_SERIAL, METER_SERIAL, SimConfig, SimHandle, Simulator,
+    FaultKind, GROWATT_SERIAL, METER_SERIAL, RegisterKind, SimConfig, SimHandle, Simulator,
 };
 use dbus_modbus_client::vedbus::Value;
 use support::*;
@@ -391,29 +391,24 @@ fn every_published_path_and_value_matches_the_simulator() {
 
     // Growatt status → Victron status codes (§5.2), with the fault code alongside.
     let pv = pv_name();
-    let status = |status: f64, derating: f64, fault: f64| {
-        rig.sim.set(INVERTER, "status", status).unwrap();
-        rig.sim.set(INVERTER, "derating", derating).unwrap();
-        rig.sim.set(INVERTER, "fault_code", fault).unwrap();
-        rig.wait_value(&pv, "/ErrorCode", &Value::Int(fault as i32));
-        rig.wait_value(&pv, "/Internal/DeratingMode", &Value::Int(derating as i32));
-        let mut code = Value::Invalid;
-        // Status is re-read every second; give it a few.
-        wait_for(Duration::from_secs(5), || {
-            code = rig.value(&pv, "/StatusCode");
-            rig.value(&pv, "/Internal/InverterStatus") == Value::Int(status as i32)
-        });
-        code = rig.value(&pv, "/StatusCode").normalized();
-        code
+    let status = |status: i32, derating: i32, fault: i32| {
+        rig.sim.set(INVERTER, "status", status.into()).unwrap();
+        rig.sim.set(INVERTER, "derating", derating.into()).unwrap();
+        rig.sim.set(INVERTER, "fault_code", fault.into()).unwrap();
+        // All three registers re-read (status every 1 s, the others every 5 s).
+        for (path, v) in [
+            ("/ErrorCode", fault),
+            ("/Internal/DeratingMode", derating),
+            ("/Internal/InverterStatus", status),
+        ] {
+            assert_eq!(rig.wait_value(&pv, path, &Value::Int(v)), Value::Int(v));
+        }
+        rig.value(&pv, "/StatusCode")
     };
-    assert_eq!(status(3.0, 0.0, 117.0), Value::Int(10), "fault → error");
-    assert_eq!(status(0.0, 0.0, 0.0), Value::Int(8), "waiting → standby");
-    assert_eq!(
-        status(1.0, 7.0, 0.0),
-        Value::Int(12),
-        "derating → throttled"
-    );
-    assert_eq!(status(1.0, 0.0, 0.0), Value::Int(7), "normal → running");
+    assert_eq!(status(3, 0, 117), Value::Int(10), "fault → error");
+    assert_eq!(status(0, 0, 0), Value::Int(8), "waiting → standby");
+    assert_eq!(status(1, 7, 0), Value::Int(12), "derating → throttled");
+    assert_eq!(status(1, 0, 0), Value::Int(7), "normal → running");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -509,20 +504,9 @@ fn custom_name_position_and_role_round_trip_through_settings() {
 // ---------------------------------------------------------------------------------------------
 // Offline / online
 
-/// Records when the grid service signals a new /Ac/Power (ItemsChanged carrying it).
+/// Arrival times of the grid service's ItemsChanged signals carrying /Ac/Power.
 fn record_grid_power(address: &str) -> (Recorder, Arc<Mutex<Vec<Instant>>>) {
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let s = seen.clone();
-    let rule = format!(
-        "type='signal',sender='{}',interface='com.victronenergy.BusItem',member='ItemsChanged',path='/'",
-        grid_name()
-    );
-    let rec = Recorder::start(address, &[rule], move |at, m| {
-        if m.member().as_deref() == Some("ItemsChanged") && items_of(m).contains_key("/Ac/Power") {
-            s.lock().unwrap().push(at);
-        }
-    });
-    (rec, seen)
+    record_item_updates(address, &grid_name(), "/Ac/Power")
 }
 
 /// Runs `body` while another thread changes the meter's power every 40 ms, so that every
@@ -706,6 +690,103 @@ fn night_start_publishes_the_meter_and_the_inverter_when_it_wakes() {
     assert_eq!(rig.value(&grid, "/DeviceInstance"), Value::Int(40));
 }
 
+#[test]
+fn unsupported_unit_is_logged_once_and_the_others_are_published() {
+    let rig = Rig::start(|sim, _| {
+        // A device type code of 0 at unit 1: it answers, but as no model we support.
+        sim.set_raw(INVERTER, RegisterKind::Holding, 43, 0).unwrap();
+    });
+    assert!(
+        rig.wait_service(&grid_name(), ONLINE_WAIT),
+        "no grid service"
+    );
+    let needle = format!("unit {INVERTER} answers but is not a supported model");
+    assert!(
+        rig.daemon.wait_log(&needle, support::TIMEOUT),
+        "no log line"
+    );
+    // Probed again every 3 s: still one line, still running, nothing published for it.
+    std::thread::sleep(Duration::from_secs(7));
+    let mut daemon = rig.daemon;
+    assert_eq!(daemon.exited(), None, "the daemon exited");
+    assert_eq!(lines_containing(&daemon.log(), &needle), 1);
+    assert!(!rig.client.name_has_owner(&pv_name()));
+}
+
+#[test]
+fn force_devices_drives_units_on_several_ports() {
+    let bus = PrivateBus::start();
+    let _settings = FakeSettings::start(&bus.address);
+    let meter_only = Simulator::start(SimConfig {
+        growatt_unit: None,
+        meter_unit: Some(7),
+        ..SimConfig::default()
+    })
+    .unwrap();
+    let inverter_only = Simulator::start(SimConfig {
+        meter_unit: None,
+        ..SimConfig::default()
+    })
+    .unwrap();
+    let devices = format!(
+        "rtu:{}:9600:7,rtu:{}:9600:1",
+        meter_only.tty_path(),
+        inverter_only.tty_path()
+    );
+    let _daemon = Daemon::start(EXE, &["-F", &devices, "--dbus", &bus.address]);
+    let client = Client::connect(&bus.address);
+    for (name, tty, unit) in [
+        (grid_name(), meter_only.tty_path(), 7),
+        (pv_name(), inverter_only.tty_path(), 1),
+    ] {
+        assert!(
+            wait_for(ONLINE_WAIT, || client.name_has_owner(&name)),
+            "{name} missing"
+        );
+        assert_eq!(
+            client.value(&name, "/Mgmt/Connection"),
+            Some(Value::Text(format!("Modbus RTU {tty} unit {unit}")))
+        );
+        assert!(
+            wait_for(support::TIMEOUT, || client
+                .value(&name, "/Ac/Power")
+                .is_some_and(|v| v.is_valid())),
+            "{name}: no readings"
+        );
+    }
+}
+
+#[test]
+fn exit_flag_ends_the_daemon_when_the_port_is_missing() {
+    let bus = PrivateBus::start();
+    let _settings = FakeSettings::start(&bus.address);
+    let mut daemon = Daemon::start(
+        EXE,
+        &["-x", "-s", "/nonexistent/ttyUSB9", "--dbus", &bus.address],
+    );
+    let mut status = None;
+    wait_for(support::TIMEOUT, || {
+        status = daemon.exited();
+        status.is_some()
+    });
+    let status = status.expect("still running with -x and no port");
+    assert!(!status.success());
+    assert!(
+        daemon.log().contains("/nonexistent/ttyUSB9"),
+        "{}",
+        daemon.log()
+    );
+
+    // Without -x it keeps retrying (the supervisor need not restart it).
+    let mut daemon = Daemon::start(EXE, &["-s", "/nonexistent/ttyUSB9", "--dbus", &bus.address]);
+    assert!(
+        daemon.wait_log("retrying", support::TIMEOUT),
+        "{}",
+        daemon.log()
+    );
+    assert_eq!(daemon.exited(), None);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Command line
 
@@ -813,6 +894,12 @@ fn probe_prints_identity_and_registers_and_fails_clearly_on_silence() {
     assert!(out.contains(&format!("serial {GROWATT_SERIAL}")), "{out}");
     assert!(out.contains("rated power 4200 W"), "{out}");
     assert!(out.contains("energy_total"), "{out}");
+
+    // A unit that answers as no supported model.
+    sim.set_raw(INVERTER, RegisterKind::Holding, 43, 0).unwrap();
+    let (code, _, err) = run(&["-s", tty, "-P", "1"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("not a supported model"), "{err}");
 
     // Nobody at unit 9; a unit that stopped answering; a port that does not exist.
     let (code, out, err) = run(&["-s", tty, "-P", "9"]);
