@@ -76,12 +76,35 @@ pub enum Event {
     PortDown,
 }
 
+#[derive(Debug, PartialEq)]
+enum Slot {
+    Probe(usize),
+    Read(usize),
+    Idle,
+}
+
+/// What the next bus slot is for. Probes go before reads: the meter always has a fast read due,
+/// so a probe waiting for an idle bus would never run and a lost unit would never return. But
+/// never right after a failed transaction while a read is due: a silent unit then costs the
+/// others at most one short timeout in a row (a failed read followed at once by the probe of the
+/// unit just lost would hold the meter for two, and its /Ac/Power for over 0.5 s).
+fn choose_slot(last_failed: bool, probe: Option<usize>, read: Option<usize>) -> Slot {
+    match (probe, read) {
+        (Some(_), Some(r)) if last_failed => Slot::Read(r),
+        (Some(p), _) => Slot::Probe(p),
+        (None, Some(r)) => Slot::Read(r),
+        (None, None) => Slot::Idle,
+    }
+}
+
 pub struct Port {
     pub path: String,
     settings: SerialSettings,
     master: Option<RtuMaster>,
     pub units: Vec<Unit>,
     last_was_fast: bool,
+    /// The last transaction failed (no reply, bad reply): the next slot goes to a read if any.
+    last_failed: bool,
     max_transaction: Duration,
     reopen_at: Instant,
     reopen_backoff: Duration,
@@ -113,6 +136,7 @@ impl Port {
                 .map(|&id| Unit::new(id, timing))
                 .collect(),
             last_was_fast: false,
+            last_failed: false,
             max_transaction,
             reopen_at: Instant::now(),
             reopen_backoff: Duration::from_millis(500),
@@ -146,6 +170,16 @@ impl Port {
 
     /// Does one thing on the port: a pending write, a due probe, or the most urgent read.
     pub fn step(&mut self, now: Instant, write: Option<(usize, u16, u16)>) -> Event {
+        let event = self.step_once(now, write);
+        match event {
+            Event::Failed(_) => self.last_failed = true,
+            Event::Read { .. } | Event::Online(_) | Event::Wrote { .. } => self.last_failed = false,
+            Event::Idle | Event::Lost(_) | Event::PortDown => {}
+        }
+        event
+    }
+
+    fn step_once(&mut self, now: Instant, write: Option<(usize, u16, u16)>) -> Event {
         if self.master.is_none() {
             return Event::PortDown;
         }
@@ -158,21 +192,18 @@ impl Port {
         if let Some((unit, addr, value)) = write {
             return self.write(unit, addr, value);
         }
-        // Probes before reads: the meter always has a fast read due, so a probe waiting for an
-        // idle bus would never run and a lost unit would never return. The cost is bounded: one
-        // short timeout per silent unit per probe interval.
-        if let Some(i) = self.units.iter().position(|u| u.lifecycle.probe_due(now)) {
-            return self.probe(i, now);
-        }
+        let probe = self.units.iter().position(|u| u.lifecycle.probe_due(now));
         // Two candidates per unit (fast, slow), on the stack: no allocation per step.
         let mut candidates = [None; 2 * MAX_UNITS_PER_PORT];
         for (slot, unit) in candidates.chunks_mut(2).zip(&self.units) {
             slot.copy_from_slice(&unit.candidates(now));
         }
-        if let Some(c) = choose_next(self.last_was_fast, &candidates[..2 * self.units.len()]) {
-            return self.read(c / 2, c % 2 == 0, now);
+        let read = choose_next(self.last_was_fast, &candidates[..2 * self.units.len()]);
+        match choose_slot(self.last_failed, probe, read) {
+            Slot::Probe(i) => self.probe(i, now),
+            Slot::Read(c) => self.read(c / 2, c % 2 == 0, now),
+            Slot::Idle => Event::Idle,
         }
-        Event::Idle
     }
 
     fn lose(&mut self, i: usize) -> Event {
@@ -479,5 +510,14 @@ mod tests {
             Duration::from_secs(5)
         ));
         assert!(port.units[1].lifecycle.is_online());
+    }
+
+    #[test]
+    fn probes_go_first_but_never_right_after_a_failure_while_a_read_is_due() {
+        assert_eq!(choose_slot(false, Some(0), Some(3)), Slot::Probe(0));
+        assert_eq!(choose_slot(true, Some(0), Some(3)), Slot::Read(3));
+        assert_eq!(choose_slot(true, Some(0), None), Slot::Probe(0));
+        assert_eq!(choose_slot(true, None, Some(2)), Slot::Read(2));
+        assert_eq!(choose_slot(false, None, None), Slot::Idle);
     }
 }
