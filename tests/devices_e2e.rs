@@ -98,6 +98,8 @@ impl Rig {
     }
 }
 
+/// The daemon on the simulator's port; `-d` so that the log printed when a test fails shows
+/// every failed transaction.
 fn start_daemon(sim: &SimHandle, bus: &PrivateBus) -> Daemon {
     Daemon::start(
         EXE,
