@@ -13,9 +13,16 @@ use crate::registers::{Access, RegisterMap, Urgency, choose_next};
 /// Timeout cap while probing a unit that is not online: a dead inverter costs the other units at
 /// most this much, once per probe interval.
 const PROBE_TIMEOUT: Duration = Duration::from_millis(150);
-/// After a failed read, an online unit waits this long before its next read, so a unit that just
-/// died cannot take every other slot from the meter before it is declared lost.
+/// After failed reads in a row, an online unit waits this long before its next read, so a unit
+/// that just died cannot take every other slot from the meter before it is declared lost.
 const RETRY_AFTER_FAILURE: Duration = Duration::from_millis(400);
+
+/// The pause before the next read of a unit after `failures` failed reads in a row. None after a
+/// single failure: one glitch on the meter (noise, a late reply) then costs one short timeout,
+/// not 0.4 s of grid readings; a second failure in a row means the unit is dying.
+fn retry_pause(failures: u8) -> Option<Duration> {
+    (failures >= 2).then_some(RETRY_AFTER_FAILURE)
+}
 /// Units one port drives (an RS485 bus with more devices than this is not this product's case).
 pub const MAX_UNITS_PER_PORT: usize = 8;
 const REOPEN_BACKOFF_MAX: Duration = Duration::from_secs(30);
@@ -25,8 +32,10 @@ pub struct Unit {
     pub lifecycle: Lifecycle,
     pub identity: Option<Identity>,
     pub map: Option<RegisterMap>,
-    /// Earliest time of the next read after a failure.
+    /// Earliest time of the next read after failures in a row.
     retry_at: Option<Instant>,
+    /// Failed reads in a row.
+    failures: u8,
     /// Logged once per identification episode, not per probe.
     unsupported_logged: bool,
 }
@@ -39,6 +48,7 @@ impl Unit {
             identity: None,
             map: None,
             retry_at: None,
+            failures: 0,
             unsupported_logged: false,
         }
     }
@@ -274,7 +284,9 @@ impl Port {
                 let done = Instant::now();
                 map.store(&read, words, done);
                 unit.lifecycle.read_ok(done);
-                if unit.retry_at.take().is_some() {
+                if unit.failures > 0 {
+                    unit.failures = 0;
+                    unit.retry_at = None;
                     master.set_timeout_cap(unit.id, None);
                 }
                 Event::Read {
@@ -287,8 +299,10 @@ impl Port {
                     "{}: unit {} read {:?} {}+{} failed: {e}",
                     self.path, unit.id, read.access, read.addr, read.count
                 );
-                // Keep a dying unit from stalling the bus: short timeout and a pause until it answers.
-                unit.retry_at = Some(Instant::now() + RETRY_AFTER_FAILURE);
+                // Keep a dying unit from stalling the bus: short timeout, and a pause once it
+                // fails again.
+                unit.failures = unit.failures.saturating_add(1);
+                unit.retry_at = retry_pause(unit.failures).map(|d| Instant::now() + d);
                 master.set_timeout_cap(unit.id, Some(PROBE_TIMEOUT));
                 if self.on_error(&e) {
                     return Event::PortDown;
@@ -327,6 +341,7 @@ impl Port {
                 unit.map = Some(RegisterMap::new(model.registers, limits));
                 unit.identity = Some(identity);
                 unit.retry_at = None;
+                unit.failures = 0;
                 unit.lifecycle.identified(now);
                 Event::Online(i)
             }
@@ -510,6 +525,13 @@ mod tests {
             Duration::from_secs(5)
         ));
         assert!(port.units[1].lifecycle.is_online());
+    }
+
+    #[test]
+    fn one_failed_read_is_retried_at_once_two_in_a_row_pause_the_unit() {
+        assert_eq!(retry_pause(1), None);
+        assert_eq!(retry_pause(2), Some(RETRY_AFTER_FAILURE));
+        assert_eq!(retry_pause(u8::MAX), Some(RETRY_AFTER_FAILURE));
     }
 
     #[test]
