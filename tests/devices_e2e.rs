@@ -546,7 +546,8 @@ fn with_varying_meter_power<R>(sim: &SimHandle, body: impl FnOnce() -> R) -> R {
 }
 
 /// Updates inside `[from, to]`: how many, the longest gap, and where the gaps longer than
-/// `report` start (offset from `from`), for the failure message.
+/// `report` start (offset from `from`), for the failure message. The gaps at the edges count:
+/// from the last update before `from`, and up to `to` itself (a lower bound of that gap).
 struct Gaps {
     updates: usize,
     longest: Duration,
@@ -554,15 +555,29 @@ struct Gaps {
 }
 
 fn gaps(seen: &[Instant], from: Instant, to: Instant, report: Duration) -> Gaps {
-    let times: Vec<Instant> = seen
+    let before = seen.iter().copied().filter(|t| *t < from).max();
+    let inside: Vec<Instant> = seen
         .iter()
         .copied()
         .filter(|t| *t >= from && *t <= to)
         .collect();
-    let pairs = times.windows(2).map(|w| (w[0] - from, w[1] - w[0]));
+    let times: Vec<Instant> = before
+        .into_iter()
+        .chain(inside.iter().copied())
+        .chain([to])
+        .collect();
+    let pairs = times
+        .windows(2)
+        .map(|w| (w[0].saturating_duration_since(from), w[1] - w[0]));
     Gaps {
-        updates: times.len(),
-        longest: pairs.clone().map(|(_, g)| g).max().unwrap_or(Duration::MAX),
+        updates: inside.len(),
+        // No update before the window: the whole window is one gap.
+        longest: pairs
+            .clone()
+            .map(|(_, g)| g)
+            .max()
+            .filter(|_| before.is_some())
+            .unwrap_or(to - from),
         long: pairs.filter(|(_, g)| *g > report).collect(),
     }
 }
@@ -675,9 +690,11 @@ fn night_start_publishes_the_meter_and_the_inverter_when_it_wakes() {
     );
     let (recorder, seen) = record_grid_power(&rig.bus.address);
     let (night, on, back) = with_varying_meter_power(&rig.sim, || {
+        // Let the recorder see the normal rhythm first.
+        std::thread::sleep(Duration::from_secs(1));
         let night = Instant::now();
         // A few probes of the sleeping inverter.
-        std::thread::sleep(Duration::from_secs(7));
+        std::thread::sleep(Duration::from_secs(6));
         assert!(!rig.has(&pv), "a silent inverter was published");
         let on = Instant::now();
         rig.sim.clear_fault(INVERTER);
