@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use dbus::arg::{PropMap, Variant};
 use dbus_modbus_client::sim::{
-    FaultKind, GROWATT_SERIAL, METER_SERIAL, SimConfig, SimHandle, Simulator,
+    FaultKind, GROWATT_SERIAL, METER_SERIAL, RegisterKind, SimConfig, SimHandle, Simulator,
 };
 use dbus_modbus_client::vedbus::Value;
 use support::*;
@@ -98,10 +98,20 @@ impl Rig {
     }
 }
 
+/// The daemon on the simulator's port; `-d` so that the log printed when a test fails shows
+/// every failed transaction.
 fn start_daemon(sim: &SimHandle, bus: &PrivateBus) -> Daemon {
     Daemon::start(
         EXE,
-        &["-s", sim.tty_path(), "--dbus", &bus.address, "-r", "9600"],
+        &[
+            "-s",
+            sim.tty_path(),
+            "--dbus",
+            &bus.address,
+            "-r",
+            "9600",
+            "-d",
+        ],
     )
 }
 
@@ -398,29 +408,24 @@ fn every_published_path_and_value_matches_the_simulator() {
 
     // Growatt status → Victron status codes (§5.2), with the fault code alongside.
     let pv = pv_name();
-    let status = |status: f64, derating: f64, fault: f64| {
-        rig.sim.set(INVERTER, "status", status).unwrap();
-        rig.sim.set(INVERTER, "derating", derating).unwrap();
-        rig.sim.set(INVERTER, "fault_code", fault).unwrap();
-        rig.wait_value(&pv, "/ErrorCode", &Value::Int(fault as i32));
-        rig.wait_value(&pv, "/Internal/DeratingMode", &Value::Int(derating as i32));
-        let mut code = Value::Invalid;
-        // Status is re-read every second; give it a few.
-        wait_for(Duration::from_secs(5), || {
-            code = rig.value(&pv, "/StatusCode");
-            rig.value(&pv, "/Internal/InverterStatus") == Value::Int(status as i32)
-        });
-        code = rig.value(&pv, "/StatusCode").normalized();
-        code
+    let status = |status: i32, derating: i32, fault: i32| {
+        rig.sim.set(INVERTER, "status", status.into()).unwrap();
+        rig.sim.set(INVERTER, "derating", derating.into()).unwrap();
+        rig.sim.set(INVERTER, "fault_code", fault.into()).unwrap();
+        // All three registers re-read (status every 1 s, the others every 5 s).
+        for (path, v) in [
+            ("/ErrorCode", fault),
+            ("/Internal/DeratingMode", derating),
+            ("/Internal/InverterStatus", status),
+        ] {
+            assert_eq!(rig.wait_value(&pv, path, &Value::Int(v)), Value::Int(v));
+        }
+        rig.value(&pv, "/StatusCode")
     };
-    assert_eq!(status(3.0, 0.0, 117.0), Value::Int(10), "fault → error");
-    assert_eq!(status(0.0, 0.0, 0.0), Value::Int(8), "waiting → standby");
-    assert_eq!(
-        status(1.0, 7.0, 0.0),
-        Value::Int(12),
-        "derating → throttled"
-    );
-    assert_eq!(status(1.0, 0.0, 0.0), Value::Int(7), "normal → running");
+    assert_eq!(status(3, 0, 117), Value::Int(10), "fault → error");
+    assert_eq!(status(0, 0, 0), Value::Int(8), "waiting → standby");
+    assert_eq!(status(1, 7, 0), Value::Int(12), "derating → throttled");
+    assert_eq!(status(1, 0, 0), Value::Int(7), "normal → running");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -516,20 +521,9 @@ fn custom_name_position_and_role_round_trip_through_settings() {
 // ---------------------------------------------------------------------------------------------
 // Offline / online
 
-/// Records when the grid service signals a new /Ac/Power (ItemsChanged carrying it).
+/// Arrival times of the grid service's ItemsChanged signals carrying /Ac/Power.
 fn record_grid_power(address: &str) -> (Recorder, Arc<Mutex<Vec<Instant>>>) {
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let s = seen.clone();
-    let rule = format!(
-        "type='signal',sender='{}',interface='com.victronenergy.BusItem',member='ItemsChanged',path='/'",
-        grid_name()
-    );
-    let rec = Recorder::start(address, &[rule], move |at, m| {
-        if m.member().as_deref() == Some("ItemsChanged") && items_of(m).contains_key("/Ac/Power") {
-            s.lock().unwrap().push(at);
-        }
-    });
-    (rec, seen)
+    record_item_updates(address, &grid_name(), "/Ac/Power")
 }
 
 /// Runs `body` while another thread changes the meter's power every 40 ms, so that every
@@ -558,19 +552,41 @@ fn with_varying_meter_power<R>(sim: &SimHandle, body: impl FnOnce() -> R) -> R {
     })
 }
 
-/// The longest gap between consecutive /Ac/Power signals inside `[from, to]`, and their count.
-fn longest_gap(seen: &[Instant], from: Instant, to: Instant) -> (Duration, usize) {
-    let times: Vec<Instant> = seen
+/// Updates inside `[from, to]`: how many, the longest gap, and where the gaps longer than
+/// `report` start (offset from `from`), for the failure message. The gaps at the edges count:
+/// from the last update before `from`, and up to `to` itself (a lower bound of that gap).
+struct Gaps {
+    updates: usize,
+    longest: Duration,
+    long: Vec<(Duration, Duration)>,
+}
+
+fn gaps(seen: &[Instant], from: Instant, to: Instant, report: Duration) -> Gaps {
+    let before = seen.iter().copied().filter(|t| *t < from).max();
+    let inside: Vec<Instant> = seen
         .iter()
         .copied()
         .filter(|t| *t >= from && *t <= to)
         .collect();
-    let gap = times
+    let times: Vec<Instant> = before
+        .into_iter()
+        .chain(inside.iter().copied())
+        .chain([to])
+        .collect();
+    let pairs = times
         .windows(2)
-        .map(|w| w[1] - w[0])
-        .max()
-        .unwrap_or(Duration::MAX);
-    (gap, times.len())
+        .map(|w| (w[0].saturating_duration_since(from), w[1] - w[0]));
+    Gaps {
+        updates: inside.len(),
+        // No update before the window: the whole window is one gap.
+        longest: pairs
+            .clone()
+            .map(|(_, g)| g)
+            .max()
+            .filter(|_| before.is_some())
+            .unwrap_or(to - from),
+        long: pairs.filter(|(_, g)| *g > report).collect(),
+    }
 }
 
 /// The issue's bound on the grid meter's /Ac/Power updates while the inverter is silent.
@@ -625,18 +641,24 @@ fn silent_inverter_goes_and_returns_while_the_meter_keeps_updating() {
         "service back {:?} after the inverter answered again",
         back - on
     );
-    let (gap, n) = longest_gap(&seen.lock().unwrap(), off, back);
+    let g = gaps(&seen.lock().unwrap(), off, back, MAX_GRID_GAP * 3 / 4);
     eprintln!(
         "inverter silent: removed after {:?}, back {:?} after answering; grid /Ac/Power: \
-         {n} updates in {:?}, longest gap {gap:?}",
+         {} updates in {:?}, longest gap {:?}",
         gone - off,
         back - on,
-        back - off
+        g.updates,
+        back - off,
+        g.longest
     );
     assert!(
-        gap <= MAX_GRID_GAP,
-        "longest /Ac/Power gap {gap:?} ({n} updates in {:?})",
-        back - off
+        g.longest <= MAX_GRID_GAP,
+        "longest /Ac/Power gap {:?}; long gaps (start after the fault, length): {:?}; \
+         removed at {:?}, answering again at {:?}",
+        g.longest,
+        g.long,
+        gone - off,
+        on - off
     );
     // Same instance, live values again.
     assert_eq!(rig.value(&pv, "/DeviceInstance"), Value::Int(20));
@@ -646,7 +668,7 @@ fn silent_inverter_goes_and_returns_while_the_meter_keeps_updating() {
     );
     // One log line per transition, none per failed poll.
     let log = rig.daemon.log();
-    assert_eq!(lines_containing(&log, "lost"), 1, "{log}");
+    assert_eq!(lines_containing(&log, " lost ("), 1, "{log}");
     assert_eq!(
         lines_containing(&log, &format!("unit {INVERTER}: Growatt")),
         2,
@@ -675,9 +697,11 @@ fn night_start_publishes_the_meter_and_the_inverter_when_it_wakes() {
     );
     let (recorder, seen) = record_grid_power(&rig.bus.address);
     let (night, on, back) = with_varying_meter_power(&rig.sim, || {
+        // Let the recorder see the normal rhythm first.
+        std::thread::sleep(Duration::from_secs(1));
         let night = Instant::now();
         // A few probes of the sleeping inverter.
-        std::thread::sleep(Duration::from_secs(7));
+        std::thread::sleep(Duration::from_secs(6));
         assert!(!rig.has(&pv), "a silent inverter was published");
         let on = Instant::now();
         rig.sim.clear_fault(INVERTER);
@@ -693,17 +717,21 @@ fn night_start_publishes_the_meter_and_the_inverter_when_it_wakes() {
         "inverter appeared {:?} after it woke",
         back - on
     );
-    let (gap, n) = longest_gap(&seen.lock().unwrap(), night, back);
+    let g = gaps(&seen.lock().unwrap(), night, back, MAX_GRID_GAP * 3 / 4);
     eprintln!(
-        "night start: inverter published {:?} after waking; grid /Ac/Power: {n} updates in \
-         {:?}, longest gap {gap:?}",
+        "night start: inverter published {:?} after waking; grid /Ac/Power: {} updates in \
+         {:?}, longest gap {:?}",
         back - on,
-        back - night
+        g.updates,
+        back - night,
+        g.longest
     );
     assert!(
-        gap <= MAX_GRID_GAP,
-        "longest /Ac/Power gap {gap:?} ({n} updates in {:?})",
-        back - night
+        g.longest <= MAX_GRID_GAP,
+        "longest /Ac/Power gap {:?}; long gaps (start, length): {:?}; woken at {:?}",
+        g.longest,
+        g.long,
+        on - night
     );
     assert_eq!(rig.value(&pv, "/DeviceInstance"), Value::Int(21));
     assert_eq!(
@@ -711,6 +739,103 @@ fn night_start_publishes_the_meter_and_the_inverter_when_it_wakes() {
         Some(SettingValue::Str("pvinverter:21".into()))
     );
     assert_eq!(rig.value(&grid, "/DeviceInstance"), Value::Int(40));
+}
+
+#[test]
+fn unsupported_unit_is_logged_once_and_the_others_are_published() {
+    let rig = Rig::start(|sim, _| {
+        // A device type code of 0 at unit 1: it answers, but as no model we support.
+        sim.set_raw(INVERTER, RegisterKind::Holding, 43, 0).unwrap();
+    });
+    assert!(
+        rig.wait_service(&grid_name(), ONLINE_WAIT),
+        "no grid service"
+    );
+    let needle = format!("unit {INVERTER} answers but is not a supported model");
+    assert!(
+        rig.daemon.wait_log(&needle, support::TIMEOUT),
+        "no log line"
+    );
+    // Probed again every 3 s: still one line, still running, nothing published for it.
+    std::thread::sleep(Duration::from_secs(7));
+    let mut daemon = rig.daemon;
+    assert_eq!(daemon.exited(), None, "the daemon exited");
+    assert_eq!(lines_containing(&daemon.log(), &needle), 1);
+    assert!(!rig.client.name_has_owner(&pv_name()));
+}
+
+#[test]
+fn force_devices_drives_units_on_several_ports() {
+    let bus = PrivateBus::start();
+    let _settings = FakeSettings::start(&bus.address);
+    let meter_only = Simulator::start(SimConfig {
+        growatt_unit: None,
+        meter_unit: Some(7),
+        ..SimConfig::default()
+    })
+    .unwrap();
+    let inverter_only = Simulator::start(SimConfig {
+        meter_unit: None,
+        ..SimConfig::default()
+    })
+    .unwrap();
+    let devices = format!(
+        "rtu:{}:9600:7,rtu:{}:9600:1",
+        meter_only.tty_path(),
+        inverter_only.tty_path()
+    );
+    let _daemon = Daemon::start(EXE, &["-F", &devices, "--dbus", &bus.address]);
+    let client = Client::connect(&bus.address);
+    for (name, tty, unit) in [
+        (grid_name(), meter_only.tty_path(), 7),
+        (pv_name(), inverter_only.tty_path(), 1),
+    ] {
+        assert!(
+            wait_for(ONLINE_WAIT, || client.name_has_owner(&name)),
+            "{name} missing"
+        );
+        assert_eq!(
+            client.value(&name, "/Mgmt/Connection"),
+            Some(Value::Text(format!("Modbus RTU {tty} unit {unit}")))
+        );
+        assert!(
+            wait_for(support::TIMEOUT, || client
+                .value(&name, "/Ac/Power")
+                .is_some_and(|v| v.is_valid())),
+            "{name}: no readings"
+        );
+    }
+}
+
+#[test]
+fn exit_flag_ends_the_daemon_when_the_port_is_missing() {
+    let bus = PrivateBus::start();
+    let _settings = FakeSettings::start(&bus.address);
+    let mut daemon = Daemon::start(
+        EXE,
+        &["-x", "-s", "/nonexistent/ttyUSB9", "--dbus", &bus.address],
+    );
+    let mut status = None;
+    wait_for(support::TIMEOUT, || {
+        status = daemon.exited();
+        status.is_some()
+    });
+    let status = status.expect("still running with -x and no port");
+    assert!(!status.success());
+    assert!(
+        daemon.log().contains("/nonexistent/ttyUSB9"),
+        "{}",
+        daemon.log()
+    );
+
+    // Without -x it keeps retrying (the supervisor need not restart it).
+    let mut daemon = Daemon::start(EXE, &["-s", "/nonexistent/ttyUSB9", "--dbus", &bus.address]);
+    assert!(
+        daemon.wait_log("retrying", support::TIMEOUT),
+        "{}",
+        daemon.log()
+    );
+    assert_eq!(daemon.exited(), None);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -820,6 +945,12 @@ fn probe_prints_identity_and_registers_and_fails_clearly_on_silence() {
     assert!(out.contains(&format!("serial {GROWATT_SERIAL}")), "{out}");
     assert!(out.contains("rated power 4200 W"), "{out}");
     assert!(out.contains("energy_total"), "{out}");
+
+    // A unit that answers as no supported model.
+    sim.set_raw(INVERTER, RegisterKind::Holding, 43, 0).unwrap();
+    let (code, _, err) = run(&["-s", tty, "-P", "1"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("not a supported model"), "{err}");
 
     // Nobody at unit 9; a unit that stopped answering; a port that does not exist.
     let (code, out, err) = run(&["-s", tty, "-P", "9"]);

@@ -14,9 +14,16 @@ use crate::registers::{Access, RegisterMap, Urgency, choose_next};
 /// Timeout cap while probing a unit that is not online: a dead inverter costs the other units at
 /// most this much, once per probe interval.
 const PROBE_TIMEOUT: Duration = Duration::from_millis(150);
-/// After a failed read, an online unit waits this long before its next read, so a unit that just
-/// died cannot take every other slot from the meter before it is declared lost.
+/// After failed reads in a row, an online unit waits this long before its next read, so a unit
+/// that just died cannot take every other slot from the meter before it is declared lost.
 const RETRY_AFTER_FAILURE: Duration = Duration::from_millis(400);
+
+/// The pause before the next read of a unit after `failures` failed reads in a row. None after a
+/// single failure: one glitch on the meter (noise, a late reply) then costs one short timeout,
+/// not 0.4 s of grid readings; a second failure in a row means the unit is dying.
+fn retry_pause(failures: u8) -> Option<Duration> {
+    (failures >= 2).then_some(RETRY_AFTER_FAILURE)
+}
 /// Units one port drives (an RS485 bus with more devices than this is not this product's case).
 pub const MAX_UNITS_PER_PORT: usize = 8;
 const REOPEN_BACKOFF_MAX: Duration = Duration::from_secs(30);
@@ -26,8 +33,10 @@ pub struct Unit {
     pub lifecycle: Lifecycle,
     pub identity: Option<Identity>,
     pub map: Option<RegisterMap>,
-    /// Earliest time of the next read after a failure.
+    /// Earliest time of the next read after failures in a row.
     retry_at: Option<Instant>,
+    /// Failed reads in a row.
+    failures: u8,
     /// Logged once per identification episode, not per probe.
     unsupported_logged: bool,
     /// Plausibility of its readings; kept across lost/found (a new guard would accept any
@@ -43,6 +52,7 @@ impl Unit {
             identity: None,
             map: None,
             retry_at: None,
+            failures: 0,
             unsupported_logged: false,
             guard: None,
         }
@@ -81,12 +91,35 @@ pub enum Event {
     PortDown,
 }
 
+#[derive(Debug, PartialEq)]
+enum Slot {
+    Probe(usize),
+    Read(usize),
+    Idle,
+}
+
+/// What the next bus slot is for. Probes go before reads: the meter always has a fast read due,
+/// so a probe waiting for an idle bus would never run and a lost unit would never return. But
+/// never right after a failed transaction while a read is due: a silent unit then costs the
+/// others at most one short timeout in a row (a failed read followed at once by the probe of the
+/// unit just lost would hold the meter for two, and its /Ac/Power for over 0.5 s).
+fn choose_slot(last_failed: bool, probe: Option<usize>, read: Option<usize>) -> Slot {
+    match (probe, read) {
+        (Some(_), Some(r)) if last_failed => Slot::Read(r),
+        (Some(p), _) => Slot::Probe(p),
+        (None, Some(r)) => Slot::Read(r),
+        (None, None) => Slot::Idle,
+    }
+}
+
 pub struct Port {
     pub path: String,
     settings: SerialSettings,
     master: Option<RtuMaster>,
     pub units: Vec<Unit>,
     last_was_fast: bool,
+    /// The last transaction failed (no reply, bad reply): the next slot goes to a read if any.
+    last_failed: bool,
     max_transaction: Duration,
     reopen_at: Instant,
     reopen_backoff: Duration,
@@ -118,6 +151,7 @@ impl Port {
                 .map(|&id| Unit::new(id, timing))
                 .collect(),
             last_was_fast: false,
+            last_failed: false,
             max_transaction,
             reopen_at: Instant::now(),
             reopen_backoff: Duration::from_millis(500),
@@ -155,6 +189,16 @@ impl Port {
 
     /// Does one thing on the port: a pending write, a due probe, or the most urgent read.
     pub fn step(&mut self, now: Instant, write: Option<(usize, u16, u16)>) -> Event {
+        let event = self.step_once(now, write);
+        match event {
+            Event::Failed(_) => self.last_failed = true,
+            Event::Read { .. } | Event::Online(_) | Event::Wrote { .. } => self.last_failed = false,
+            Event::Idle | Event::Lost(_) | Event::PortDown => {}
+        }
+        event
+    }
+
+    fn step_once(&mut self, now: Instant, write: Option<(usize, u16, u16)>) -> Event {
         // Lost units first, even with the port closed: their service must go as soon as the
         // timeout passes, so nothing stale is shown as live.
         for i in 0..self.units.len() {
@@ -168,21 +212,18 @@ impl Port {
         if let Some((unit, addr, value)) = write {
             return self.write(unit, addr, value);
         }
-        // Probes before reads: the meter always has a fast read due, so a probe waiting for an
-        // idle bus would never run and a lost unit would never return. The cost is bounded: one
-        // short timeout per silent unit per probe interval.
-        if let Some(i) = self.units.iter().position(|u| u.lifecycle.probe_due(now)) {
-            return self.probe(i, now);
-        }
+        let probe = self.units.iter().position(|u| u.lifecycle.probe_due(now));
         // Two candidates per unit (fast, slow), on the stack: no allocation per step.
         let mut candidates = [None; 2 * MAX_UNITS_PER_PORT];
         for (slot, unit) in candidates.chunks_mut(2).zip(&self.units) {
             slot.copy_from_slice(&unit.candidates(now));
         }
-        if let Some(c) = choose_next(self.last_was_fast, &candidates[..2 * self.units.len()]) {
-            return self.read(c / 2, c % 2 == 0, now);
+        let read = choose_next(self.last_was_fast, &candidates[..2 * self.units.len()]);
+        match choose_slot(self.last_failed, probe, read) {
+            Slot::Probe(i) => self.probe(i, now),
+            Slot::Read(c) => self.read(c / 2, c % 2 == 0, now),
+            Slot::Idle => Event::Idle,
         }
-        Event::Idle
     }
 
     fn lose(&mut self, i: usize) -> Event {
@@ -258,7 +299,9 @@ impl Port {
                     None => map.store(&read, words, done),
                 }
                 unit.lifecycle.read_ok(done);
-                if unit.retry_at.take().is_some() {
+                if unit.failures > 0 {
+                    unit.failures = 0;
+                    unit.retry_at = None;
                     master.set_timeout_cap(unit.id, None);
                 }
                 Event::Read {
@@ -271,8 +314,10 @@ impl Port {
                     "{}: unit {} read {:?} {}+{} failed: {e}",
                     self.path, unit.id, read.access, read.addr, read.count
                 );
-                // Keep a dying unit from stalling the bus: short timeout and a pause until it answers.
-                unit.retry_at = Some(Instant::now() + RETRY_AFTER_FAILURE);
+                // Keep a dying unit from stalling the bus: short timeout, and a pause once it
+                // fails again.
+                unit.failures = unit.failures.saturating_add(1);
+                unit.retry_at = retry_pause(unit.failures).map(|d| Instant::now() + d);
                 master.set_timeout_cap(unit.id, Some(PROBE_TIMEOUT));
                 if self.on_error(&e) {
                     return Event::PortDown;
@@ -322,6 +367,7 @@ impl Port {
                 unit.map = Some(RegisterMap::new(model.registers, limits));
                 unit.identity = Some(identity);
                 unit.retry_at = None;
+                unit.failures = 0;
                 unit.lifecycle.identified(now);
                 Event::Online(i)
             }
@@ -505,5 +551,21 @@ mod tests {
             Duration::from_secs(5)
         ));
         assert!(port.units[1].lifecycle.is_online());
+    }
+
+    #[test]
+    fn one_failed_read_is_retried_at_once_two_in_a_row_pause_the_unit() {
+        assert_eq!(retry_pause(1), None);
+        assert_eq!(retry_pause(2), Some(RETRY_AFTER_FAILURE));
+        assert_eq!(retry_pause(u8::MAX), Some(RETRY_AFTER_FAILURE));
+    }
+
+    #[test]
+    fn probes_go_first_but_never_right_after_a_failure_while_a_read_is_due() {
+        assert_eq!(choose_slot(false, Some(0), Some(3)), Slot::Probe(0));
+        assert_eq!(choose_slot(true, Some(0), Some(3)), Slot::Read(3));
+        assert_eq!(choose_slot(true, Some(0), None), Slot::Probe(0));
+        assert_eq!(choose_slot(true, None, Some(2)), Slot::Read(2));
+        assert_eq!(choose_slot(false, None, None), Slot::Idle);
     }
 }

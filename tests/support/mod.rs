@@ -918,3 +918,27 @@ impl Drop for Recorder {
         }
     }
 }
+
+/// Records the arrival time of every ItemsChanged signal of `service` that carries `path`.
+pub fn record_item_updates(
+    address: &str,
+    service: &str,
+    path: &str,
+) -> (Recorder, Arc<Mutex<Vec<Instant>>>) {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let s = seen.clone();
+    let rule = format!(
+        "type='signal',sender='{service}',interface='com.victronenergy.BusItem',\
+         member='ItemsChanged',path='/'"
+    );
+    let path = path.to_string();
+    let rec = Recorder::start(address, &[rule], move |at, m| {
+        // The bus also sends us NameAcquired and the like.
+        let carries =
+            m.member().as_deref() == Some("ItemsChanged") && items_of(m).contains_key(&path);
+        if carries && let Ok(mut v) = s.lock() {
+            v.push(at);
+        }
+    });
+    (rec, seen)
+}
