@@ -7,6 +7,7 @@
 //! step is judged on its own). Without `--bench` (under `cargo test --all-targets`): 2 steps.
 //! Latency is from the moment the step is applied to the simulator's plant to the first HR3
 //! write the simulator logs after it; writes per step count every HR3 write until the next step.
+//! `LIMITER_LATENCY_DAEMON_ARGS="--max-transaction 40"` passes extra options to the daemon.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -27,6 +28,8 @@ fn main() {
     } else {
         (2, Duration::from_secs(4))
     };
+    let extra = std::env::var("LIMITER_LATENCY_DAEMON_ARGS").unwrap_or_default();
+    let daemon_args: Vec<&str> = extra.split_whitespace().collect();
     let rig = LimiterRig::start(
         EXE,
         Plant {
@@ -34,7 +37,7 @@ fn main() {
             pv_available_w: 3800.0,
             ramp_w_per_s: 1000.0,
         },
-        &[],
+        &daemon_args,
         &[
             ("/Dc/0/Power", Value::Double(0.0)),
             ("/Dc/0/Voltage", Value::Double(53.0)),
@@ -94,9 +97,10 @@ fn main() {
         }
     }
     println!(
-        "limiter_latency ({}): {} load steps, 9600 baud realistic simulator, ramp 1000 W/s",
+        "limiter_latency ({}): {} load steps, 9600 baud realistic simulator, ramp 1000 W/s, daemon options {:?}",
         if full { "bench" } else { "smoke" },
-        steps
+        steps,
+        daemon_args
     );
     println!(
         "  step -> HR3 write latency ms: p50 {:.0}  p95 {:.0}  max {:.0}  (steps without a write: {missed})",

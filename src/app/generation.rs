@@ -239,7 +239,12 @@ impl Generation {
     /// The inputs with the PV power estimated for the moment the grid power was read.
     fn inputs_at_grid_time(&self) -> Inputs {
         let pv = match (self.inputs.pv, self.inputs.grid) {
-            (Some(pv), Some(grid)) => Some(pv_extrapolated(self.pv_previous, pv, grid.at)),
+            (Some(pv), Some(grid)) => Some(pv_extrapolated(
+                self.pv_previous,
+                pv,
+                grid.at,
+                self.actuator.applied_watts(),
+            )),
             (pv, _) => pv,
         };
         Inputs { pv, ..self.inputs }

@@ -401,7 +401,15 @@ pub const PV_SLOPE_SPAN: Duration = Duration::from_secs(1);
 /// point of rated power of error. The reading keeps its own `at`, so freshness and the
 /// "predates the last write" rule still see when it was really read. Without a recent previous
 /// reading, or for a horizon beyond [`PV_SLOPE_SPAN`], the latest value is used as it is.
-pub fn pv_extrapolated(previous: Option<Reading>, latest: Reading, at: Instant) -> Reading {
+///
+/// `applied_w` (the limit HR3 holds, if known) is where a ramp ends: the estimate never goes
+/// past it, so a reading taken just before the inverter reached its limit does not overshoot.
+pub fn pv_extrapolated(
+    previous: Option<Reading>,
+    latest: Reading,
+    at: Instant,
+    applied_w: Option<f64>,
+) -> Reading {
     let Some(previous) = previous else {
         return latest;
     };
@@ -418,7 +426,13 @@ pub fn pv_extrapolated(previous: Option<Reading>, latest: Reading, at: Instant) 
         return latest;
     }
     let slope = (latest.value - previous.value) / span.as_secs_f64();
-    let value = latest.value + slope * horizon;
+    let mut value = latest.value + slope * horizon;
+    if let Some(limit) = applied_w.filter(|w| w.is_finite()) {
+        let moving_towards_limit = (limit - latest.value) * (value - latest.value) > 0.0;
+        if moving_towards_limit && (value - latest.value).abs() > (limit - latest.value).abs() {
+            value = limit;
+        }
+    }
     if value.is_finite() {
         Reading::new(value.max(0.0), latest.at)
     } else {
@@ -1163,21 +1177,36 @@ mod tests {
         let ms = Duration::from_millis(1);
         let prev = Reading::new(1000.0, t);
         let last = Reading::new(1080.0, t + 80 * ms); // ramping at 1000 W/s
-        let at_grid = pv_extrapolated(Some(prev), last, t + 120 * ms);
+        let at_grid = pv_extrapolated(Some(prev), last, t + 120 * ms, None);
         assert!((at_grid.value - 1120.0).abs() < 1e-6, "{at_grid:?}");
         assert_eq!(at_grid.at, last.at);
         // A grid reading taken before the PV one: backwards along the slope.
-        let before = pv_extrapolated(Some(prev), last, t + 40 * ms);
+        let before = pv_extrapolated(Some(prev), last, t + 40 * ms, None);
         assert!((before.value - 1040.0).abs() < 1e-6, "{before:?}");
         // Steady PV: unchanged.
         let steady = Reading::new(1000.0, t + 80 * ms);
-        assert_eq!(pv_extrapolated(Some(prev), steady, t + 120 * ms), steady);
+        assert_eq!(
+            pv_extrapolated(Some(prev), steady, t + 120 * ms, None),
+            steady
+        );
         // Never below zero.
         let falling = Reading::new(10.0, t + 10 * ms);
         assert_eq!(
-            pv_extrapolated(Some(prev), falling, t + 500 * ms).value,
+            pv_extrapolated(Some(prev), falling, t + 500 * ms, None).value,
             0.0
         );
+        // A ramp ends at the applied limit, up or down.
+        let up = pv_extrapolated(Some(prev), last, t + 180 * ms, Some(1100.0));
+        assert_eq!(up.value, 1100.0);
+        let down_prev = Reading::new(1100.0, t);
+        let down = Reading::new(1020.0, t + 80 * ms);
+        assert_eq!(
+            pv_extrapolated(Some(down_prev), down, t + 180 * ms, Some(1000.0)).value,
+            1000.0
+        );
+        // Away from the limit (a cloud with the limit above): not clamped.
+        let away = pv_extrapolated(Some(down_prev), down, t + 120 * ms, Some(3000.0));
+        assert!((away.value - 980.0).abs() < 1e-6, "{away:?}");
     }
 
     #[test]
@@ -1195,7 +1224,11 @@ mod tests {
                 t + 2 * s + s / 10,
             ),
         ] {
-            assert_eq!(pv_extrapolated(previous, last, at), last, "{previous:?}");
+            assert_eq!(
+                pv_extrapolated(previous, last, at, None),
+                last,
+                "{previous:?}"
+            );
         }
     }
 }
