@@ -428,9 +428,12 @@ pub fn pv_extrapolated(
     let slope = (latest.value - previous.value) / span.as_secs_f64();
     let mut value = latest.value + slope * horizon;
     if let Some(limit) = applied_w.filter(|w| w.is_finite()) {
-        let moving_towards_limit = (limit - latest.value) * (value - latest.value) > 0.0;
-        if moving_towards_limit && (value - latest.value).abs() > (limit - latest.value).abs() {
-            value = limit;
+        // Rising: never above the limit (nor above a reading already there). Falling from above
+        // the limit: never below it. Falling below it is a cloud, not the limit: extrapolated.
+        if slope > 0.0 {
+            value = value.min(latest.value.max(limit));
+        } else if latest.value >= limit {
+            value = value.max(limit);
         }
     }
     if value.is_finite() {
@@ -1203,6 +1206,13 @@ mod tests {
         assert_eq!(
             pv_extrapolated(Some(down_prev), down, t + 180 * ms, Some(1000.0)).value,
             1000.0
+        );
+        // A reading already at the limit with a rising slope: the ramp is over.
+        let at_limit = Reading::new(1100.0, t + 80 * ms);
+        let prev_up = Reading::new(1020.0, t);
+        assert_eq!(
+            pv_extrapolated(Some(prev_up), at_limit, t + 140 * ms, Some(1100.0)).value,
+            1100.0
         );
         // Away from the limit (a cloud with the limit above): not clamped.
         let away = pv_extrapolated(Some(down_prev), down, t + 120 * ms, Some(3000.0));
