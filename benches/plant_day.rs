@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 
 use dbus_modbus_client::limiter::{
     Actuator, ActuatorConfig, Inputs, Reading, ReferenceSmoother, Settings, Status, decide,
+    pv_extrapolated,
 };
 
 const DT: f64 = 0.05;
@@ -409,6 +410,8 @@ struct Controller {
     pv_period: u64,
     plant: Plant,
     inputs: Inputs,
+    /// The PV reading before `inputs.pv` (the daemon extrapolates PV to the grid reading's time).
+    pv_previous: Option<Reading>,
     settings: Settings,
     status: Status,
     pending_write: Option<(u64, u16)>,
@@ -427,6 +430,7 @@ impl Controller {
             pv_period,
             plant: Plant::new(soc0),
             inputs: Inputs::default(),
+            pv_previous: None,
             settings: site_settings(),
             status: Status::PvOffline,
             pending_write: None,
@@ -485,6 +489,7 @@ impl Controller {
             events += 1;
         }
         if due((self.pv_period, 1)) {
+            self.pv_previous = self.inputs.pv;
             self.inputs.pv = reading(self.plant.pv + noise(k, 3, 3.0));
             events += 1;
         }
@@ -509,7 +514,17 @@ impl Controller {
         let mut write = None;
         match &mut self.policy {
             Policy::New(actuator) if meter_read => {
-                let decision = decide(&self.inputs, &self.settings, now);
+                // As the daemon does (app/generation.rs): PV estimated at the grid reading's time.
+                let mut inputs = self.inputs;
+                if let (Some(pv), Some(grid)) = (inputs.pv, inputs.grid) {
+                    inputs.pv = Some(pv_extrapolated(
+                        self.pv_previous,
+                        pv,
+                        grid.at,
+                        actuator.applied_watts(),
+                    ));
+                }
+                let decision = decide(&inputs, &self.settings, now);
                 self.status = decision.status;
                 write = actuator.next_write(&decision, now);
                 if let Some(v) = write {

@@ -10,7 +10,7 @@ use crate::cli::Options;
 use crate::devices::Values;
 use crate::limiter::{
     Actuator, ActuatorConfig, Decision, ExternalLimit, Inputs, Mode, Reading,
-    Settings as LimiterSettings, Target, decide, g100_setup, percent_to_watts,
+    Settings as LimiterSettings, Target, decide, g100_setup, percent_to_watts, pv_extrapolated,
 };
 use crate::registers::RegisterMap;
 use crate::vedbus::{
@@ -42,6 +42,8 @@ pub struct Generation {
     /// Rated power from the command line, used until the inverter's own is read.
     rated_fallback: Option<f64>,
     inputs: Inputs,
+    /// The PV reading before `inputs.pv`, for its slope while the inverter ramps.
+    pv_previous: Option<Reading>,
     actuator: Actuator,
     watcher: Watcher,
     decision: Decision,
@@ -86,6 +88,7 @@ impl Generation {
             settings: limiter,
             rated_fallback: opts.rated_power_w,
             inputs: Inputs::default(),
+            pv_previous: None,
             watcher,
             decision: Decision::new(Target::Hold, crate::limiter::Status::NotConfigured),
             last_decided: None,
@@ -144,6 +147,9 @@ impl Generation {
             v.get("ac_power"),
             map.index("ac_power").and_then(|i| map.read_at(i)),
         ) {
+            if self.inputs.pv.is_some_and(|pv| pv.at != at) {
+                self.pv_previous = self.inputs.pv;
+            }
             self.inputs.pv = Some(Reading::new(power, at));
         }
         if let Some(rated) = v.get("rated_power").filter(|w| *w > 0.0)
@@ -158,6 +164,7 @@ impl Generation {
 
     pub fn inverter_lost(&mut self) {
         self.inputs.pv = None;
+        self.pv_previous = None;
         self.actuator.inverter_lost();
         self.pending = None;
         if let Some(w) = self.rated_fallback {
@@ -199,19 +206,48 @@ impl Generation {
                 .is_none_or(|t| now.saturating_duration_since(t) >= DECIDE_AT_LEAST_EVERY);
         if due {
             self.refresh_aux();
-            let decision = decide(&self.inputs, &self.settings, now);
+            let decision = decide(&self.inputs_at_grid_time(), &self.settings, now);
             if decision.status != self.decision.status {
                 info!("limiter: {}", decision.status);
             }
             self.decision = decision;
             self.last_decided = Some(now);
+            let previous = self.pending;
             self.pending = if inverter_online {
                 self.actuator.next_write(&self.decision, now)
             } else {
                 None
             };
+            if let Some(v) = self.pending.filter(|v| previous != Some(*v)) {
+                // Writes are rare (a few per step): what led to each is worth a line.
+                let w = |r: Option<Reading>| r.map_or(f64::NAN, |r| r.value);
+                info!(
+                    "limiter: HR3 {} % -> {v} % ({}; target {:?}, grid {:.0} W, pv {:.0} W)",
+                    self.actuator
+                        .applied_percent()
+                        .map_or("?".to_string(), |p| p.to_string()),
+                    self.decision.status,
+                    self.decision.target,
+                    w(self.inputs.grid),
+                    w(self.inputs.pv),
+                );
+            }
         }
         self.pending
+    }
+
+    /// The inputs with the PV power estimated for the moment the grid power was read.
+    fn inputs_at_grid_time(&self) -> Inputs {
+        let pv = match (self.inputs.pv, self.inputs.grid) {
+            (Some(pv), Some(grid)) => Some(pv_extrapolated(
+                self.pv_previous,
+                pv,
+                grid.at,
+                self.actuator.applied_watts(),
+            )),
+            (pv, _) => pv,
+        };
+        Inputs { pv, ..self.inputs }
     }
 
     /// The result of writing `value` to HR3.

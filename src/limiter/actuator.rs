@@ -6,10 +6,13 @@
 //!   exporting** (or the grid is unknown): export protection is urgent. A lower target while
 //!   importing comes from inputs caught mid-transient (PV or MultiPlus values older than the
 //!   grid reading) and is treated like any other non-urgent change;
-//! - never raises while the site exports (more output could only export more), nor on a
+//! - never raises a tracking limit while the site exports (more output could only export more), nor on a
 //!   decision whose grid or PV reading predates the last write (`grid + pv` is invariant while
 //!   the inverter ramps only if both were read after the change; a PV value from before it
 //!   overstates the demand), and such a decision does not count towards a pending change;
+//! - right after a lowering (within `min_write_interval`), acts on an export only with a PV
+//!   value read after the write: the inverter still ramps down, and an older PV value would
+//!   understate the demand and chase the limit further down;
 //! - applies `Release` / `FailSafe` at once (each happens once: afterwards the register already
 //!   holds the value);
 //! - any other change waits until `min_write_interval` has passed since the last write; a raise
@@ -217,20 +220,29 @@ impl Actuator {
         let exporting = decision
             .grid_w
             .is_none_or(|grid| grid < -self.config.urgent_export_w);
-        if step < -deadband && exporting {
+        let predates_last_write = decision
+            .sampled_at
+            .is_some_and(|at| self.last_write.is_some_and(|w| at <= w));
+        // Right after a lowering the inverter ramps down and still exports for a while; a PV
+        // value from before the write overstates its output, so `grid + pv` understates the
+        // demand and would chase the limit further down. The inverter is re-read within a
+        // fraction of a second; an export that outlasts `min_write_interval` is acted on anyway.
+        let just_wrote = self
+            .last_write
+            .is_some_and(|w| elapsed(w, now) < self.config.min_write_interval);
+        if step < -deadband && exporting && !(predates_last_write && just_wrote) {
             self.pending = None;
             return Some(desired);
         }
         let raising = step > 0;
-        let predates_last_write = decision
-            .sampled_at
-            .is_some_and(|at| self.last_write.is_some_and(|w| at <= w));
+        let tracking = matches!(decision.target, Target::Limit(_));
         if predates_last_write {
             return None;
         }
-        if raising && exporting && decision.grid_w.is_some() {
+        if raising && exporting && decision.grid_w.is_some() && tracking {
             // More output while the site exports can only export more: the estimate is
-            // mid-transient (MultiPlus values older than the grid reading).
+            // mid-transient (MultiPlus values older than the grid reading). Full power by
+            // rule 4 or 6 is no estimate and goes out whatever the grid shows.
             self.pending = None;
             return None;
         }
@@ -627,6 +639,31 @@ mod tests {
             step(&mut a, &limit_at_grid(3360.0, 0.0), t + 10_000 * MS),
             Some(80)
         );
+    }
+
+    #[test]
+    fn right_after_a_lowering_an_export_waits_for_a_pv_reading_taken_after_it() {
+        let t = Instant::now();
+        let mut a = holding(100, t);
+        let first = limit_at_grid(1260.0, -2000.0).sampled_at(t + 10 * MS);
+        assert_eq!(step(&mut a, &first, t + 20 * MS), Some(30));
+        // Ramping down: the grid still exports, the PV value is from before the write.
+        let stale = limit_at_grid(800.0, -1800.0).sampled_at(t + 10 * MS);
+        assert_eq!(step(&mut a, &stale, t + 200 * MS), None);
+        // A consistent sample that still asks for less is urgent.
+        let fresh = limit_at_grid(800.0, -300.0).sampled_at(t + 300 * MS);
+        assert_eq!(step(&mut a, &fresh, t + 300 * MS), Some(20));
+        // An export that outlasts the write interval is acted on even without a fresh PV value.
+        let stuck = limit_at_grid(400.0, -300.0).sampled_at(t + 250 * MS);
+        assert_eq!(step(&mut a, &stuck, t + 1400 * MS), Some(10));
+    }
+
+    #[test]
+    fn full_power_is_not_held_back_by_an_export() {
+        let t = Instant::now();
+        let mut a = holding(13, t);
+        let full = Decision::new(Target::FullPower, Status::NotLimiting).with_grid(-46.0);
+        assert_eq!(step(&mut a, &full, t + 1000 * MS), Some(100));
     }
 
     #[test]

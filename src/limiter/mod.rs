@@ -21,5 +21,6 @@ pub use actuator::{
 };
 pub use policy::{
     Decision, ExternalLimit, Inputs, Mode, Reading, Settings, Status, Target, decide,
+    pv_extrapolated,
 };
 pub use reference::ReferenceSmoother;

@@ -392,6 +392,57 @@ pub fn demand_w(grid: f64, pv: f64, battery: &BatteryView) -> f64 {
     grid + pv + battery.charge_allowance_w() + battery.discharge_correction_w()
 }
 
+/// Two PV readings further apart than this give no usable slope.
+pub const PV_SLOPE_SPAN: Duration = Duration::from_secs(1);
+
+/// The PV power at `at` (the grid reading's time), extrapolated along the slope of the last two
+/// PV readings. `grid + pv` is invariant while the inverter ramps only if both are taken at the
+/// same moment; on one RS485 bus they are read ~40 ms apart, which at a 1000 W/s ramp is a
+/// point of rated power of error. The reading keeps its own `at`, so freshness and the
+/// "predates the last write" rule still see when it was really read. Without a recent previous
+/// reading, or for a horizon beyond [`PV_SLOPE_SPAN`], the latest value is used as it is.
+///
+/// `applied_w` (the limit HR3 holds, if known) is where a ramp ends: the estimate never goes
+/// past it, so a reading taken just before the inverter reached its limit does not overshoot.
+pub fn pv_extrapolated(
+    previous: Option<Reading>,
+    latest: Reading,
+    at: Instant,
+    applied_w: Option<f64>,
+) -> Reading {
+    let Some(previous) = previous else {
+        return latest;
+    };
+    let span = latest.at.saturating_duration_since(previous.at);
+    if span.is_zero() || span > PV_SLOPE_SPAN {
+        return latest;
+    }
+    let horizon = if at >= latest.at {
+        at.saturating_duration_since(latest.at).as_secs_f64()
+    } else {
+        -latest.at.saturating_duration_since(at).as_secs_f64()
+    };
+    if horizon.abs() > PV_SLOPE_SPAN.as_secs_f64() {
+        return latest;
+    }
+    let slope = (latest.value - previous.value) / span.as_secs_f64();
+    let mut value = latest.value + slope * horizon;
+    if let Some(limit) = applied_w.filter(|w| w.is_finite()) {
+        // Rising: never above the limit (nor above a reading already there). Falling from above
+        // the limit: never below it. Falling below it is a cloud, not the limit: extrapolated.
+        if slope > 0.0 {
+            value = value.min(latest.value.max(limit));
+        } else if latest.value >= limit {
+            value = value.max(limit);
+        }
+    }
+    if value.is_finite() {
+        Reading::new(value.max(0.0), latest.at)
+    } else {
+        latest
+    }
+}
+
 /// First-match-wins over three-valued conditions; an unknown condition may or may not match,
 /// so the result is the minimum over every outcome still possible (0 when none matches).
 fn first_match_min<const N: usize>(branches: [(Option<bool>, f64); N]) -> f64 {
@@ -1121,5 +1172,73 @@ mod tests {
         let future = Reading::new(1.0, now + SEC);
         assert_eq!(future.fresh(now, SEC), Some(1.0));
         assert_eq!(Reading::new(f64::INFINITY, now).fresh(now, SEC), None);
+    }
+
+    #[test]
+    fn pv_is_extrapolated_to_the_grid_reading_along_its_ramp() {
+        let t = Instant::now();
+        let ms = Duration::from_millis(1);
+        let prev = Reading::new(1000.0, t);
+        let last = Reading::new(1080.0, t + 80 * ms); // ramping at 1000 W/s
+        let at_grid = pv_extrapolated(Some(prev), last, t + 120 * ms, None);
+        assert!((at_grid.value - 1120.0).abs() < 1e-6, "{at_grid:?}");
+        assert_eq!(at_grid.at, last.at);
+        // A grid reading taken before the PV one: backwards along the slope.
+        let before = pv_extrapolated(Some(prev), last, t + 40 * ms, None);
+        assert!((before.value - 1040.0).abs() < 1e-6, "{before:?}");
+        // Steady PV: unchanged.
+        let steady = Reading::new(1000.0, t + 80 * ms);
+        assert_eq!(
+            pv_extrapolated(Some(prev), steady, t + 120 * ms, None),
+            steady
+        );
+        // Never below zero.
+        let falling = Reading::new(10.0, t + 10 * ms);
+        assert_eq!(
+            pv_extrapolated(Some(prev), falling, t + 500 * ms, None).value,
+            0.0
+        );
+        // A ramp ends at the applied limit, up or down.
+        let up = pv_extrapolated(Some(prev), last, t + 180 * ms, Some(1100.0));
+        assert_eq!(up.value, 1100.0);
+        let down_prev = Reading::new(1100.0, t);
+        let down = Reading::new(1020.0, t + 80 * ms);
+        assert_eq!(
+            pv_extrapolated(Some(down_prev), down, t + 180 * ms, Some(1000.0)).value,
+            1000.0
+        );
+        // A reading already at the limit with a rising slope: the ramp is over.
+        let at_limit = Reading::new(1100.0, t + 80 * ms);
+        let prev_up = Reading::new(1020.0, t);
+        assert_eq!(
+            pv_extrapolated(Some(prev_up), at_limit, t + 140 * ms, Some(1100.0)).value,
+            1100.0
+        );
+        // Away from the limit (a cloud with the limit above): not clamped.
+        let away = pv_extrapolated(Some(down_prev), down, t + 120 * ms, Some(3000.0));
+        assert!((away.value - 980.0).abs() < 1e-6, "{away:?}");
+    }
+
+    #[test]
+    fn pv_extrapolation_needs_a_recent_slope_and_a_short_horizon() {
+        let t = Instant::now();
+        let s = Duration::from_secs(1);
+        let last = Reading::new(2000.0, t + 2 * s);
+        for (previous, at) in [
+            (None, t + 2 * s),
+            (Some(Reading::new(1000.0, t)), t + 2 * s), // 2 s apart: no slope
+            (Some(Reading::new(1000.0, t + 2 * s)), t + 3 * s), // same instant
+            (Some(Reading::new(1900.0, t + s + s / 2)), t + 5 * s), // horizon too long
+            (
+                Some(Reading::new(f64::NAN, t + s + s / 2)),
+                t + 2 * s + s / 10,
+            ),
+        ] {
+            assert_eq!(
+                pv_extrapolated(previous, last, at, None),
+                last,
+                "{previous:?}"
+            );
+        }
     }
 }

@@ -11,6 +11,8 @@
 // Each test crate uses a different subset of these helpers.
 #![allow(dead_code)]
 
+pub mod limiter;
+
 use dbus::Message;
 use dbus::arg::{ArgType, PropMap, RefArg, Variant};
 use dbus::channel::Channel;
