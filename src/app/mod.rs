@@ -246,6 +246,7 @@ impl App {
             && self.meter.is_none_or(|m| m == (p, u))
         {
             self.meter = Some((p, u));
+            self.ports[p].preferred = Some(u);
         }
         let Some(map) = &self.ports[p].units[u].map else {
             return;

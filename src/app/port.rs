@@ -120,6 +120,11 @@ pub struct Port {
     last_was_fast: bool,
     /// The last transaction failed (no reply, bad reply): the next slot goes to a read if any.
     last_failed: bool,
+    /// The limiter's meter: its fast registers are read every other transaction, so a load
+    /// step reaches the limiter within about two transactions.
+    pub preferred: Option<usize>,
+    /// The unit of the last read, if it was a fast read.
+    last_fast_unit: Option<usize>,
     max_transaction: Duration,
     reopen_at: Instant,
     reopen_backoff: Duration,
@@ -151,6 +156,8 @@ impl Port {
                 .map(|&id| Unit::new(id, timing))
                 .collect(),
             last_was_fast: false,
+            preferred: None,
+            last_fast_unit: None,
             last_failed: false,
             max_transaction,
             reopen_at: Instant::now(),
@@ -218,7 +225,13 @@ impl Port {
         for (slot, unit) in candidates.chunks_mut(2).zip(&self.units) {
             slot.copy_from_slice(&unit.candidates(now));
         }
-        let read = choose_next(self.last_was_fast, &candidates[..2 * self.units.len()]);
+        let preferred_due = self.preferred.filter(|&m| {
+            self.last_fast_unit != Some(m) && candidates.get(2 * m).is_some_and(Option::is_some)
+        });
+        let read = match preferred_due {
+            Some(m) => Some(2 * m),
+            None => choose_next(self.last_was_fast, &candidates[..2 * self.units.len()]),
+        };
         match choose_slot(self.last_failed, probe, read) {
             Slot::Probe(i) => self.probe(i, now),
             Slot::Read(c) => self.read(c / 2, c % 2 == 0, now),
@@ -289,6 +302,7 @@ impl Port {
         };
         let words = &mut self.buf[..read.count as usize];
         self.last_was_fast = read.fast;
+        self.last_fast_unit = read.fast.then_some(i);
         match master.read_registers(unit.id, function(read.access), read.addr, words) {
             Ok(()) => {
                 let done = Instant::now();
