@@ -146,7 +146,13 @@ impl Published {
                 self.name_retry_at = Some(now + NAME_RETRY);
                 Ok(())
             }
-            Err(e) => Err(e),
+            Err(e) => {
+                // Keep retrying at the same pace, not on every loop iteration.
+                if self.name_retry_at.is_some() {
+                    self.name_retry_at = Some(now + NAME_RETRY);
+                }
+                Err(e)
+            }
         }
     }
 
