@@ -41,10 +41,12 @@ fn fault_case(unit: u8, kind: FaultKind, persistent: Option<FaultKind>) -> Durat
     sleep(1000);
 
     let start = Instant::now();
-    // The simulator answers nobody while it delays a slow reply: leave the bus some time.
+    // Far enough apart that each bad reply is an episode of its own (a failed read pauses the
+    // unit 400 ms), so the gap measured is that of one fault; the simulator answers nobody
+    // while it delays a slow reply.
     let spacing = match kind {
-        FaultKind::Slow(d) => 700 + d.as_millis() as u64,
-        _ => 700,
+        FaultKind::Slow(d) => 1500 + d.as_millis() as u64,
+        _ => 1500,
     };
     for _ in 0..3 {
         rig.sim.fault(unit, kind, false);
