@@ -297,6 +297,9 @@ impl App {
         let now = Instant::now();
         for (&(p, u), dev) in self.devices.iter_mut() {
             if let Some(map) = &self.ports[p].units[u].map {
+                if let Err(e) = dev.retry_name(now) {
+                    error!("{e}");
+                }
                 let generation = (self.inverter == Some((p, u))).then_some(&self.generation);
                 dev.publish(map, now, self.opts.publish_interval, |svc| {
                     if let Some(g) = generation {

@@ -3,6 +3,8 @@
 
 use std::time::{Duration, Instant};
 
+use log::{info, warn};
+
 use crate::cli::Options;
 use crate::devices::{Identity, PathDef, Unit, published_values};
 use crate::registers::RegisterMap;
@@ -13,6 +15,8 @@ use crate::vedbus::{
 /// No official product id exists for third-party Modbus devices; gui-v2's mock data uses 0xFFFF
 /// for a custom PV inverter, and it collides with no special-cased Victron id.
 const PRODUCT_ID: i32 = 0xFFFF;
+/// How often a service whose bus name another process holds asks for it again.
+const NAME_RETRY: Duration = Duration::from_secs(5);
 
 fn format(unit: Unit) -> Format {
     match unit {
@@ -33,6 +37,8 @@ pub struct Published {
     dev: DeviceService,
     identity: Identity,
     last_publish: Option<Instant>,
+    /// Set while the bus name is held by another process: when to ask again.
+    name_retry_at: Option<Instant>,
 }
 
 impl Published {
@@ -92,6 +98,7 @@ impl Published {
             dev,
             identity,
             last_publish: None,
+            name_retry_at: None,
         })
     }
 
@@ -100,15 +107,58 @@ impl Published {
     }
 
     /// Publishes the current readings (all invalid for a unit just identified: nothing from a
-    /// previous session is ever shown as live), then takes the bus name.
+    /// previous session is ever shown as live), then takes the bus name. A name held by another
+    /// process (a second instance, a stale driver) is not fatal: it is asked for again every
+    /// [`NAME_RETRY`] by [`Published::retry_name`], with one log line per episode.
     pub fn go_online(&mut self, map: &RegisterMap) -> Result<(), vedbus::Error> {
         self.write_values(map);
         self.last_publish = Some(Instant::now());
-        self.dev.register()
+        self.take_name(Instant::now())
+    }
+
+    /// Asks for the bus name again when it was taken and the retry is due.
+    pub fn retry_name(&mut self, now: Instant) -> Result<(), vedbus::Error> {
+        match self.name_retry_at {
+            Some(at) if now >= at => self.take_name(now),
+            _ => Ok(()),
+        }
+    }
+
+    fn take_name(&mut self, now: Instant) -> Result<(), vedbus::Error> {
+        match self.dev.register() {
+            Ok(()) => {
+                if self.name_retry_at.take().is_some() {
+                    info!(
+                        "{} registered: its bus name is free again",
+                        self.dev.service_name()
+                    );
+                }
+                Ok(())
+            }
+            Err(vedbus::Error::NameTaken(name)) => {
+                if self.name_retry_at.is_none() {
+                    warn!(
+                        "D-Bus name {name} is already taken by another process (a second instance?); \
+                         not published, asking again every {} s",
+                        NAME_RETRY.as_secs()
+                    );
+                }
+                self.name_retry_at = Some(now + NAME_RETRY);
+                Ok(())
+            }
+            Err(e) => {
+                // Keep retrying at the same pace, not on every loop iteration.
+                if self.name_retry_at.is_some() {
+                    self.name_retry_at = Some(now + NAME_RETRY);
+                }
+                Err(e)
+            }
+        }
     }
 
     /// Releases the bus name: the service disappears, as official drivers do for a lost device.
     pub fn go_offline(&mut self) {
+        self.name_retry_at = None;
         self.dev.unregister();
     }
 

@@ -252,17 +252,20 @@ pub fn reply_frame_len(buf: &[u8]) -> Option<usize> {
 }
 
 /// True when `buf` starts with a complete, CRC-valid reply that cannot be the reply to
-/// `expected` (another function or length): a stale or late reply to an earlier request.
-/// Returns its length so the reader can skip it.
+/// `expected` (another unit, function or length): a stale or late reply to an earlier request.
+/// Returns its length so the reader can skip it. Another unit's frame is skipped too: with one
+/// master on the bus it can only be a late reply to an earlier request, and our own reply may
+/// still follow it.
 pub fn foreign_frame_len(expected: &Request, buf: &[u8]) -> Option<usize> {
     let len = reply_frame_len(buf)?;
     let frame = buf.get(..len)?;
     let function = *frame.get(1)?;
-    let ours = if function == expected.function | EXCEPTION_FLAG {
+    let shape_ours = if function == expected.function | EXCEPTION_FLAG {
         true
     } else {
         function == expected.function && len == expected.response_len()
     };
+    let ours = shape_ours && frame.first() == Some(&expected.unit);
     (!ours && crc_ok(frame)).then_some(len)
 }
 
@@ -382,8 +385,14 @@ mod tests {
         let req = read_req(1);
         let other = with_crc(&[2, 4, 4, 1, 2, 3, 4]);
         assert_eq!(foreign_frame_len(&req, &other), Some(9));
+        let ours = with_crc(&[2, 4, 2, 1, 2]);
+        assert_eq!(foreign_frame_len(&req, &ours), None);
+        // Our shape from another unit: a late reply to an earlier request to that unit.
         let ours_wrong_unit = with_crc(&[3, 4, 2, 1, 2]);
-        assert_eq!(foreign_frame_len(&req, &ours_wrong_unit), None);
+        assert_eq!(foreign_frame_len(&req, &ours_wrong_unit), Some(7));
+        let mut bad_crc = ours_wrong_unit.clone();
+        bad_crc[3] ^= 1;
+        assert_eq!(foreign_frame_len(&req, &bad_crc), None);
     }
 
     #[test]

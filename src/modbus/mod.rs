@@ -530,8 +530,15 @@ impl RtuMaster {
         let mut bytes_in = 0usize;
         let mut skipped = 0usize;
         let mut first_byte: Option<Instant> = None;
+        // A skipped frame from another unit: reported as WrongUnit if nothing of ours follows.
+        let mut other_unit: Option<u8> = None;
         loop {
             while let Some(stale_len) = foreign_frame_len(req, self.rx.get(..len).unwrap_or(&[])) {
+                if let Some(&unit) = self.rx.first()
+                    && unit != req.unit
+                {
+                    other_unit = Some(unit);
+                }
                 self.rx.copy_within(stale_len..len, 0);
                 len -= stale_len;
                 skipped += stale_len;
@@ -588,8 +595,15 @@ impl RtuMaster {
                     .max(Duration::from_millis(1))
                     .min(MAX_INTER_BYTE_GAP)
             };
+            let timeout = || match other_unit {
+                Some(got) => ModbusError::WrongUnit {
+                    expected: req.unit,
+                    got,
+                },
+                None => ModbusError::Timeout,
+            };
             if wait.is_zero() {
-                return Err((ModbusError::Timeout, bytes_in));
+                return Err((timeout(), bytes_in));
             }
             port.set_timeout(wait).map_err(|e| (e.into(), bytes_in))?;
             let dest = match self.rx.get_mut(len..want) {
@@ -612,7 +626,7 @@ impl RtuMaster {
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
                     let e = if len == 0 {
-                        ModbusError::Timeout
+                        timeout()
                     } else if len >= need {
                         match parse_response(req, self.rx.get(..need).unwrap_or(&[])) {
                             Err(e) => e,

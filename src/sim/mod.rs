@@ -201,6 +201,10 @@ impl Simulator {
     /// Creates the pty pair and starts serving on its own thread.
     pub fn start(config: SimConfig) -> std::io::Result<SimHandle> {
         let (master, slave) = TTYPort::pair()?;
+        // pair() leaves both fds inheritable: a daemon the test spawns later would hold the
+        // master open, so closing the simulator would never hang up its port.
+        set_cloexec(&master)?;
+        set_cloexec(&slave)?;
         // The slave stays open here so the master side never sees EIO when the client
         // closes and reopens. pair() neither sets TIOCEXCL nor takes a flock on it (and
         // set_exclusive(false) would take a shared flock), so the client's exclusive open works.
@@ -540,6 +544,22 @@ impl Server {
         self.rng ^= self.rng >> 7;
         self.rng ^= self.rng << 17;
         (self.rng >> 24) as u8
+    }
+}
+
+unsafe extern "C" {
+    // libc's fcntl(2); std links libc already, so no crate is needed for one call.
+    fn fcntl(fd: i32, cmd: i32, ...) -> i32;
+}
+
+fn set_cloexec(port: &TTYPort) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    const F_SETFD: i32 = 2;
+    const FD_CLOEXEC: i32 = 1;
+    // SAFETY: F_SETFD on a descriptor this TTYPort owns; no memory is passed.
+    match unsafe { fcntl(port.as_raw_fd(), F_SETFD, FD_CLOEXEC) } {
+        -1 => Err(std::io::Error::last_os_error()),
+        _ => Ok(()),
     }
 }
 

@@ -27,6 +27,8 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+pub mod faults;
+
 /// Generous: only a hung peer makes a test wait this long.
 pub const TIMEOUT: Duration = Duration::from_secs(10);
 
