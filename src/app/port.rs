@@ -419,15 +419,11 @@ impl Port {
         addr: u16,
         count: u16,
     ) -> Result<&[u16], ModbusError> {
+        let id = self.unit_id(unit)?;
         let master = self
             .master
             .as_mut()
             .ok_or(ModbusError::Malformed("port closed"))?;
-        let id = self
-            .units
-            .get(unit)
-            .ok_or(ModbusError::Malformed("no such unit"))?
-            .id;
         let words = self
             .buf
             .get_mut(..count as usize)
@@ -436,17 +432,20 @@ impl Port {
         Ok(words)
     }
 
+    fn unit_id(&self, unit: usize) -> Result<u8, ModbusError> {
+        self.units
+            .get(unit)
+            .map(|u| u.id)
+            .ok_or(ModbusError::Malformed("no such unit"))
+    }
+
     /// Writes one holding register now (G100 set-up).
     pub fn write_now(&mut self, unit: usize, addr: u16, value: u16) -> Result<(), ModbusError> {
+        let id = self.unit_id(unit)?;
         let master = self
             .master
             .as_mut()
             .ok_or(ModbusError::Malformed("port closed"))?;
-        let id = self
-            .units
-            .get(unit)
-            .ok_or(ModbusError::Malformed("no such unit"))?
-            .id;
         let r = master.write_register(id, addr, value);
         if let Err(e) = &r {
             self.on_error(e);

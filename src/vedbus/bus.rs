@@ -173,8 +173,28 @@ pub(crate) fn read_nonblocking(ch: &Channel) -> Result<(), Error> {
         .map_err(|()| Error::Disconnected)
 }
 
+/// Reads what the bus has sent and hands each message to `handle`; the number handled, or
+/// `Disconnected` once the bus is gone. The message is taken off the channel before `handle`
+/// runs, so the handler may use the object mutably.
+pub(crate) fn dispatch<T>(
+    obj: &mut T,
+    channel: impl Fn(&T) -> &Channel,
+    mut handle: impl FnMut(&mut T, &Message),
+) -> Result<usize, Error> {
+    read_nonblocking(channel(obj))?;
+    let mut n = 0;
+    while let Some(m) = channel(obj).pop_message() {
+        if is_disconnect(&m) {
+            return Err(Error::Disconnected);
+        }
+        handle(obj, &m);
+        n += 1;
+    }
+    Ok(n)
+}
+
 /// libdbus queues this local signal when the bus connection is lost.
-pub(crate) fn is_disconnect(m: &Message) -> bool {
+fn is_disconnect(m: &Message) -> bool {
     m.interface().as_deref() == Some("org.freedesktop.DBus.Local")
         && m.member().as_deref() == Some("Disconnected")
 }

@@ -228,16 +228,7 @@ impl Settings {
 
 impl Pump for Settings {
     fn pump_once(&mut self) -> Result<usize, Error> {
-        bus::read_nonblocking(&self.ch)?;
-        let mut n = 0;
-        while let Some(m) = self.ch.pop_message() {
-            if bus::is_disconnect(&m) {
-                return Err(Error::Disconnected);
-            }
-            self.handle(&m);
-            n += 1;
-        }
-        Ok(n)
+        bus::dispatch(self, |s| &s.ch, Self::handle)
     }
 
     fn wait(&mut self, timeout: Duration) -> Result<(), Error> {

@@ -290,15 +290,7 @@ impl Watcher {
 
 impl Pump for Watcher {
     fn pump_once(&mut self) -> Result<usize, Error> {
-        bus::read_nonblocking(&self.ch)?;
-        let mut n = 0;
-        while let Some(m) = self.ch.pop_message() {
-            if bus::is_disconnect(&m) {
-                return Err(Error::Disconnected);
-            }
-            self.handle(&m);
-            n += 1;
-        }
+        let n = bus::dispatch(self, |s| &s.ch, Self::handle)?;
         let now = Instant::now();
         self.pending
             .retain(|p| now.duration_since(p.sent) < SCAN_TIMEOUT);
