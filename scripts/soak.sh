@@ -9,6 +9,12 @@
 #   scripts/soak.sh                      # 1 h (the default)
 #   SOAK_SECONDS=86400 scripts/soak.sh   # 24 h: run it under nohup, figures at the end
 #   SOAK_SECONDS=300 SOAK_WARMUP=60 scripts/soak.sh   # a quick look
+#   SOAK_SECONDS=900 SOAK_WARMUP=300 SOAK_AWAKE=8 SOAK_ASLEEP=7 SOAK_METER_EVERY=30 \
+#     SOAK_METER_DOWN=7 scripts/soak.sh   # many sleep/wake cycles quickly (leak hunting)
+#
+# RSS settles in 4 kB steps over the first ~16 Growatt sleep/wake cycles (allocator warm-up;
+# heaptrack shows a flat 182 kB heap peak): judge growth after that, e.g. SOAK_WARMUP=7200 for
+# a 24 h run with the default 4-minute cycle.
 #
 # Other knobs: SOAK_OUT (directory for the raw samples and logs, default a new /tmp dir, kept),
 # SOAK_AWAKE/SOAK_ASLEEP (Growatt cycle, s; default 150/90), SOAK_METER_EVERY/SOAK_METER_DOWN
