@@ -90,15 +90,20 @@ impl Register {
 
 /// Decodes a number from its words; `None` if the length is wrong or the value is not finite.
 pub fn decode_number(kind: Kind, words: &[u16]) -> Option<f64> {
-    let value = match (kind, words) {
+    decode_raw(kind, words).filter(|v| v.is_finite())
+}
+
+/// Decodes a number from its words, NaN and infinities included (a plausibility filter counts
+/// them); `None` only if the length is wrong or the kind is text.
+pub fn decode_raw(kind: Kind, words: &[u16]) -> Option<f64> {
+    Some(match (kind, words) {
         (Kind::U16, [w]) => *w as f64,
         (Kind::S16, [w]) => *w as i16 as f64,
         (Kind::U32, [hi, lo]) => join_u32(*hi, *lo) as f64,
         (Kind::S32, [hi, lo]) => join_u32(*hi, *lo) as i32 as f64,
         (Kind::F32, [hi, lo]) => f32::from_bits(join_u32(*hi, *lo)) as f64,
         _ => return None,
-    };
-    value.is_finite().then_some(value)
+    })
 }
 
 fn join_u32(hi: u16, lo: u16) -> u32 {
@@ -349,11 +354,13 @@ impl RegisterMap {
 
     /// Stores the words of a completed read: every register wholly inside it is refreshed.
     pub fn store(&mut self, read: &Read, words: &[u16], now: Instant) {
-        self.store_filtered(read, words, now, |_, v, _| Some(v));
+        self.store_filtered(read, words, now, |_, v, _| v.is_finite().then_some(v));
     }
 
-    /// Like [`store`](Self::store), passing each decoded number through `accept` (register, scaled
-    /// value, read time) → the value to keep (e.g. a plausibility guard's verdict).
+    /// Like [`store`](Self::store), passing each decoded number, NaN and infinities included,
+    /// through `accept` (register, scaled value, read time) → the value to keep (e.g. a
+    /// plausibility guard's verdict, which counts and logs what it rejects). Keeping a
+    /// non-finite value is refused here whatever the filter says.
     pub fn store_filtered(
         &mut self,
         read: &Read,
@@ -377,7 +384,9 @@ impl RegisterMap {
             };
             dst.copy_from_slice(src);
             self.read_at[i] = Some(now);
-            self.values[i] = decode_number(r.kind, src).and_then(|v| accept(r, v * r.scale, now));
+            self.values[i] = decode_raw(r.kind, src)
+                .and_then(|v| accept(r, v * r.scale, now))
+                .filter(|v| v.is_finite());
         }
     }
 
@@ -714,5 +723,28 @@ mod tests {
             Some(199.0),
             "e.g. a counter's last accepted value"
         );
+    }
+
+    #[test]
+    fn non_finite_readings_reach_the_filter_but_are_never_kept() {
+        let mut map = RegisterMap::new(&HOLES, NO_BARRIERS);
+        let now = Instant::now();
+        let nan = f32::NAN.to_bits();
+        let read = Read {
+            access: Input,
+            addr: 0,
+            count: 2,
+            fast: false,
+        };
+        let words = [(nan >> 16) as u16, nan as u16];
+        let mut seen = Vec::new();
+        map.store_filtered(&read, &words, now, |_, v, _| {
+            seen.push(v);
+            Some(v)
+        });
+        assert!(seen.len() == 1 && seen[0].is_nan(), "the filter counts it");
+        assert_eq!(map.number(map.index("a").unwrap()), None);
+        map.store(&read, &words, now);
+        assert_eq!(map.number(map.index("a").unwrap()), None);
     }
 }
