@@ -6,22 +6,9 @@ use dbus_modbus_client::modbus::{
     crc16, foreign_frame_len, parse_response, reply_frame_len,
 };
 
-/// xorshift64*: deterministic, no crate.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-    fn byte(&mut self) -> u8 {
-        self.next() as u8
-    }
-}
+#[path = "support/rng.rs"]
+mod rng;
+use rng::Rng;
 
 fn random_request(rng: &mut Rng) -> Request {
     let function = [

@@ -11,22 +11,7 @@ use dbus::arg::Variant;
 use dbus_modbus_client::vedbus::{BusAddress, Format, Refusal, Service, Value, Writable};
 use support::{Client, PrivateBus, Pumped};
 
-/// xorshift64*: deterministic, no crate.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[self.below(items.len())]
-    }
-}
+use support::rng::Rng;
 
 const ROLES: [&str; 4] = ["grid", "pvinverter", "acload", "genset"];
 

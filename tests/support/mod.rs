@@ -28,6 +28,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 pub mod faults;
+pub mod rng;
 
 /// Generous: only a hung peer makes a test wait this long.
 pub const TIMEOUT: Duration = Duration::from_secs(10);
