@@ -561,8 +561,8 @@ mod tests {
     fn never_reads_across_a_barrier() {
         let limits = PackLimits {
             max_hole: 20,
-            max_count: MODBUS_MAX_READ,
             barriers: &[(Input, 0x12)],
+            ..NO_BARRIERS
         };
         let map = RegisterMap::new(&BARRED, limits);
         let r = map.next_read(Instant::now(), false).unwrap();
@@ -589,8 +589,7 @@ mod tests {
     fn never_exceeds_125_registers_or_the_time_bound() {
         let limits = PackLimits {
             max_hole: 100,
-            max_count: MODBUS_MAX_READ,
-            barriers: &[],
+            ..NO_BARRIERS
         };
         let mut map = RegisterMap::new(&LONG, limits);
         let now = Instant::now();

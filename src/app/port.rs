@@ -429,8 +429,9 @@ impl Port {
     }
 }
 
-/// One unit's registers through the master, as device code reads and writes them. Keeps the last
-/// error so that the caller can react to what device code only sees as an [`AccessError`].
+/// One unit's registers through the master, as device code reads and writes them. Keeps the error
+/// behind the last failure (a serial I/O error, once seen, sticks) so that the caller can react
+/// to what device code only sees as an [`AccessError`]; device code logs failures in context.
 pub struct UnitRegisters<'a> {
     master: &'a mut RtuMaster,
     unit: u8,
@@ -452,7 +453,13 @@ impl<'a> UnitRegisters<'a> {
         } else {
             AccessError::NoAnswer
         };
-        self.error = Some(e);
+        if self
+            .error
+            .as_ref()
+            .is_none_or(|previous| previous.kind() != ErrorKind::Io)
+        {
+            self.error = Some(e);
+        }
         kind
     }
 }
@@ -477,8 +484,8 @@ impl RegisterWriter for UnitRegisters<'_> {
         self.master
             .write_register(self.unit, addr, value)
             .map_err(|e| {
-                warn!(
-                    "write of {value} to unit {} register {addr} failed: {e}",
+                debug!(
+                    "unit {} write of {value} to register {addr} failed: {e}",
                     self.unit
                 );
                 self.failed(e)

@@ -11,9 +11,11 @@ use log::{info, warn};
 
 use super::model::{
     AccessError, BusTiming, Identity, LimitedInverter, LimiterOffer, Model, PathDef, PowerLimiter,
-    RegisterReader, RegisterWrite, RegisterWriter, Roles, Unit, Values, register_names,
+    RegisterReader, RegisterWrite, RegisterWriter, Roles, Unit, Values, read_if_present,
+    register_names,
 };
 use super::plausibility::{Bound, Rule, kwh_per_s};
+use crate::limiter::strategy::fraction_of_rated_floor;
 use crate::limiter::{PercentOfRated, Setting};
 use crate::registers::{
     Access::*, Kind, Kind::*, PackLimits, Refresh, Refresh::*, Register, decode_number,
@@ -162,7 +164,7 @@ pub const KNOWN_DEVICE_TYPES: &[(u16, &str)] = &[(5100, "MIN 4200TL-X")];
 
 /// Growatt status (input 0) → Victron/Fronius /StatusCode (docs/devices.md).
 /// Waiting (not connected, no output) is standby; faults are errors. Running while derating is
-/// reported as throttled by [`status_code`].
+/// reported as throttled by `status_code`.
 pub const STATUS_CODES: &[(u16, i32)] = &[(0, 8), (1, 7), (2, 10), (3, 10)];
 
 /// Derating modes (input 104), for the log and /Internal/DeratingMode text.
@@ -308,18 +310,12 @@ pub static PATHS: [PathDef; 29] = [
 /// A Growatt answers holding 0..=44 (an SDM230 refuses it) with a rated power and a device type.
 fn identify(regs: &mut dyn RegisterReader) -> Result<Option<Identity>, AccessError> {
     let mut hr = [0u16; IDENT_READ.1];
-    match regs.read(Holding, IDENT_READ.0, &mut hr) {
-        Ok(()) => {}
-        Err(AccessError::Refused) => return Ok(None),
-        Err(e) => return Err(e),
+    if !read_if_present(regs, Holding, IDENT_READ.0, &mut hr)? {
+        return Ok(None);
     }
     let mut new_serial = [0u16; SERIAL_NEW_READ.1];
-    let new_serial = match regs.read(Holding, SERIAL_NEW_READ.0, &mut new_serial) {
-        Ok(()) => Some(&new_serial[..]),
-        Err(AccessError::Refused) => None,
-        Err(e) => return Err(e),
-    };
-    Ok(identity(&hr, new_serial))
+    let has_new_serial = read_if_present(regs, Holding, SERIAL_NEW_READ.0, &mut new_serial)?;
+    Ok(identity(&hr, has_new_serial.then_some(&new_serial[..])))
 }
 
 /// The identity in holding 0..=44 and, if the unit has them, 209..=223 (new serial). `None` when
@@ -365,20 +361,11 @@ pub static LIMITER: GrowattLimiter = GrowattLimiter;
 /// inverter connected to the grid.
 pub const HR3_PERCENT: PercentOfRated = PercentOfRated { min: 2, max: 100 };
 
-/// The G100 export limit as the inverter's 0.1 % rate, rounded down, clamped 0…1000;
-/// non-finite (e.g. rated power 0: a configuration error) → 0 (no export).
-pub fn g100_permille(export_limit_w: f64, rated_w: f64) -> u16 {
-    let permille = (1000.0 * export_limit_w / rated_w + 1e-9).floor();
-    if !permille.is_finite() {
-        return 0;
-    }
-    permille.clamp(0.0, 1000.0) as u16
-}
-
 /// The G100 set-up, in write order: HR3 = 100 %, HR122 = 1 (RS485 meter), HR123 = HR3000 =
-/// export limit in 0.1 % of rated (docs/limiter.md §3, as the original driver wrote it).
+/// export limit in 0.1 % of rated, rounded down (docs/limiter.md §3, as the original driver
+/// wrote it).
 pub fn g100_setup(export_limit_w: f64, rated_w: f64) -> [RegisterWrite; 4] {
-    let permille = g100_permille(export_limit_w, rated_w);
+    let permille = fraction_of_rated_floor(export_limit_w, rated_w, 1000);
     let write = |addr, value| RegisterWrite { addr, value };
     [
         write(HR_ACTIVE_POWER_RATE, HR3_PERCENT.max),
@@ -586,21 +573,6 @@ mod tests {
         );
         unit.answers = false;
         assert_eq!(identify(&mut unit).err(), Some(AccessError::NoAnswer));
-    }
-
-    #[test]
-    fn g100_rate_rounds_down_and_clamps() {
-        for (export, rated, permille) in [
-            (3680.0, 4200.0, 876),
-            (2100.0, 4200.0, 500),
-            (0.0, 4200.0, 0),
-            (-10.0, 4200.0, 0),
-            (6000.0, 4200.0, 1000),
-            (3680.0, 0.0, 0),
-            (f64::NAN, 4200.0, 0),
-        ] {
-            assert_eq!(g100_permille(export, rated), permille, "{export}/{rated}");
-        }
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! What a supported device is, as data: [`Model`] and the types a device file fills in.
 //!
-//! A device file (`sdm230.rs`, `growatt.rs`) names its registers ([`register_names!`]), lists
+//! A device file (`sdm230.rs`, `growatt.rs`) names its registers (`register_names!`), lists
 //! them as a table, and ends in one `pub static MODEL: Model` holding everything about the
 //! device: the paths it publishes, the plausibility of its readings, how it is identified, how it
 //! wants the bus paced, its roles and what it offers the limiter. The registry (`devices/mod.rs`)
@@ -31,7 +31,6 @@ macro_rules! register_names {
 
         impl $name {
             /// Every register, in table order.
-            #[allow(dead_code)]
             pub const ALL: &'static [$name] = &[$($name::$variant,)*];
 
             /// The register's row in the model's table.
@@ -263,6 +262,21 @@ impl fmt::Display for AccessError {
 pub trait RegisterReader {
     /// Reads `words.len()` registers from `addr` of the `access` table.
     fn read(&mut self, access: Access, addr: u16, words: &mut [u16]) -> Result<(), AccessError>;
+}
+
+/// Reads a block the unit may lack: `Ok(false)` when the unit refuses it (during identification:
+/// not this model, or an optional block), `Err` when there is no valid answer.
+pub fn read_if_present(
+    regs: &mut dyn RegisterReader,
+    access: Access,
+    addr: u16,
+    words: &mut [u16],
+) -> Result<bool, AccessError> {
+    match regs.read(access, addr, words) {
+        Ok(()) => Ok(true),
+        Err(AccessError::Refused) => Ok(false),
+        Err(e) => Err(e),
+    }
 }
 
 /// One unit's holding registers, as device code writes them (the limiter's set-up).

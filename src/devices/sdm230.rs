@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::model::{
     AccessError, BusTiming, GridMeter, Identity, LimiterOffer, Model, PathDef, RegisterReader,
-    Roles, Unit, Values, register_names,
+    Roles, Unit, Values, read_if_present, register_names,
 };
 use super::plausibility::{Bound, Rule, kwh_per_s};
 use crate::registers::{
@@ -154,10 +154,8 @@ const IDENT_ADDR: u16 = 0xFC00;
 /// An SDM230 answers its identification block (a Growatt refuses it) and its input map.
 fn identify(regs: &mut dyn RegisterReader) -> Result<Option<Identity>, AccessError> {
     let mut ident = [0u16; 4];
-    match regs.read(Holding, IDENT_ADDR, &mut ident) {
-        Ok(()) => {}
-        Err(AccessError::Refused) => return Ok(None),
-        Err(e) => return Err(e),
+    if !read_if_present(regs, Holding, IDENT_ADDR, &mut ident)? {
+        return Ok(None);
     }
     // The input map must answer too (a stray device could echo an identification block).
     let mut voltage = [0u16; 2];

@@ -1,8 +1,8 @@
 //! Turns decisions into writes of the inverter's limit [`Setting`], deduplicated, deadbanded and
 //! paced by time.
 //!
-//! Writes are precious (an inverter may keep them in non-volatile memory; NOTEBOOK.md,
-//! 2026-12-06), so the actuator:
+//! Writes are precious (an inverter may keep them in non-volatile memory: docs/devices.md, the
+//! Growatt's HR2), so the actuator:
 //! - never rewrites the setting it believes the inverter holds;
 //! - lowers at once when the new setting is lower by more than the deadband **and the site is
 //!   exporting** (or the grid is unknown): export protection is urgent. A lower target while
@@ -30,8 +30,8 @@
 //!   after `backoff_reset` without a reversal. This bounds limit cycles to a few writes a minute;
 //! - after a failed write retries no sooner than `retry_interval`, and forgets nothing else.
 //!
-//! The actuator's belief about the inverter is a [`State`]; each wanted change is handled one
-//! of the ways [`Handling`] names.
+//! The actuator's belief about the inverter is a `State`; each wanted change is handled one
+//! of the ways `Handling` names.
 
 use std::time::{Duration, Instant};
 

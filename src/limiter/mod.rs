@@ -8,7 +8,7 @@
 //!   in watts becomes a [`Setting`];
 //! - [`controller`]: the step the daemon takes per decision (inputs at the grid reading's time,
 //!   decide, next write), shared with the benchmarks;
-//! - [`reference`]: the original driver's per-event smoothing, kept only so benchmarks can
+//! - [`reference`](mod@reference): the original driver's per-event smoothing, kept only so benchmarks can
 //!   compare it with the new actuator in the same run.
 //!
 //! Nothing here knows how values arrive or which registers a setting goes to (no D-Bus, no

@@ -58,15 +58,22 @@ impl PercentOfRated {
         Setting(self.max)
     }
 
-    /// The highest setting whose output stays within `export_limit_w`: `floor(100·W/rated)`,
-    /// clamped to `0..=max`; non-finite (e.g. rated power 0: a configuration error) → 0.
+    /// The highest setting whose output stays within `export_limit_w`: the export limit in
+    /// whole percent of rated, rounded down ([`fraction_of_rated_floor`]), at most `max`.
     pub fn failsafe(self, export_limit_w: f64, rated_w: f64) -> Setting {
-        let percent = (100.0 * export_limit_w / rated_w + 1e-9).floor();
-        if !percent.is_finite() {
-            return Setting(0);
-        }
-        Setting(percent.clamp(0.0, f64::from(self.max)) as u16)
+        Setting(fraction_of_rated_floor(export_limit_w, rated_w, 100).min(self.max))
     }
+}
+
+/// `watts` in `1/steps` of the rated power, rounded down, clamped to `0..=steps`; non-finite
+/// (e.g. rated power 0: a configuration error) → 0. An export limit expressed this way never
+/// lets more out than the limit.
+pub fn fraction_of_rated_floor(watts: f64, rated_w: f64, steps: u16) -> u16 {
+    let fraction = (f64::from(steps) * watts / rated_w + 1e-9).floor();
+    if !fraction.is_finite() {
+        return 0;
+    }
+    fraction.clamp(0.0, f64::from(steps)) as u16
 }
 
 #[cfg(test)]
@@ -104,21 +111,25 @@ mod tests {
     }
 
     #[test]
-    fn failsafe_rounds_down_and_clamps() {
-        for (export, rated, percent) in [
-            (3680.0, 4200.0, 87),
-            (2100.0, 4200.0, 50),
-            (0.0, 4200.0, 0),
-            (-10.0, 4200.0, 0),
-            (6000.0, 4200.0, 100),
-            (3680.0, 0.0, 0),
-            (f64::NAN, 4200.0, 0),
+    fn export_limits_round_down_and_clamp() {
+        for (export, rated, percent, permille) in [
+            (3680.0, 4200.0, 87, 876),
+            (2100.0, 4200.0, 50, 500),
+            (0.0, 4200.0, 0, 0),
+            (-10.0, 4200.0, 0, 0),
+            (6000.0, 4200.0, 100, 1000),
+            (3680.0, 0.0, 0, 0),
+            (f64::NAN, 4200.0, 0, 0),
         ] {
+            let case = format!("{export}/{rated}");
+            assert_eq!(PERCENT.failsafe(export, rated), Setting(percent), "{case}");
             assert_eq!(
-                PERCENT.failsafe(export, rated),
-                Setting(percent),
-                "{export}/{rated}"
+                fraction_of_rated_floor(export, rated, 1000),
+                permille,
+                "{case}"
             );
         }
+        let capped = PercentOfRated { min: 2, max: 90 };
+        assert_eq!(capped.failsafe(6000.0, 4200.0), Setting(90));
     }
 }
