@@ -3,7 +3,11 @@
 //! Each test builds its own fake GX tree (/data and /service present, as on Venus OS), runs the
 //! shell scripts as subprocesses, and compares full listings (type, mode, content or link target).
 //! `svc`, `svstat` and `multilog` are replaced through PATH by recorders, so a call that must not
-//! happen under ROOT is caught.
+//! happen under ROOT is caught, and the one that must (the GUI restart after a plugin change,
+//! `svc -t $ROOT/service/start-gui`) is seen.
+//!
+//! The gui-v2 plugin tests give the tree a Venus OS version (/opt/victronenergy/version) and a
+//! `start-gui` service, as on a GX with a display, and install a stand-in plugin file.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -14,6 +18,10 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 const BOOT_LINE: &str = "/data/dbus-modbus-client/enable.sh";
 const FAKE_BINARY: &str = "#!/bin/sh\necho \"args: $*\"\n";
+const FAKE_PLUGIN: &str = "{ \"name\": \"DynamicGeneration\", \"version\": \"1\" }\n";
+const PLUGIN_APP: &str = "data/apps/available/DynamicGeneration";
+const PLUGIN_JSON: &str = "data/apps/available/DynamicGeneration/gui-v2/DynamicGeneration.json";
+const PLUGIN_LINK: &str = "data/apps/enabled/DynamicGeneration";
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -38,6 +46,7 @@ impl Scratch {
         fs::create_dir_all(dir.join("root/service")).unwrap();
         fs::create_dir_all(dir.join("bin")).unwrap();
         write_mode(&dir.join("dbus-modbus-client"), FAKE_BINARY, 0o755);
+        write_mode(&dir.join("DynamicGeneration.json"), FAKE_PLUGIN, 0o600);
         // Recorders: any call lands in calls.log.
         for tool in ["svc", "svstat", "multilog"] {
             let script = format!(
@@ -51,6 +60,27 @@ impl Scratch {
 
     fn root(&self) -> PathBuf {
         self.dir.join("root")
+    }
+
+    /// A GX running `version` of Venus OS (None: no version file) with the GUI's service.
+    fn venus(&self, version: Option<&str>) {
+        let file = self.root().join("opt/victronenergy/version");
+        match version {
+            Some(v) => {
+                fs::create_dir_all(file.parent().unwrap()).unwrap();
+                // The second line is the build time, as on the GX.
+                fs::write(&file, format!("{v}\n20261201093000\n")).unwrap();
+            }
+            None => {
+                let _ = fs::remove_file(&file);
+            }
+        }
+        fs::create_dir_all(self.root().join("service/start-gui")).unwrap();
+    }
+
+    /// The recorded call that restarts the GUI.
+    fn gui_restart(&self) -> String {
+        format!("svc -t {}/service/start-gui\n", self.root().display())
     }
 
     fn app_dir(&self) -> PathBuf {
@@ -74,6 +104,7 @@ impl Scratch {
         );
         cmd.env("ROOT", self.root())
             .env("BIN", self.dir.join("dbus-modbus-client"))
+            .env("GUI_PLUGIN", self.dir.join("DynamicGeneration.json"))
             .env("PATH", path);
         cmd
     }
@@ -408,6 +439,8 @@ fn packaging_scripts_are_shellcheck_clean() {
         "scripts/build-armv7.sh",
         "scripts/smoke-armv7.sh",
         "scripts/ci-armv7.sh",
+        "scripts/build-gui.sh",
+        "scripts/test-gui.sh",
     ];
     let out = Command::new("shellcheck")
         .args(scripts)
@@ -415,4 +448,211 @@ fn packaging_scripts_are_shellcheck_clean() {
         .output()
         .expect("shellcheck not found: scripts/setup.sh installs it");
     assert!(out.status.success(), "{}", text(&out));
+}
+
+// --- the gui-v2 plugin -------------------------------------------------------------------------
+
+/// The lines of install.sh's output about the plugin.
+fn plugin_lines(out: &Output) -> Vec<String> {
+    text(out)
+        .lines()
+        .filter(|l| l.starts_with("GUI plugin"))
+        .map(String::from)
+        .collect()
+}
+
+#[test]
+fn gui_plugin_is_installed_and_enabled_where_gui_v2_loads_plugins() {
+    for version in ["v3.80", "v3.80-large-12", "v3.81~2", "v3.90", "v4.00~1"] {
+        let s = Scratch::new("plugin");
+        s.venus(Some(version));
+        let out = s.install();
+        let root = s.root();
+
+        assert_eq!(
+            fs::read_to_string(root.join(PLUGIN_JSON)).unwrap(),
+            FAKE_PLUGIN,
+            "{version}"
+        );
+        assert_eq!(mode(&root.join(PLUGIN_JSON)), 0o644);
+        for dir in [PLUGIN_APP, &format!("{PLUGIN_APP}/gui-v2")] {
+            assert_eq!(mode(&root.join(dir)), 0o755, "mode of {dir}");
+        }
+        assert_eq!(
+            fs::read_link(root.join(PLUGIN_LINK)).unwrap(),
+            root.join(PLUGIN_APP),
+            "{version}"
+        );
+        assert_eq!(
+            plugin_lines(&out),
+            ["GUI plugin installed: Settings -> Integrations -> UI Plugins -> DynamicGeneration"],
+            "{version}"
+        );
+        // The GUI reads its plugins when it starts: one restart, nothing else driven.
+        assert_eq!(s.calls(), s.gui_restart(), "{version}");
+    }
+}
+
+#[test]
+fn second_install_with_the_plugin_changes_nothing_and_leaves_the_gui_alone() {
+    let s = Scratch::new("plugin-again");
+    s.venus(Some("v3.80"));
+    s.install();
+    let first = snapshot(&s.root());
+    let out = s.install();
+    assert_eq!(snapshot(&s.root()), first);
+    for word in ["installed /", "enabled ", "restarted", "removed"] {
+        assert!(
+            !text(&out).contains(word),
+            "second run said {word:?}: {}",
+            text(&out)
+        );
+    }
+    assert_eq!(s.calls(), s.gui_restart(), "the GUI restarted again");
+}
+
+#[test]
+fn gui_plugin_is_skipped_with_one_line_where_gui_v2_has_no_plugins() {
+    for version in [
+        None,
+        Some("v3.70"),
+        Some("v3.70~45"),
+        Some("v3.80~12"),
+        Some("v3.80~3-large-2"),
+        Some("v2.90"),
+        Some("not a version"),
+    ] {
+        let s = Scratch::new("plugin-skip");
+        s.venus(version);
+        let out = s.install();
+        assert!(!s.root().join("data/apps").exists(), "{version:?}");
+        let lines = plugin_lines(&out);
+        assert_eq!(lines.len(), 1, "{version:?}: {}", text(&out));
+        assert!(
+            lines[0].starts_with("GUI plugin: not installed: Venus OS ")
+                && lines[0].contains("v3.80 and later"),
+            "{version:?}: {}",
+            lines[0]
+        );
+        assert_eq!(s.calls(), "", "{version:?}");
+    }
+}
+
+#[test]
+fn gui_plugin_is_skipped_when_the_release_has_none() {
+    let s = Scratch::new("plugin-none");
+    s.venus(Some("v3.80"));
+    fs::remove_file(s.dir.join("DynamicGeneration.json")).unwrap();
+    let out = s.install();
+    assert!(!s.root().join("data/apps").exists());
+    let lines = plugin_lines(&out);
+    assert_eq!(lines.len(), 1, "{}", text(&out));
+    assert!(lines[0].contains("scripts/build-gui.sh"), "{}", lines[0]);
+    assert_eq!(s.calls(), "");
+}
+
+#[test]
+fn upgraded_plugin_is_replaced_and_the_gui_restarted() {
+    let s = Scratch::new("plugin-upgrade");
+    s.venus(Some("v3.80"));
+    s.install();
+    let new_plugin = "{ \"name\": \"DynamicGeneration\", \"version\": \"2\" }\n";
+    fs::write(s.dir.join("DynamicGeneration.json"), new_plugin).unwrap();
+    let out = s.install();
+    assert!(text(&out).contains("installed /"), "{}", text(&out));
+    assert_eq!(
+        fs::read_to_string(s.root().join(PLUGIN_JSON)).unwrap(),
+        new_plugin
+    );
+    assert_eq!(s.calls(), s.gui_restart().repeat(2));
+}
+
+#[test]
+fn a_missing_plugin_link_is_made_again() {
+    let s = Scratch::new("plugin-link");
+    s.venus(Some("v3.80"));
+    s.install();
+    fs::remove_file(s.root().join(PLUGIN_LINK)).unwrap();
+    let out = s.install();
+    assert!(text(&out).contains("enabled /"), "{}", text(&out));
+    assert_eq!(
+        fs::read_link(s.root().join(PLUGIN_LINK)).unwrap(),
+        s.root().join(PLUGIN_APP)
+    );
+    assert_eq!(s.calls(), s.gui_restart().repeat(2));
+}
+
+#[test]
+fn install_refuses_a_directory_where_the_plugin_link_goes() {
+    let s = Scratch::new("plugin-dir");
+    s.venus(Some("v3.80"));
+    fs::create_dir_all(s.root().join(PLUGIN_LINK)).unwrap();
+    fs::write(s.root().join(PLUGIN_LINK).join("keep"), "user's").unwrap();
+    let out = s.command(&repo().join("install.sh")).output().unwrap();
+    assert!(!out.status.success());
+    assert!(text(&out).contains("is not a link"), "{}", text(&out));
+    assert_eq!(
+        fs::read_to_string(s.root().join(PLUGIN_LINK).join("keep")).unwrap(),
+        "user's"
+    );
+}
+
+#[test]
+fn gui_plugin_is_removed_after_a_downgrade_below_v3_80() {
+    let s = Scratch::new("plugin-downgrade");
+    s.venus(Some("v3.80"));
+    s.install();
+    s.venus(Some("v3.70"));
+    let out = s.install();
+    assert!(!s.root().join(PLUGIN_APP).exists());
+    assert!(fs::symlink_metadata(s.root().join(PLUGIN_LINK)).is_err());
+    let lines = plugin_lines(&out);
+    assert_eq!(lines.len(), 1, "{}", text(&out));
+    assert!(
+        lines[0].starts_with("GUI plugin: removed: Venus OS v3.70"),
+        "{}",
+        lines[0]
+    );
+    assert_eq!(s.calls(), s.gui_restart().repeat(2));
+
+    // And then nothing more to do.
+    s.install();
+    assert_eq!(s.calls(), s.gui_restart().repeat(2));
+}
+
+#[test]
+fn uninstall_removes_the_plugin_and_restarts_the_gui() {
+    // Another app in /data/apps, as Venus OS keeps them: untouched, and the tree as it was.
+    let s = Scratch::new("plugin-uninstall");
+    s.venus(Some("v3.80"));
+    let other = s.root().join("data/apps/available/other-app/gui-v2");
+    fs::create_dir_all(&other).unwrap();
+    fs::write(other.join("other-app.json"), "{}\n").unwrap();
+    fs::create_dir_all(s.root().join("data/apps/enabled")).unwrap();
+    std::os::unix::fs::symlink(
+        s.root().join("data/apps/available/other-app"),
+        s.root().join("data/apps/enabled/other-app"),
+    )
+    .unwrap();
+    let before = snapshot(&s.root());
+
+    s.install();
+    assert!(s.root().join(PLUGIN_JSON).exists());
+    let out = s.uninstall();
+    assert_eq!(snapshot(&s.root()), before, "{}", text(&out));
+    assert_eq!(s.calls(), s.gui_restart().repeat(2));
+
+    // Without other apps, the shared directories stay, empty.
+    let s = Scratch::new("plugin-uninstall-alone");
+    s.venus(Some("v3.80"));
+    s.install();
+    s.uninstall();
+    for dir in ["data/apps/available", "data/apps/enabled"] {
+        assert_eq!(
+            fs::read_dir(s.root().join(dir)).unwrap().count(),
+            0,
+            "{dir}"
+        );
+    }
+    assert!(!s.app_dir().exists());
 }
