@@ -2,49 +2,51 @@
 //! panic and never accept a frame whose CRC is wrong.
 
 use dbus_modbus_client::modbus::{
-    FN_READ_HOLDING, FN_READ_INPUT, FN_WRITE_MULTIPLE, FN_WRITE_SINGLE, Request, Response, crc_ok,
-    crc16, foreign_frame_len, parse_response, reply_frame_len,
+    Request, Response, crc_ok, crc16, foreign_frame_len, parse_response, reply_frame_len,
 };
 
 #[path = "support/rng.rs"]
 mod rng;
 use rng::Rng;
 
-fn random_request(rng: &mut Rng) -> Request {
-    let function = [
-        FN_READ_HOLDING,
-        FN_READ_INPUT,
-        FN_WRITE_SINGLE,
-        FN_WRITE_MULTIPLE,
-    ][rng.below(4)];
-    Request {
-        unit: 1 + rng.below(3) as u8,
-        function,
-        addr: rng.next() as u16,
-        count: if function == FN_WRITE_SINGLE {
-            1
-        } else {
-            1 + rng.below(125) as u16
+/// The values of a 0x10 write: only their number reaches the reply.
+static VALUES: [u16; 123] = [0; 123];
+
+fn random_request(rng: &mut Rng) -> Request<'static> {
+    let unit = 1 + rng.below(3) as u8;
+    let addr = rng.next() as u16;
+    let count = 1 + rng.below(125) as u16;
+    match rng.below(4) {
+        0 => Request::ReadHolding { unit, addr, count },
+        1 => Request::ReadInput { unit, addr, count },
+        2 => Request::WriteSingle {
+            unit,
+            addr,
+            value: rng.next() as u16,
         },
-        value: rng.next() as u16,
+        _ => Request::WriteMultiple {
+            unit,
+            addr,
+            values: &VALUES[..usize::from(count).min(VALUES.len())],
+        },
     }
 }
 
 /// The correct reply to `req`, so that mutations start from something almost right.
 fn valid_reply(req: &Request, rng: &mut Rng) -> Vec<u8> {
-    let mut f = vec![req.unit, req.function];
-    match req.function {
-        FN_READ_HOLDING | FN_READ_INPUT => {
-            f.push((req.count * 2) as u8);
-            f.extend((0..req.count * 2).map(|_| rng.byte()));
+    let mut f = vec![req.unit(), req.function()];
+    match *req {
+        Request::ReadHolding { count, .. } | Request::ReadInput { count, .. } => {
+            f.push((count * 2) as u8);
+            f.extend((0..count * 2).map(|_| rng.byte()));
         }
-        FN_WRITE_SINGLE => {
-            f.extend(req.addr.to_be_bytes());
-            f.extend(req.value.to_be_bytes());
+        Request::WriteSingle { addr, value, .. } => {
+            f.extend(addr.to_be_bytes());
+            f.extend(value.to_be_bytes());
         }
-        _ => {
-            f.extend(req.addr.to_be_bytes());
-            f.extend(req.count.to_be_bytes());
+        Request::WriteMultiple { addr, values, .. } => {
+            f.extend(addr.to_be_bytes());
+            f.extend((values.len() as u16).to_be_bytes());
         }
     }
     let crc = crc16(&f);
@@ -107,10 +109,10 @@ fn random_and_mutated_frames_never_panic_and_bad_crc_is_never_accepted() {
                 accepted += 1;
                 assert!(crc_ok(&frame), "accepted a bad CRC: {frame:02x?}");
                 assert_eq!(frame.len(), req.response_len());
-                assert_eq!(frame[0], req.unit);
-                assert_eq!(frame[1], req.function);
+                assert_eq!(frame[0], req.unit());
+                assert_eq!(frame[1], req.function());
                 if let Response::Registers(data) = response {
-                    assert_eq!(data.len(), 2 * usize::from(req.count));
+                    assert_eq!(data.len(), req.response_len() - 5);
                 }
             }
             Err(_) => rejected += 1,
@@ -124,12 +126,10 @@ fn random_and_mutated_frames_never_panic_and_bad_crc_is_never_accepted() {
 #[test]
 fn every_single_bit_flip_of_a_valid_reply_is_rejected() {
     let mut rng = Rng(42);
-    let req = Request {
+    let req = Request::ReadInput {
         unit: 2,
-        function: FN_READ_INPUT,
         addr: 0,
         count: 14,
-        value: 0,
     };
     let frame = valid_reply(&req, &mut rng);
     assert!(parse_response(&req, &frame).is_ok());

@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant, SystemTime};
 
 use dbus_modbus_client::modbus::{
-    ErrorKind, ModbusError, Parity, ReadFunction, RtuMaster, SerialSettings,
+    ErrorKind, ExceptionCode, ModbusError, Parity, ReadFunction, RtuMaster, SerialSettings,
 };
 use dbus_modbus_client::sim::{
     FaultKind, GROWATT_DEVICE_TYPE, GROWATT_FIRMWARE, GROWATT_SERIAL, METER_CODE, METER_FIRMWARE,
@@ -141,7 +141,7 @@ fn writes_land_and_are_logged() {
             e,
             ModbusError::Exception {
                 function: 6,
-                code: 2
+                code: ExceptionCode::IllegalDataAddress
             }
         ),
         "{e}"
@@ -162,7 +162,7 @@ fn reads_outside_the_map_get_exception_2() {
             e,
             ModbusError::Exception {
                 function: 4,
-                code: 2
+                code: ExceptionCode::IllegalDataAddress
             }
         ),
         "{e}"
@@ -187,7 +187,7 @@ fn each_fault_gives_its_own_error_and_the_next_transaction_succeeds() {
         let e = meter_power(&mut m).unwrap_err();
         assert_eq!(e.kind(), kind, "{fault:?} gave {e}");
         if let ModbusError::Exception { code, .. } = e {
-            assert_eq!(code, 4);
+            assert_eq!(code, ExceptionCode::ServerDeviceFailure);
         }
         sim.set(METER, "power", 100.0 + n as f64).unwrap();
         assert_eq!(
