@@ -6,9 +6,7 @@ use dbus_modbus_client::modbus::{
     crc16, foreign_frame_len, parse_response, reply_frame_len,
 };
 
-#[path = "support/rng.rs"]
-mod rng;
-use rng::Rng;
+use testkit::Rng;
 
 fn random_request(rng: &mut Rng) -> Request {
     let function = [
@@ -20,13 +18,13 @@ fn random_request(rng: &mut Rng) -> Request {
     Request {
         unit: 1 + rng.below(3) as u8,
         function,
-        addr: rng.next() as u16,
+        addr: rng.next_u64() as u16,
         count: if function == FN_WRITE_SINGLE {
             1
         } else {
             1 + rng.below(125) as u16
         },
-        value: rng.next() as u16,
+        value: rng.next_u64() as u16,
     }
 }
 
