@@ -710,3 +710,264 @@ fn add_setting(
     }
     Some((0, Some(full)))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Client, PrivateBus, Value, items_of, value_of};
+
+    fn add(c: &Client, group: &str, entries: Vec<PropMap>) -> Vec<(i32, Option<Value>)> {
+        let reply = c
+            .call(
+                SETTINGS_SERVICE,
+                group,
+                SETTINGS_IFACE,
+                "AddSettings",
+                |m| m.append1(entries),
+            )
+            .unwrap();
+        let results: Vec<PropMap> = reply.read1().unwrap();
+        results
+            .iter()
+            .map(|r| {
+                let code = r["error"].0.as_i64().unwrap() as i32;
+                (code, r.get("value").map(|v| Value::from_arg(&v.0)))
+            })
+            .collect()
+    }
+
+    fn entry(path: &str, default: Box<dyn RefArg>, range: Option<(i32, i32)>) -> PropMap {
+        let mut d = PropMap::new();
+        d.insert("path".into(), Variant(Box::new(path.to_string())));
+        d.insert("default".into(), Variant(default));
+        if let Some((min, max)) = range {
+            d.insert("min".into(), Variant(Box::new(min)));
+            d.insert("max".into(), Variant(Box::new(max)));
+        }
+        d
+    }
+
+    /// (path, Value, keys of the payload) of every PropertiesChanged until none comes.
+    fn changes(c: &Client) -> Vec<(String, Value, Vec<String>)> {
+        c.signals_within("PropertiesChanged", Duration::from_millis(200))
+            .iter()
+            .map(|m| {
+                let d: PropMap = m.read1().unwrap();
+                let mut keys: Vec<String> = d.keys().cloned().collect();
+                keys.sort();
+                let path = m.path().unwrap().to_string();
+                (path, Value::from_arg(&d["Value"].0), keys)
+            })
+            .collect()
+    }
+
+    fn watching(bus: &PrivateBus) -> Client {
+        let c = Client::connect(&bus.address);
+        c.add_match("type='signal',member='PropertiesChanged'");
+        c
+    }
+
+    #[test]
+    fn add_settings_codes_values_and_signals_are_localsettings_own() {
+        let bus = PrivateBus::start();
+        let _settings = FakeSettings::start(&bus.address);
+        let c = watching(&bus);
+        let dev = "/Settings/Devices";
+        let results = add(
+            &c,
+            "/",
+            vec![
+                entry("/Settings/T/Int", Box::new(3i32), Some((0, 10))),
+                entry("/Settings/T/_x", Box::new(1i32), None),
+                entry("/Settings/T/U", Box::new(1u32), None),
+                entry("/Settings/T/Low", Box::new(-1i32), Some((0, 10))),
+                entry("/Other/X", Box::new(1i32), None),
+                entry("/Settings/T", Box::new(1i32), None),
+                entry(
+                    &format!("{dev}/a/ClassAndVrmInstance"),
+                    Box::new("grid:40".to_string()),
+                    None,
+                ),
+                entry(
+                    &format!("{dev}/b/ClassAndVrmInstance"),
+                    Box::new("grid:40".to_string()),
+                    None,
+                ),
+                entry(
+                    &format!("{dev}/c/ClassAndVrmInstance"),
+                    Box::new("grid".to_string()),
+                    None,
+                ),
+            ],
+        );
+        let int = |i| Some(Value::Int(i));
+        let text = |s: &str| Some(Value::from(s));
+        assert_eq!(
+            results,
+            [
+                (0, int(3)),
+                (-2, None),
+                (-3, None),
+                (-7, None),
+                (-9, None),
+                (-8, None),
+                (0, text("grid:40")),
+                (0, text("grid:41")),
+                (-6, None),
+            ]
+        );
+        // New settings announce themselves with their attributes; the refused class instance
+        // was created and removed again.
+        let seen = changes(&c);
+        let keys = |k: &[&str]| k.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            seen[0],
+            (
+                "/Settings/T/Int".into(),
+                Value::Int(3),
+                keys(&["Default", "Max", "Min", "Text", "Value"])
+            )
+        );
+        assert_eq!(seen[2].2, keys(&["Default", "Text", "Value"]));
+        assert_eq!(seen.len(), 4, "{seen:?}");
+        assert_eq!(seen[3].1, Value::Invalid);
+
+        // Existing: the value stays; the same attributes say nothing, new ones are signalled.
+        assert_eq!(c.set_value(SETTINGS_SERVICE, "/Settings/T/Int", 7), 0);
+        changes(&c);
+        let again = entry("/Settings/T/Int", Box::new(3i32), Some((0, 10)));
+        assert_eq!(add(&c, "/", vec![again]), [(0, int(7))]);
+        assert!(changes(&c).is_empty());
+        let wider = entry("T/Int", Box::new(3i32), Some((0, 20)));
+        assert_eq!(add(&c, "/Settings", vec![wider]), [(0, int(7))]);
+        assert_eq!(changes(&c).len(), 1);
+        let other_type = entry("/Settings/T/Int", Box::new("x".to_string()), None);
+        assert_eq!(add(&c, "/", vec![other_type]), [(-5, None)]);
+    }
+
+    #[test]
+    fn set_value_converts_like_python_and_checks_the_range() {
+        let bus = PrivateBus::start();
+        let settings = FakeSettings::start_with(
+            &bus.address,
+            vec![
+                (
+                    "/Settings/T/I".into(),
+                    Setting::new(SettingValue::Int(1))
+                        .with_range(SettingValue::Int(0), SettingValue::Int(20)),
+                ),
+                (
+                    "/Settings/T/F".into(),
+                    Setting::new(SettingValue::Float(1.0)),
+                ),
+                (
+                    "/Settings/T/S".into(),
+                    Setting::new(SettingValue::Str("a".into())),
+                ),
+            ],
+        );
+        let c = watching(&bus);
+        let svc = SETTINGS_SERVICE;
+        assert_eq!(c.set_value(svc, "/Settings/T/I", " 12 "), 0);
+        assert_eq!(settings.get("/Settings/T/I"), Some(SettingValue::Int(12)));
+        assert_eq!(c.set_value(svc, "/Settings/T/I", 7.9), 0);
+        assert_eq!(settings.get("/Settings/T/I"), Some(SettingValue::Int(7)));
+        for bad in ["1.5", "x", ""] {
+            assert_eq!(c.set_value(svc, "/Settings/T/I", bad), -1, "{bad:?}");
+        }
+        assert_eq!(c.set_value(svc, "/Settings/T/I", 21), -1);
+        assert_eq!(c.set_value(svc, "/Settings/T/F", 5), 0);
+        assert_eq!(c.set_value(svc, "/Settings/T/S", 5), 0);
+        assert_eq!(
+            settings.get("/Settings/T/S"),
+            Some(SettingValue::Str("5".into()))
+        );
+        let text = |p: &str| -> String { c.busitem(svc, p, "GetText").unwrap().read1().unwrap() };
+        assert_eq!(text("/Settings/T/F"), "5.0");
+        // Only changes are signalled, with Value and Text.
+        assert_eq!(c.set_value(svc, "/Settings/T/F", 5.0), 0);
+        let seen = changes(&c);
+        assert_eq!(seen.len(), 4, "{seen:?}");
+        assert_eq!(
+            seen[2],
+            (
+                "/Settings/T/F".into(),
+                Value::Double(5.0),
+                vec!["Text".into(), "Value".into()]
+            )
+        );
+        // A pre-filled setting has no default: GetItems leaves it out, GetDefault says -1.
+        let items = c.busitem(svc, "/", "GetItems").unwrap();
+        let raw: HashMap<String, PropMap> = items.read1().unwrap();
+        assert!(!raw["/Settings/T/F"].contains_key("Default"));
+        assert_eq!(raw["/Settings/T/I"]["Max"].0.as_i64(), Some(20));
+        assert_eq!(items_of(&items)["/Settings/T/S"].0, Value::from("5"));
+        assert_eq!(
+            value_of(&c.busitem(svc, "/Settings/T/F", "GetDefault").unwrap()),
+            Value::Int(-1)
+        );
+    }
+
+    #[test]
+    fn remove_settings_answers_per_path_signals_and_drops_empty_groups() {
+        let bus = PrivateBus::start();
+        let settings = FakeSettings::start_with(
+            &bus.address,
+            vec![
+                (
+                    "/Settings/Devices/a/ClassAndVrmInstance".into(),
+                    Setting::new(SettingValue::Str("grid:40".into())),
+                ),
+                (
+                    "/Settings/Devices/a/CustomName".into(),
+                    Setting::new(SettingValue::Str("x".into())),
+                ),
+                (
+                    "/Settings/Other/V".into(),
+                    Setting::new(SettingValue::Int(5)),
+                ),
+            ],
+        );
+        let c = watching(&bus);
+        let remove = |group: &str, paths: &[&str]| -> Vec<i32> {
+            let paths: Vec<String> = paths.iter().map(|p| p.to_string()).collect();
+            c.call(
+                SETTINGS_SERVICE,
+                group,
+                SETTINGS_IFACE,
+                "RemoveSettings",
+                |m| m.append1(paths),
+            )
+            .unwrap()
+            .read1()
+            .unwrap()
+        };
+        assert_eq!(
+            remove(
+                "/Settings/Devices",
+                &["a/CustomName", "/a/ClassAndVrmInstance", "a/Nope", "a"]
+            ),
+            [0, 0, -1, -1]
+        );
+        let seen = changes(&c);
+        assert_eq!(
+            seen.iter()
+                .map(|(p, v, _)| (p.as_str(), v.clone()))
+                .collect::<Vec<_>>(),
+            [
+                ("/Settings/Devices/a/CustomName", Value::Invalid),
+                ("/Settings/Devices/a/ClassAndVrmInstance", Value::Invalid)
+            ]
+        );
+        assert_eq!(settings.get("/Settings/Devices/a/CustomName"), None);
+        // The emptied group is gone; /Settings/Devices stays.
+        let group = |p: &str| {
+            c.busitem(SETTINGS_SERVICE, p, "GetValue")
+                .map(|m| value_of(&m))
+        };
+        assert!(group("/Settings/Devices/a").is_err());
+        assert!(group("/Settings/Devices").is_ok());
+        assert_eq!(remove("/", &["/Settings/Other/V"]), [0]);
+        assert!(group("/Settings/Other").is_err());
+    }
+}
