@@ -45,7 +45,6 @@ fn main() {
             ("/Leds/Bulk", Value::Int(0)),
             ("/Leds/Absorption", Value::Int(0)),
         ],
-        |_| {},
     );
     assert!(wait_for(WAIT, || rig
         .sim

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant, SystemTime};
 use modbus_sim::{Plant, SimConfig};
 
 use crate::rig::{INVERTER, Rig, RigOptions, pv_name};
-use crate::{Client, SETTINGS_SERVICE, Value, wait_for};
+use crate::{SETTINGS_SERVICE, Value, wait_for};
 
 /// The Growatt's active power rate register.
 pub const HR3: u16 = 3;
@@ -32,15 +32,13 @@ pub struct Hr3Write {
 
 impl Rig {
     /// Starts the closed loop and waits until the PV inverter's service is up and the G100
-    /// set-up is done. `before` runs on the bus before the daemon starts (e.g. to pre-create
-    /// settings); `daemon_args` come after `-s PORT --dbus ADDRESS`.
+    /// set-up is done; `daemon_args` come after `-s PORT --dbus ADDRESS -r 9600`.
     pub fn start_limiter(
         exe: &str,
         plant: Plant,
         daemon_args: &[&str],
         battery: &[(&'static str, Value)],
         vebus: &[(&'static str, Value)],
-        before: impl FnOnce(&Client),
     ) -> Rig {
         let opts = RigOptions {
             sim: SimConfig {
@@ -55,7 +53,7 @@ impl Rig {
             ],
             ..RigOptions::default()
         };
-        let rig = Rig::start_with(exe, opts, |_, client| before(client));
+        let rig = Rig::start(exe, opts);
         let up = wait_for(START_WAIT, || rig.has(&pv_name()) && rig.g100_setup_done());
         assert!(up, "daemon did not come up; log:\n{}", rig.daemon.log());
         rig

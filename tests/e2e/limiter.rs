@@ -48,14 +48,13 @@ fn plant(load_w: f64) -> Plant {
     }
 }
 
-fn start(daemon_args: &[&str], before: impl FnOnce(&Client)) -> Rig {
+fn start(daemon_args: &[&str]) -> Rig {
     Rig::start_limiter(
         EXE,
         plant(500.0),
         daemon_args,
         &battery_discharging(),
         &vebus_inverting(),
-        before,
     )
 }
 
@@ -112,7 +111,7 @@ fn as_f64(v: &Value) -> f64 {
 
 #[test]
 fn load_steps_write_hr3_once_and_sigterm_restores_full_power_once() {
-    let mut rig = start(&["--power-limit-timeout", "3", "--stale-grid", "1"], |_| {});
+    let mut rig = start(&["--power-limit-timeout", "3", "--stale-grid", "1"]);
     assert_eq!(rig.status(), "Not Configured");
     // Right after the G100 set-up HR3 holds 100 and nothing else is written.
     assert_eq!(rig.hr3_since(0), [100]);
@@ -153,7 +152,7 @@ fn load_steps_write_hr3_once_and_sigterm_restores_full_power_once() {
 
 #[test]
 fn stale_meter_drives_the_failsafe_rate_once_and_disabling_restores_full_power_once() {
-    let rig = start(&["--stale-grid", "1"], |_| {});
+    let rig = start(&["--stale-grid", "1"]);
     let before = enable_and_wait_first_limit(&rig);
     rig.sim.fault(METER, FaultKind::Offline, true);
     assert_eq!(
@@ -184,7 +183,7 @@ fn stale_meter_drives_the_failsafe_rate_once_and_disabling_restores_full_power_o
 
 #[test]
 fn external_mode_power_limit_reaches_hr3_clamped_and_reverts_after_the_keep_alive() {
-    let rig = start(&["--power-limit-timeout", "3"], |_| {});
+    let rig = start(&["--power-limit-timeout", "3"]);
     assert_eq!(rig.set_setting(MODE, 2i32), 0);
     assert_eq!(
         rig.wait_status("External control, limit expired: full power", WAIT),
@@ -230,8 +229,10 @@ fn external_mode_power_limit_reaches_hr3_clamped_and_reverts_after_the_keep_aliv
     assert_eq!(rig.hr3_since(before), [50, 100, 2, 100]);
 }
 
-/// Creates a setting without a range, as an older version or another tool may have left it:
-/// the settings service then accepts any integer and the daemon must refuse bad ones itself.
+/// Adds a setting again without a range, as an older version or another tool may do:
+/// localsettings keeps its value but takes the new attributes, so it then accepts any integer
+/// and the daemon must refuse bad ones itself. (Created without a range before the daemon
+/// starts, the daemon's own AddSettings would give it the daemon's range.)
 fn add_unranged_setting(client: &Client, path: &str, default: i32) {
     let mut entry = PropMap::new();
     entry.insert("path".into(), Variant(Box::new(path.to_string())));
@@ -249,11 +250,10 @@ fn add_unranged_setting(client: &Client, path: &str, default: i32) {
 
 #[test]
 fn bad_settings_are_refused_and_statuses_follow_the_rules() {
-    let rig = start(&[], |client| {
-        add_unranged_setting(client, ENERGY_DIFFERENCE, 0);
-        add_unranged_setting(client, MODE, 1);
-    });
+    let rig = start(&[]);
     let before = enable_and_wait_first_limit(&rig);
+    add_unranged_setting(&rig.client, ENERGY_DIFFERENCE, 0);
+    add_unranged_setting(&rig.client, MODE, 1);
 
     // Refused by the settings service (range 0..1 and the type the daemon created).
     assert_ne!(rig.set_setting(DERATE_GENERATION, 2i32), 0);
