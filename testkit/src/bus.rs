@@ -3,7 +3,8 @@
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+
+use crate::worker::scratch_path;
 
 /// A `dbus-daemon` on a private unix socket, killed (and its directory removed) on drop.
 pub struct PrivateBus {
@@ -14,12 +15,7 @@ pub struct PrivateBus {
 
 impl PrivateBus {
     pub fn start() -> PrivateBus {
-        static COUNT: AtomicUsize = AtomicUsize::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "vedbus-test-{}-{}",
-            std::process::id(),
-            COUNT.fetch_add(1, Ordering::SeqCst)
-        ));
+        let dir = scratch_path("vedbus-test");
         std::fs::create_dir_all(&dir).unwrap();
         let config = dir.join("bus.conf");
         std::fs::write(

@@ -138,7 +138,7 @@ impl Client {
 }
 
 /// RequestName with DO_NOT_QUEUE on `ch`; whether it became the primary owner.
-pub(crate) fn request_name(ch: &Channel, name: &str) -> bool {
+pub fn request_name(ch: &Channel, name: &str) -> bool {
     let m = Message::new_method_call(
         "org.freedesktop.DBus",
         "/org/freedesktop/DBus",

@@ -2,10 +2,10 @@
 
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::TIMEOUT;
+use crate::worker::scratch_path;
 
 /// A subprocess whose stdout and stderr go to a log file; killed on drop, and its log printed
 /// if the test is failing.
@@ -17,12 +17,7 @@ pub struct Daemon {
 impl Daemon {
     /// Starts `exe` (e.g. `env!("CARGO_BIN_EXE_dbus-modbus-client")`) with `args`.
     pub fn start(exe: &str, args: &[&str]) -> Daemon {
-        static COUNT: AtomicUsize = AtomicUsize::new(0);
-        let log_path = std::env::temp_dir().join(format!(
-            "daemon-test-{}-{}.log",
-            std::process::id(),
-            COUNT.fetch_add(1, Ordering::SeqCst)
-        ));
+        let log_path = scratch_path("daemon-test").with_extension("log");
         let log = std::fs::File::create(&log_path).unwrap();
         let child = Command::new(exe)
             .args(args)

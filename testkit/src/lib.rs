@@ -24,19 +24,21 @@ mod service;
 mod settings;
 mod stats;
 mod value;
+mod worker;
 
 use std::time::Duration;
 
 pub use bus::PrivateBus;
-pub use client::{BUSITEM, Client, items_of, value_of};
+pub use client::{BUSITEM, Client, items_of, request_name, value_of};
 pub use daemon::{Daemon, lines_containing, wait_for};
 pub use modbus_sim::Rng;
 pub use monitor::{IMPOSSIBLE_POWER_W, Monitor, MonitorState, Recorder, Seen};
-pub use rig::{INVERTER, METER, Rig, RigOptions, ServiceSpec, VaryPower, grid_name, pv_name};
+pub use rig::{INVERTER, METER, Rig, RigOptions, ServiceSpec, grid_name, pv_name};
 pub use service::FakeService;
 pub use settings::{FakeSettings, SETTINGS_IFACE, SETTINGS_SERVICE, Setting, SettingValue};
 pub use stats::{Gaps, gaps, percentile, rss_kib};
 pub use value::Value;
+pub use worker::{Worker, scratch_path};
 
 /// Generous: only a hung peer makes a test wait this long.
 pub const TIMEOUT: Duration = Duration::from_secs(10);

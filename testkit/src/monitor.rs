@@ -2,22 +2,21 @@
 //! every published power and energy value and flags what must never be published.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use dbus::Message;
 use dbus::message::MessageType;
 
 use crate::client::{Client, items_of};
+use crate::worker::Worker;
 use crate::{SETTINGS_SERVICE, Value};
 
 /// A connection on its own thread that adds `rules` as match rules and hands every signal to
 /// `on_signal` with the time it was read, until dropped.
 pub struct Recorder {
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    _worker: Worker,
 }
 
 impl Recorder {
@@ -30,10 +29,8 @@ impl Recorder {
         for rule in rules {
             client.add_match(rule);
         }
-        let stop = Arc::new(AtomicBool::new(false));
-        let s = stop.clone();
-        let thread = std::thread::spawn(move || {
-            while !s.load(Ordering::SeqCst) {
+        let worker = Worker::spawn(move |stop| {
+            while !stop.load(Ordering::SeqCst) {
                 if client
                     .ch
                     .read_write(Some(Duration::from_millis(20)))
@@ -49,19 +46,7 @@ impl Recorder {
                 }
             }
         });
-        Recorder {
-            stop,
-            thread: Some(thread),
-        }
-    }
-}
-
-impl Drop for Recorder {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        Recorder { _worker: worker }
     }
 }
 

@@ -4,13 +4,13 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::thread::JoinHandle;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use modbus_sim::{GROWATT_SERIAL, METER_SERIAL, SimConfig, SimHandle, Simulator};
 
 use crate::stats::{Gaps, gaps};
+use crate::worker::{Worker, scratch_path};
 use crate::{
     Client, Daemon, FakeService, FakeSettings, Monitor, PrivateBus, SettingValue, TIMEOUT, Value,
     wait_for,
@@ -75,7 +75,6 @@ impl Rig {
         opts: RigOptions,
         before: impl FnOnce(&SimHandle, &Client),
     ) -> Rig {
-        static COUNT: AtomicUsize = AtomicUsize::new(0);
         let bus = PrivateBus::start();
         let settings = (!opts.no_settings).then(|| FakeSettings::start(&bus.address));
         let services = opts
@@ -84,11 +83,7 @@ impl Rig {
             .map(|(name, paths)| FakeService::start(&bus.address, name, paths))
             .collect();
         let sim = Arc::new(Simulator::start(opts.sim.clone()).unwrap());
-        let dir = std::env::temp_dir().join(format!(
-            "rig-{}-{}",
-            std::process::id(),
-            COUNT.fetch_add(1, Ordering::SeqCst)
-        ));
+        let dir = scratch_path("rig");
         std::fs::create_dir_all(&dir).unwrap();
         let link = dir.join("tty");
         std::os::unix::fs::symlink(sim.tty_path(), &link).unwrap();
@@ -202,23 +197,18 @@ impl Rig {
         assert!(violations.is_empty(), "{violations:#?}");
     }
 
-    /// Changes the meter's power every `period` until the guard is dropped, so every publish of
+    /// Changes the meter's power every `period` until the returned worker is dropped, so every publish of
     /// the grid service carries a new /Ac/Power. Exporting: the import counter stands still.
-    pub fn vary_meter_power(&self, period: Duration) -> VaryPower {
-        let stop = Arc::new(AtomicBool::new(false));
-        let (s, sim) = (stop.clone(), self.sim.clone());
-        let thread = std::thread::spawn(move || {
+    pub fn vary_meter_power(&self, period: Duration) -> Worker {
+        let sim = self.sim.clone();
+        Worker::spawn(move |stop| {
             let mut i = 0u32;
-            while !s.load(Ordering::SeqCst) {
+            while !stop.load(Ordering::SeqCst) {
                 let _ = sim.set(METER, "power", -1000.0 - f64::from(i % 500));
                 i = i.wrapping_add(1);
                 std::thread::sleep(period);
             }
-        });
-        VaryPower {
-            stop,
-            thread: Some(thread),
-        }
+        })
     }
 
     /// The port disappears: the link is removed and the simulator's pty closed.
@@ -250,19 +240,4 @@ fn start_daemon(exe: &str, port: &std::path::Path, bus: &PrivateBus, extra: &[&s
     let mut args = vec!["-s", port, "--dbus", &bus.address, "-r", "9600"];
     args.extend_from_slice(extra);
     Daemon::start(exe, &args)
-}
-
-/// Stops the meter power changes of [`Rig::vary_meter_power`] when dropped.
-pub struct VaryPower {
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl Drop for VaryPower {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
 }

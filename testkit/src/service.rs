@@ -6,9 +6,8 @@
 //! vedbus code.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use dbus::Message;
@@ -19,19 +18,19 @@ use dbus::message::MessageType;
 use crate::Value;
 use crate::client::{BUSITEM, request_name};
 use crate::python::float_str;
+use crate::worker::Worker;
 
 struct State {
     ch: Channel,
     paths: BTreeMap<String, Value>,
 }
 
-/// A service on its own connection, served by its own thread until dropped (which releases
-/// its name, as velib does when a service goes away).
+/// A service on its own connection, served by its own thread until dropped (which closes the
+/// connection and so releases its name, as a velib service that goes away does).
 pub struct FakeService {
     pub name: String,
     state: Arc<Mutex<State>>,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    _worker: Worker,
 }
 
 impl FakeService {
@@ -46,10 +45,9 @@ impl FakeService {
             .collect();
         all.entry("/DeviceInstance".into()).or_insert(Value::Int(0));
         let state = Arc::new(Mutex::new(State { ch, paths: all }));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (st, sp) = (state.clone(), stop.clone());
-        let thread = std::thread::spawn(move || {
-            while !sp.load(Ordering::SeqCst) {
+        let st = state.clone();
+        let worker = Worker::spawn(move |stop| {
+            while !stop.load(Ordering::SeqCst) {
                 {
                     let s = lock(&st);
                     if s.ch.read_write(Some(Duration::from_millis(5))).is_err() {
@@ -72,8 +70,7 @@ impl FakeService {
         FakeService {
             name: name.to_string(),
             state,
-            stop,
-            thread: Some(thread),
+            _worker: worker,
         }
     }
 
@@ -91,15 +88,6 @@ impl FakeService {
         if let Ok(sig) = Message::new_signal("/", BUSITEM, "ItemsChanged") {
             let _ = s.ch.send(sig.append1(changes));
             s.ch.flush();
-        }
-    }
-}
-
-impl Drop for FakeService {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
         }
     }
 }

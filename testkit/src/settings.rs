@@ -7,9 +7,8 @@
 //! ItemsChanged.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard, mpsc};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use dbus::Message;
@@ -20,6 +19,7 @@ use dbus::message::MessageType;
 use crate::TIMEOUT;
 use crate::client::{BUSITEM, request_name};
 use crate::python::{self, PyValue, float_str};
+use crate::worker::Worker;
 
 pub const SETTINGS_SERVICE: &str = "com.victronenergy.settings";
 pub const SETTINGS_IFACE: &str = "com.victronenergy.Settings";
@@ -148,8 +148,7 @@ type Store = BTreeMap<String, Setting>;
 /// The localsettings stand-in on its own connection and thread, until dropped.
 pub struct FakeSettings {
     store: Arc<Mutex<Store>>,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    _worker: Worker,
 }
 
 impl FakeSettings {
@@ -162,10 +161,9 @@ impl FakeSettings {
     /// with what its settings file holds: no checks, no signals.
     pub fn start_with(address: &str, settings: Vec<(String, Setting)>) -> FakeSettings {
         let store = Arc::new(Mutex::new(settings.into_iter().collect::<Store>()));
-        let stop = Arc::new(AtomicBool::new(false));
         let (ready_tx, ready) = mpsc::channel();
-        let (st, sp, addr) = (store.clone(), stop.clone(), address.to_string());
-        let thread = std::thread::spawn(move || {
+        let (st, addr) = (store.clone(), address.to_string());
+        let worker = Worker::spawn(move |stop| {
             let mut ch = Channel::open_private(&addr).unwrap();
             ch.register().unwrap();
             assert!(
@@ -173,7 +171,7 @@ impl FakeSettings {
                 "{SETTINGS_SERVICE} is taken"
             );
             ready_tx.send(()).unwrap();
-            while !sp.load(Ordering::SeqCst) {
+            while !stop.load(Ordering::SeqCst) {
                 if ch.read_write(Some(Duration::from_millis(5))).is_err() {
                     break;
                 }
@@ -198,8 +196,7 @@ impl FakeSettings {
             .expect("the settings stand-in did not start");
         FakeSettings {
             store,
-            stop,
-            thread: Some(thread),
+            _worker: worker,
         }
     }
 
@@ -209,15 +206,6 @@ impl FakeSettings {
 
     pub fn setting(&self, path: &str) -> Option<Setting> {
         lock(&self.store).get(path).cloned()
-    }
-}
-
-impl Drop for FakeSettings {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }
 

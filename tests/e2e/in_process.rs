@@ -1,13 +1,12 @@
 //! For the tests that run the daemon's vedbus code in this process: a pumping thread, the
 //! private bus as the library addresses it, and the library's values as a client reads them.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use dbus_modbus_client::vedbus::{self, BusAddress, Pump};
-use testkit::PrivateBus;
+use testkit::{PrivateBus, Worker};
 
 /// The address of `bus` as the library takes it.
 pub fn bus_address(bus: &PrivateBus) -> BusAddress {
@@ -29,17 +28,15 @@ pub fn on_the_bus(v: &vedbus::Value) -> testkit::Value {
 /// that blocking test clients can talk to it.
 pub struct Pumped<T: Pump + Send + 'static> {
     pub obj: Arc<Mutex<T>>,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    _worker: Worker,
 }
 
 impl<T: Pump + Send + 'static> Pumped<T> {
     pub fn start(obj: T) -> Pumped<T> {
         let obj = Arc::new(Mutex::new(obj));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (o, s) = (obj.clone(), stop.clone());
-        let thread = std::thread::spawn(move || {
-            while !s.load(Ordering::SeqCst) {
+        let o = obj.clone();
+        let worker = Worker::spawn(move |stop| {
+            while !stop.load(Ordering::SeqCst) {
                 let r = {
                     let mut g = o.lock().unwrap();
                     vedbus::pump_all(&mut [&mut *g], Duration::from_millis(5))
@@ -52,21 +49,11 @@ impl<T: Pump + Send + 'static> Pumped<T> {
         });
         Pumped {
             obj,
-            stop,
-            thread: Some(thread),
+            _worker: worker,
         }
     }
 
     pub fn lock(&self) -> MutexGuard<'_, T> {
         self.obj.lock().unwrap()
-    }
-}
-
-impl<T: Pump + Send + 'static> Drop for Pumped<T> {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }

@@ -7,7 +7,7 @@ use dbus::message::MessageType;
 use dbus_modbus_client::vedbus::{Value, Watcher};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
-use testkit::{Client, FakeService, FakeSettings, PrivateBus, TIMEOUT, value_of};
+use testkit::{Client, FakeService, FakeSettings, PrivateBus, TIMEOUT, request_name, value_of};
 
 use crate::in_process::bus_address;
 
@@ -102,15 +102,7 @@ fn discovers_follows_and_forgets_services() {
 fn legacy_service(address: &str, name: &str, cmd: mpsc::Receiver<f64>, ready: mpsc::Sender<()>) {
     let mut ch = Channel::open_private(address).unwrap();
     ch.register().unwrap();
-    let m = Message::new_method_call(
-        "org.freedesktop.DBus",
-        "/org/freedesktop/DBus",
-        "org.freedesktop.DBus",
-        "RequestName",
-    )
-    .unwrap()
-    .append2(name, 4u32);
-    ch.send_with_reply_and_block(m, TIMEOUT).unwrap();
+    assert!(request_name(&ch, name));
     ready.send(()).unwrap();
     loop {
         match cmd.try_recv() {
