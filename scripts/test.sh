@@ -6,9 +6,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/setup.sh
-cargo fmt --check
-cargo clippy --all-targets -- -D warnings
-cargo test --all-targets
+# The workspace: the daemon, sim/ and testkit/ (fuzz/ is a workspace of its own).
+cargo fmt --all --check
+cargo clippy --workspace --all-targets -- -D warnings
+cargo test --workspace --all-targets
 shellcheck scripts/*.sh .ci/run install.sh uninstall.sh service/run service/log/run service/enable.sh
 scripts/test-gui.sh
 

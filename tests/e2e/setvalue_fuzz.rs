@@ -5,13 +5,11 @@
 //! never refused. A subset goes from a client through a real service on a private bus: a
 //! refused write (non-zero) leaves the value unchanged, an accepted one stores the coerced value.
 
-mod support;
-
 use dbus::arg::Variant;
-use dbus_modbus_client::vedbus::{BusAddress, Format, Refusal, Service, Value, Writable};
-use support::{Client, PrivateBus, Pumped};
+use dbus_modbus_client::vedbus::{Format, Refusal, Service, Value, Writable};
+use testkit::{Client, PrivateBus, Rng};
 
-use support::rng::Rng;
+use crate::in_process::{Pumped, bus_address, on_the_bus};
 
 const ROLES: [&str; 4] = ["grid", "pvinverter", "acload", "genset"];
 
@@ -19,7 +17,7 @@ fn random_int(rng: &mut Rng) -> i32 {
     match rng.below(4) {
         0 => *rng.pick(&[0, 1, 2, 3, -1, i32::MIN, i32::MAX, 100_000, -100_000]),
         1 => rng.below(7) as i32 - 3,
-        _ => rng.next() as i32,
+        _ => rng.next_u64() as i32,
     }
 }
 
@@ -41,8 +39,8 @@ fn random_double(rng: &mut Rng) -> f64 {
         ]),
         1 => f64::from(random_int(rng)),
         2 => f64::from(random_int(rng)) + 0.5,
-        3 => f64::from_bits(rng.next()),
-        _ => (rng.next() as i64 as f64) / 1e6,
+        3 => f64::from_bits(rng.next_u64()),
+        _ => (rng.next_u64() as i64 as f64) / 1e6,
     }
 }
 
@@ -279,9 +277,9 @@ impl Wire {
             5 => Wire::EmptyInts,
             6 => Wire::Ints(vec![random_int(rng)]),
             7 => Wire::Bool(rng.below(2) == 1),
-            8 => Wire::Byte(rng.next() as u8),
-            9 => Wire::U32(rng.next() as u32),
-            10 => Wire::I64(rng.next() as i64 >> rng.below(64)),
+            8 => Wire::Byte(rng.next_u64() as u8),
+            9 => Wire::U32(rng.next_u64() as u32),
+            10 => Wire::I64(rng.next_u64() as i64 >> rng.below(64)),
             _ => match rng.below(2) {
                 0 => Wire::Struct(random_int(rng), wire_text(rng)),
                 _ => Wire::Nested(random_int(rng)),
@@ -322,11 +320,12 @@ impl Wire {
     }
 }
 
-fn same_type(path_kind: &Writable, v: &Value) -> bool {
+/// Whether a value read back from the bus has the type of the path.
+fn same_type(path_kind: &Writable, v: &testkit::Value) -> bool {
     match path_kind {
-        Writable::Int { .. } => matches!(v, Value::Int(_)),
-        Writable::Double { .. } => matches!(v, Value::Double(_)),
-        Writable::Text | Writable::OneOf(_) => matches!(v, Value::Text(_)),
+        Writable::Int { .. } => matches!(v, testkit::Value::Int(_)),
+        Writable::Double { .. } => matches!(v, testkit::Value::Double(_)),
+        Writable::Text | Writable::OneOf(_) => matches!(v, testkit::Value::Text(_)),
         Writable::No => false,
     }
 }
@@ -335,7 +334,7 @@ fn same_type(path_kind: &Writable, v: &Value) -> bool {
 fn random_writes_through_a_real_service() {
     const NAME: &str = "com.victronenergy.test.setvalue";
     let bus = PrivateBus::start();
-    let mut svc = Service::connect(&BusAddress::Address(bus.address.clone())).unwrap();
+    let mut svc = Service::connect(&bus_address(&bus)).unwrap();
     let paths = [
         ("/Int", Value::Int(0), Writable::Int { min: 0, max: 2 }),
         (
@@ -381,7 +380,7 @@ fn random_writes_through_a_real_service() {
             match w.coerce(&v) {
                 Ok(stored) => {
                     assert_eq!(code, 0, "{path} refused {wire:?}");
-                    assert_eq!(after, stored.normalized(), "{path} {wire:?}");
+                    assert_eq!(after, on_the_bus(&stored), "{path} {wire:?}");
                 }
                 Err(_) => assert_ne!(code, 0, "{path} accepted {wire:?}"),
             }

@@ -12,8 +12,9 @@ use std::io::BufRead;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use dbus_modbus_client::modbus::{Parity, SerialSettings};
-use dbus_modbus_client::sim::{FaultKind, Plant, RegisterKind, SimConfig, SimHandle, Simulator};
+use modbus_sim::{
+    FaultKind, LineSettings, Parity, Plant, RegisterKind, SimConfig, SimHandle, Simulator,
+};
 
 const USAGE: &str = "usage: modbus-sim --link PATH [--baud 9600] [--even-parity] [--realistic] \
 [--turnaround-ms 20] [--meter-unit 2] [--growatt-unit 1] [--plant]";
@@ -43,7 +44,7 @@ fn main() -> Result<()> {
     let sim = Simulator::start(SimConfig {
         meter_unit: Some(meter_unit),
         growatt_unit: Some(growatt_unit),
-        serial: SerialSettings { baud, parity },
+        serial: LineSettings { baud, parity },
         realistic,
         turnaround: Duration::from_millis(turnaround_ms),
         plant,

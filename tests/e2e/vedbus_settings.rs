@@ -1,17 +1,16 @@
 //! The settings client and the device duties against the localsettings stand-in.
 
-mod support;
-
-use dbus::arg::Variant;
 use dbus_modbus_client::vedbus::{
     DeviceConfig, DeviceService, Error, Format, SettingDef, Settings, Value, Writable,
     allocate_instance,
 };
 use std::time::Duration;
-use support::*;
+use testkit::{Client, FakeSettings, PrivateBus, SettingValue, TIMEOUT, value_of};
+
+use crate::in_process::{Pumped, bus_address};
 
 fn settings(bus: &PrivateBus) -> Settings {
-    Settings::connect(&bus.bus(), TIMEOUT).unwrap()
+    Settings::connect(&bus_address(bus), TIMEOUT).unwrap()
 }
 
 #[test]
@@ -64,7 +63,11 @@ fn add_settings_sends_typed_defaults_and_uses_the_reported_values() {
     let int = fake.setting("/Settings/T/Int").unwrap();
     assert_eq!(
         (int.value, int.min, int.max),
-        (SettingValue::Int(3), Some(0.0), Some(10.0))
+        (
+            SettingValue::Int(3),
+            Some(SettingValue::Int(0)),
+            Some(SettingValue::Int(10))
+        )
     );
     assert_eq!(
         fake.get("/Settings/T/Double"),
@@ -145,7 +148,7 @@ fn changes_made_by_others_are_reported_once() {
 fn waiting_for_the_settings_service_is_bounded() {
     let bus = PrivateBus::start();
     assert!(matches!(
-        Settings::connect(&bus.bus(), Duration::from_millis(300)),
+        Settings::connect(&bus_address(&bus), Duration::from_millis(300)),
         Err(Error::SettingsUnavailable)
     ));
     // A settings service that comes up while waiting is found.
@@ -154,7 +157,7 @@ fn waiting_for_the_settings_service_is_bounded() {
         std::thread::sleep(Duration::from_millis(300));
         FakeSettings::start(&address)
     });
-    let s = Settings::connect(&bus.bus(), TIMEOUT);
+    let s = Settings::connect(&bus_address(&bus), TIMEOUT);
     let _fake = starter.join().unwrap();
     assert!(s.is_ok());
 }
@@ -181,10 +184,9 @@ const GRID: &str = "com.victronenergy.grid.sdm230_123";
 const PV: &str = "com.victronenergy.pvinverter.sdm230_123";
 const SETTINGS: &str = "com.victronenergy.settings";
 
-fn get(c: &Client, dest: &str, path: &str) -> Value {
-    let v: Variant<Box<dyn dbus::arg::RefArg>> =
-        c.busitem(dest, path, "GetValue").unwrap().read1().unwrap();
-    refarg_value(&v.0)
+/// GetValue of `path` of `dest`, as a client reads it.
+fn get(c: &Client, dest: &str, path: &str) -> testkit::Value {
+    value_of(&c.busitem(dest, path, "GetValue").unwrap())
 }
 
 /// Pumps the settings client and hands its changes to the device until `done`.
@@ -218,7 +220,7 @@ fn device_service_mirrors_settings_and_changes_role() {
     allocate_instance(&mut s, "other", "grid", 40).unwrap();
     let c = Client::connect(&bus.address);
 
-    let mut dev = DeviceService::new(&bus.bus(), &mut s, &config()).unwrap();
+    let mut dev = DeviceService::new(&bus_address(&bus), &mut s, &config()).unwrap();
     assert_eq!((dev.class(), dev.instance()), ("grid", 41));
     dev.service().add_path(
         "/Ac/Power",
@@ -232,15 +234,15 @@ fn device_service_mirrors_settings_and_changes_role() {
     );
     dev.register().unwrap();
     let dev = Pumped::start(dev);
-    assert_eq!(get(&c, GRID, "/DeviceInstance"), Value::Int(41));
-    assert_eq!(get(&c, GRID, "/Role"), Value::from("grid"));
+    assert_eq!(get(&c, GRID, "/DeviceInstance"), testkit::Value::Int(41));
+    assert_eq!(get(&c, GRID, "/Role"), testkit::Value::from("grid"));
     assert_eq!(
         get(&c, GRID, "/AllowedRoles"),
-        Value::TextList(vec!["grid".into(), "pvinverter".into()])
+        testkit::Value::TextList(vec!["grid".into(), "pvinverter".into()])
     );
     assert_eq!(
         get(&c, GRID, "/Mgmt/Connection"),
-        Value::from("Modbus RTU /dev/ttyUSB0 unit 1")
+        testkit::Value::from("Modbus RTU /dev/ttyUSB0 unit 1")
     );
 
     // /CustomName and /Position written on the service land in the settings...
@@ -269,7 +271,7 @@ fn device_service_mirrors_settings_and_changes_role() {
     settle(&mut s, &dev, |d| {
         d.service().get("/Position") == Some(&Value::Int(1))
     });
-    assert_eq!(get(&c, GRID, "/CustomName"), Value::from("Shed"));
+    assert_eq!(get(&c, GRID, "/CustomName"), testkit::Value::from("Shed"));
 
     // /Role: re-registered under the new class, same suffix, instance from the settings.
     c.add_match("type='signal',sender='org.freedesktop.DBus',member='NameOwnerChanged'");
@@ -282,9 +284,9 @@ fn device_service_mirrors_settings_and_changes_role() {
         fake.get("/Settings/Devices/sdm230_123/ClassAndVrmInstance"),
         Some(SettingValue::Str("pvinverter:41".into()))
     );
-    assert_eq!(get(&c, PV, "/Role"), Value::from("pvinverter"));
-    assert_eq!(get(&c, PV, "/DeviceInstance"), Value::Int(41));
-    assert_eq!(get(&c, PV, "/Ac/Power"), Value::Double(5.0));
+    assert_eq!(get(&c, PV, "/Role"), testkit::Value::from("pvinverter"));
+    assert_eq!(get(&c, PV, "/DeviceInstance"), testkit::Value::Int(41));
+    assert_eq!(get(&c, PV, "/Ac/Power"), testkit::Value::Double(5.0));
 
     // An instance change made in the settings (GUI VRM instance page) re-registers too.
     assert_eq!(
@@ -296,7 +298,7 @@ fn device_service_mirrors_settings_and_changes_role() {
         0
     );
     settle(&mut s, &dev, |d| d.instance() == 45);
-    assert_eq!(get(&c, PV, "/DeviceInstance"), Value::Int(45));
+    assert_eq!(get(&c, PV, "/DeviceInstance"), testkit::Value::Int(45));
     let gone_and_back: Vec<(String, String, String)> = c
         .signals_within("NameOwnerChanged", Duration::from_millis(100))
         .iter()
@@ -321,6 +323,6 @@ fn no_device_service_without_the_settings_service() {
     let mut s = settings(&bus);
     drop(fake);
     let c = Client::connect(&bus.address);
-    assert!(DeviceService::new(&bus.bus(), &mut s, &config()).is_err());
+    assert!(DeviceService::new(&bus_address(&bus), &mut s, &config()).is_err());
     assert!(!c.name_has_owner(GRID));
 }

@@ -2,32 +2,23 @@
 //! Growatt on a pty, a private dbus-daemon and the settings stand-in; a separate client checks
 //! what appears on the bus against what the simulator serves.
 
-mod support;
-
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use dbus::arg::{PropMap, Variant};
-use dbus_modbus_client::sim::{
+use modbus_sim::{
     FaultKind, GROWATT_SERIAL, METER_SERIAL, RegisterKind, SimConfig, SimHandle, Simulator,
 };
-use dbus_modbus_client::vedbus::Value;
-use support::*;
+use testkit::{
+    Client, Daemon, FakeSettings, INVERTER, METER, PrivateBus, Rig, RigOptions, SettingValue,
+    TIMEOUT, Value, grid_name, lines_containing, pv_name, wait_for,
+};
 
-const EXE: &str = env!("CARGO_BIN_EXE_dbus-modbus-client");
-const METER: u8 = 2;
-const INVERTER: u8 = 1;
+use crate::EXE;
+
 /// How long the daemon may take to identify a unit that answers and publish it.
 const ONLINE_WAIT: Duration = Duration::from_secs(15);
 
-fn grid_name() -> String {
-    format!("com.victronenergy.grid.eastron_{METER_SERIAL}")
-}
-fn pv_name() -> String {
-    format!("com.victronenergy.pvinverter.growatt_{GROWATT_SERIAL}")
-}
 fn meter_setting(leaf: &str) -> String {
     format!("/Settings/Devices/eastron_{METER_SERIAL}/{leaf}")
 }
@@ -35,83 +26,17 @@ fn inverter_setting(leaf: &str) -> String {
     format!("/Settings/Devices/growatt_{GROWATT_SERIAL}/{leaf}")
 }
 
-/// Bus, settings, simulator, daemon and a client; dropped in this order (daemon first).
-struct Rig {
-    client: Client,
-    daemon: Daemon,
-    sim: SimHandle,
-    settings: FakeSettings,
-    bus: PrivateBus,
-}
-
-impl Rig {
-    /// Starts everything; `before` runs on the simulator and the bus before the daemon starts.
-    fn start(before: impl FnOnce(&SimHandle, &Client)) -> Rig {
-        let bus = PrivateBus::start();
-        let settings = FakeSettings::start(&bus.address);
-        let sim = Simulator::start(SimConfig::default()).unwrap();
-        let client = Client::connect(&bus.address);
-        before(&sim, &client);
-        let daemon = start_daemon(&sim, &bus);
-        Rig {
-            client,
-            daemon,
-            sim,
-            settings,
-            bus,
-        }
-    }
-
-    fn restart_daemon(&mut self) {
-        self.daemon = start_daemon(&self.sim, &self.bus);
-    }
-
-    fn has(&self, name: &str) -> bool {
-        self.client.name_has_owner(name)
-    }
-
-    fn wait_service(&self, name: &str, timeout: Duration) -> bool {
-        wait_for(timeout, || self.has(name))
-    }
-
-    fn value(&self, name: &str, path: &str) -> Value {
-        self.client.value(name, path).unwrap_or(Value::Invalid)
-    }
-
-    /// Waits until `path` of `name` holds `want`; the last value seen.
-    fn wait_value(&self, name: &str, path: &str, want: &Value) -> Value {
-        let mut last = Value::Invalid;
-        wait_for(support::TIMEOUT, || {
-            last = self.value(name, path);
-            last == *want
-        });
-        last
-    }
-
-    fn wait_setting(&self, path: &str, want: SettingValue) -> Option<SettingValue> {
-        let mut last = None;
-        wait_for(support::TIMEOUT, || {
-            last = self.settings.get(path);
-            last.as_ref() == Some(&want)
-        });
-        last
-    }
-}
-
-/// The daemon on the simulator's port; `-d` so that the log printed when a test fails shows
-/// every failed transaction.
-fn start_daemon(sim: &SimHandle, bus: &PrivateBus) -> Daemon {
-    Daemon::start(
+/// The rig with the instant simulator; `before` runs on the simulator and the bus before the
+/// daemon starts. `-d` so that the log printed when a test fails shows every failed
+/// transaction.
+fn start(before: impl FnOnce(&SimHandle, &Client)) -> Rig {
+    Rig::start_with(
         EXE,
-        &[
-            "-s",
-            sim.tty_path(),
-            "--dbus",
-            &bus.address,
-            "-r",
-            "9600",
-            "-d",
-        ],
+        RigOptions {
+            args: vec!["-d".into()],
+            ..RigOptions::default()
+        },
+        before,
     )
 }
 
@@ -170,8 +95,8 @@ fn common(want: &mut BTreeMap<&'static str, Want>, unit: u8, tty: &str) {
 }
 
 /// The grid service as the simulator's meter values say it must be.
-fn grid_expected(sim: &SimHandle) -> BTreeMap<&'static str, Want> {
-    let g = |n: &str| sim.get(METER, n).unwrap();
+fn grid_expected(rig: &Rig) -> BTreeMap<&'static str, Want> {
+    let g = |n: &str| rig.sim.get(METER, n).unwrap();
     let (power, import, export) = (g("power"), g("import_kwh"), g("export_kwh"));
     // The meter reports |I|; the grid service signs it like the power (export negative).
     let current = g("current").abs() * power.signum();
@@ -216,13 +141,13 @@ fn grid_expected(sim: &SimHandle) -> BTreeMap<&'static str, Want> {
                 .to_vec(),
         )),
     );
-    common(&mut w, METER, sim.tty_path());
+    common(&mut w, METER, rig.port());
     w
 }
 
 /// The PV inverter service as the simulator's Growatt values say it must be.
-fn pv_expected(sim: &SimHandle) -> BTreeMap<&'static str, Want> {
-    let g = |n: &str| sim.get(INVERTER, n).unwrap();
+fn pv_expected(rig: &Rig) -> BTreeMap<&'static str, Want> {
+    let g = |n: &str| rig.sim.get(INVERTER, n).unwrap();
     // Registers hold tenths (hundredths for Hz); energies also drift between re-reads.
     let tenth = 0.051;
     let mut w = BTreeMap::new();
@@ -287,7 +212,7 @@ fn pv_expected(sim: &SimHandle) -> BTreeMap<&'static str, Want> {
     w.insert("/dynamicGenerationMaxPower", num(4200.0, "W", 1e-9));
     w.insert("/Ac/PowerLimit", num(4200.0, "W", 1e-9));
     w.insert("/Internal/LimitWrites", int(0));
-    common(&mut w, INVERTER, sim.tty_path());
+    common(&mut w, INVERTER, rig.port());
     w
 }
 
@@ -334,12 +259,12 @@ fn mismatches(
 fn wait_matching(
     rig: &Rig,
     name: &str,
-    expected: impl Fn(&SimHandle) -> BTreeMap<&'static str, Want>,
+    expected: impl Fn(&Rig) -> BTreeMap<&'static str, Want>,
 ) -> Vec<String> {
     let mut last = vec!["never answered GetItems".to_string()];
     wait_for(ONLINE_WAIT, || {
         if let Some(items) = rig.client.items(name) {
-            last = mismatches(&items, &expected(&rig.sim));
+            last = mismatches(&items, &expected(rig));
         }
         last.is_empty()
     });
@@ -348,7 +273,7 @@ fn wait_matching(
 
 #[test]
 fn every_published_path_and_value_matches_the_simulator() {
-    let rig = Rig::start(|sim, _| {
+    let rig = start(|sim, _| {
         // Distinctive values: exporting (negative power), |I| from the meter, today ≠ lifetime,
         // a sub-zero temperature.
         for (name, v) in [
@@ -398,15 +323,16 @@ fn every_published_path_and_value_matches_the_simulator() {
 
     // Instances were allocated through the settings service, which holds the records.
     assert_eq!(
-        rig.settings.get(&meter_setting("ClassAndVrmInstance")),
+        rig.settings().get(&meter_setting("ClassAndVrmInstance")),
         Some(SettingValue::Str("grid:40".into()))
     );
     assert_eq!(
-        rig.settings.get(&inverter_setting("ClassAndVrmInstance")),
+        rig.settings().get(&inverter_setting("ClassAndVrmInstance")),
         Some(SettingValue::Str("pvinverter:20".into()))
     );
 
-    // Growatt status → Victron status codes (§5.2), with the fault code alongside.
+    // Growatt status → Victron status codes (/StatusCode, Fronius numbering), with the fault
+    // code alongside.
     let pv = pv_name();
     let status = |status: i32, derating: i32, fault: i32| {
         rig.sim.set(INVERTER, "status", status.into()).unwrap();
@@ -418,7 +344,10 @@ fn every_published_path_and_value_matches_the_simulator() {
             ("/Internal/DeratingMode", derating),
             ("/Internal/InverterStatus", status),
         ] {
-            assert_eq!(rig.wait_value(&pv, path, &Value::Int(v)), Value::Int(v));
+            assert_eq!(
+                rig.wait_value(&pv, path, &Value::Int(v), TIMEOUT),
+                Value::Int(v)
+            );
         }
         rig.value(&pv, "/StatusCode")
     };
@@ -433,7 +362,7 @@ fn every_published_path_and_value_matches_the_simulator() {
 
 #[test]
 fn custom_name_position_and_role_round_trip_through_settings() {
-    let mut rig = Rig::start(|_, _| {});
+    let mut rig = start(|_, _| {});
     let (grid, pv) = (grid_name(), pv_name());
     assert!(rig.wait_service(&grid, ONLINE_WAIT), "no grid service");
     assert!(rig.wait_service(&pv, ONLINE_WAIT), "no pvinverter service");
@@ -454,7 +383,7 @@ fn custom_name_position_and_role_round_trip_through_settings() {
         0
     );
     assert_eq!(
-        rig.wait_value(&grid, "/CustomName", &Value::from("Grid meter")),
+        rig.wait_value(&grid, "/CustomName", &Value::from("Grid meter"), TIMEOUT),
         Value::from("Grid meter")
     );
 
@@ -470,7 +399,7 @@ fn custom_name_position_and_role_round_trip_through_settings() {
         0
     );
     assert_eq!(
-        rig.wait_value(&pv, "/Position", &Value::Int(2)),
+        rig.wait_value(&pv, "/Position", &Value::Int(2), TIMEOUT),
         Value::Int(2)
     );
     assert_ne!(rig.client.set_value(&pv, "/Position", 3), 0);
@@ -481,25 +410,17 @@ fn custom_name_position_and_role_round_trip_through_settings() {
     assert_ne!(rig.client.set_value(&grid, "/Role", "battery"), 0);
     assert_eq!(rig.client.set_value(&grid, "/Role", "pvinverter"), 0);
     let moved = format!("com.victronenergy.pvinverter.eastron_{METER_SERIAL}");
-    assert!(
-        rig.wait_service(&moved, support::TIMEOUT),
-        "not re-registered"
-    );
-    assert!(
-        wait_for(support::TIMEOUT, || !rig.has(&grid)),
-        "old name kept"
-    );
+    assert!(rig.wait_service(&moved, TIMEOUT), "not re-registered");
+    assert!(wait_for(TIMEOUT, || !rig.has(&grid)), "old name kept");
     assert_eq!(rig.value(&moved, "/Role"), Value::from("pvinverter"));
     assert_eq!(rig.value(&moved, "/DeviceInstance"), Value::Int(40));
     assert_eq!(rig.value(&moved, "/CustomName"), Value::from("Grid meter"));
     assert_eq!(
-        rig.settings.get(&meter_setting("ClassAndVrmInstance")),
+        rig.settings().get(&meter_setting("ClassAndVrmInstance")),
         Some(SettingValue::Str("pvinverter:40".into()))
     );
     assert!(
-        wait_for(support::TIMEOUT, || rig
-            .value(&moved, "/Ac/Power")
-            .is_valid()),
+        wait_for(TIMEOUT, || rig.value(&moved, "/Ac/Power").is_valid()),
         "no readings after the role change"
     );
     assert!(rig.has(&pv), "the inverter is not affected");
@@ -508,7 +429,7 @@ fn custom_name_position_and_role_round_trip_through_settings() {
     let status = rig.daemon.stop();
     assert!(status.success(), "SIGTERM exit: {status:?}");
     assert!(!rig.has(&moved) && !rig.has(&pv), "names released on exit");
-    rig.restart_daemon();
+    rig.restart_daemon(&["-d"]);
     assert!(rig.wait_service(&moved, ONLINE_WAIT), "meter not back");
     assert!(rig.wait_service(&pv, ONLINE_WAIT), "inverter not back");
     assert!(!rig.has(&grid));
@@ -521,73 +442,9 @@ fn custom_name_position_and_role_round_trip_through_settings() {
 // ---------------------------------------------------------------------------------------------
 // Offline / online
 
-/// Arrival times of the grid service's ItemsChanged signals carrying /Ac/Power.
-fn record_grid_power(address: &str) -> (Recorder, Arc<Mutex<Vec<Instant>>>) {
-    record_item_updates(address, &grid_name(), "/Ac/Power")
-}
-
-/// Runs `body` while another thread changes the meter's power every 40 ms, so that every
+/// How often the meter's power changes while a test watches the grid service's rhythm: every
 /// publish (at most every 200 ms) carries a new /Ac/Power.
-fn with_varying_meter_power<R>(sim: &SimHandle, body: impl FnOnce() -> R) -> R {
-    struct StopOnDrop<'a>(&'a AtomicBool);
-    impl Drop for StopOnDrop<'_> {
-        fn drop(&mut self) {
-            self.0.store(true, Ordering::SeqCst);
-        }
-    }
-    let stop = AtomicBool::new(false);
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            let mut i = 0u32;
-            while !stop.load(Ordering::SeqCst) {
-                sim.set(METER, "power", -1000.0 - f64::from(i % 500))
-                    .unwrap();
-                i += 1;
-                std::thread::sleep(Duration::from_millis(40));
-            }
-        });
-        // Stops the thread even when `body` panics, so the scope can join it.
-        let _stop = StopOnDrop(&stop);
-        body()
-    })
-}
-
-/// Updates inside `[from, to]`: how many, the longest gap, and where the gaps longer than
-/// `report` start (offset from `from`), for the failure message. The gaps at the edges count:
-/// from the last update before `from`, and up to `to` itself (a lower bound of that gap).
-struct Gaps {
-    updates: usize,
-    longest: Duration,
-    long: Vec<(Duration, Duration)>,
-}
-
-fn gaps(seen: &[Instant], from: Instant, to: Instant, report: Duration) -> Gaps {
-    let before = seen.iter().copied().filter(|t| *t < from).max();
-    let inside: Vec<Instant> = seen
-        .iter()
-        .copied()
-        .filter(|t| *t >= from && *t <= to)
-        .collect();
-    let times: Vec<Instant> = before
-        .into_iter()
-        .chain(inside.iter().copied())
-        .chain([to])
-        .collect();
-    let pairs = times
-        .windows(2)
-        .map(|w| (w[0].saturating_duration_since(from), w[1] - w[0]));
-    Gaps {
-        updates: inside.len(),
-        // No update before the window: the whole window is one gap.
-        longest: pairs
-            .clone()
-            .map(|(_, g)| g)
-            .max()
-            .filter(|_| before.is_some())
-            .unwrap_or(to - from),
-        long: pairs.filter(|(_, g)| *g > report).collect(),
-    }
-}
+const VARY_PERIOD: Duration = Duration::from_millis(40);
 
 /// The issue's bound on the grid meter's /Ac/Power updates while the inverter is silent.
 const MAX_GRID_GAP: Duration = Duration::from_millis(500);
@@ -597,24 +454,20 @@ const SERVICE_CHANGE: Duration = Duration::from_secs(6);
 /// test short while spanning the 5 s loss and several probes).
 const SILENT: Duration = Duration::from_secs(12);
 
-fn lines_containing(log: &str, needle: &str) -> usize {
-    log.lines().filter(|l| l.contains(needle)).count()
-}
-
 #[test]
 fn silent_inverter_goes_and_returns_while_the_meter_keeps_updating() {
-    let rig = Rig::start(|_, _| {});
+    let rig = start(|_, _| {});
     let (grid, pv) = (grid_name(), pv_name());
     assert!(rig.wait_service(&grid, ONLINE_WAIT), "no grid service");
     assert!(rig.wait_service(&pv, ONLINE_WAIT), "no pvinverter service");
-    let (recorder, seen) = record_grid_power(&rig.bus.address);
-    let (off, gone, on, back) = with_varying_meter_power(&rig.sim, || {
-        // Let the recorder see the normal rhythm first.
+    let vary = rig.vary_meter_power(VARY_PERIOD);
+    let (off, gone, on, back) = {
+        // Let the monitor see the normal rhythm first.
         std::thread::sleep(Duration::from_secs(1));
         let off = Instant::now();
         rig.sim.fault(INVERTER, FaultKind::Offline, true);
         assert!(
-            wait_for(SERVICE_CHANGE + support::TIMEOUT, || !rig.has(&pv)),
+            wait_for(SERVICE_CHANGE + TIMEOUT, || !rig.has(&pv)),
             "the silent inverter's service stayed"
         );
         let gone = Instant::now();
@@ -623,14 +476,14 @@ fn silent_inverter_goes_and_returns_while_the_meter_keeps_updating() {
         let on = Instant::now();
         rig.sim.clear_fault(INVERTER);
         assert!(
-            rig.wait_service(&pv, SERVICE_CHANGE + support::TIMEOUT),
+            rig.wait_service(&pv, SERVICE_CHANGE + TIMEOUT),
             "the inverter's service did not return"
         );
         let back = Instant::now();
         std::thread::sleep(Duration::from_millis(500));
         (off, gone, on, back)
-    });
-    drop(recorder);
+    };
+    drop(vary);
     assert!(
         gone - off <= SERVICE_CHANGE,
         "service removed {:?} after the inverter fell silent",
@@ -641,7 +494,7 @@ fn silent_inverter_goes_and_returns_while_the_meter_keeps_updating() {
         "service back {:?} after the inverter answered again",
         back - on
     );
-    let g = gaps(&seen.lock().unwrap(), off, back, MAX_GRID_GAP * 3 / 4);
+    let g = rig.grid_gaps(off, back);
     eprintln!(
         "inverter silent: removed after {:?}, back {:?} after answering; grid /Ac/Power: \
          {} updates in {:?}, longest gap {:?}",
@@ -656,14 +509,14 @@ fn silent_inverter_goes_and_returns_while_the_meter_keeps_updating() {
         "longest /Ac/Power gap {:?}; long gaps (start after the fault, length): {:?}; \
          removed at {:?}, answering again at {:?}",
         g.longest,
-        g.long,
+        g.longer_than(MAX_GRID_GAP * 3 / 4),
         gone - off,
         on - off
     );
     // Same instance, live values again.
     assert_eq!(rig.value(&pv, "/DeviceInstance"), Value::Int(20));
     assert!(
-        wait_for(support::TIMEOUT, || rig.value(&pv, "/Ac/Power").is_valid()),
+        wait_for(TIMEOUT, || rig.value(&pv, "/Ac/Power").is_valid()),
         "no readings after the return"
     );
     // One log line per transition, none per failed poll.
@@ -678,7 +531,7 @@ fn silent_inverter_goes_and_returns_while_the_meter_keeps_updating() {
 
 #[test]
 fn night_start_publishes_the_meter_and_the_inverter_when_it_wakes() {
-    let rig = Rig::start(|sim, client| {
+    let rig = start(|sim, client| {
         sim.fault(INVERTER, FaultKind::Offline, true);
         // Another PV inverter already holds pvinverter:20: the instance comes from settings.
         add_setting(
@@ -690,14 +543,12 @@ fn night_start_publishes_the_meter_and_the_inverter_when_it_wakes() {
     let (grid, pv) = (grid_name(), pv_name());
     assert!(rig.wait_service(&grid, ONLINE_WAIT), "no grid service");
     assert!(
-        wait_for(support::TIMEOUT, || rig
-            .value(&grid, "/Ac/Power")
-            .is_valid()),
+        wait_for(TIMEOUT, || rig.value(&grid, "/Ac/Power").is_valid()),
         "no meter readings"
     );
-    let (recorder, seen) = record_grid_power(&rig.bus.address);
-    let (night, on, back) = with_varying_meter_power(&rig.sim, || {
-        // Let the recorder see the normal rhythm first.
+    let vary = rig.vary_meter_power(VARY_PERIOD);
+    let (night, on, back) = {
+        // Let the monitor see the normal rhythm first.
         std::thread::sleep(Duration::from_secs(1));
         let night = Instant::now();
         // A few probes of the sleeping inverter.
@@ -706,18 +557,18 @@ fn night_start_publishes_the_meter_and_the_inverter_when_it_wakes() {
         let on = Instant::now();
         rig.sim.clear_fault(INVERTER);
         assert!(
-            rig.wait_service(&pv, SERVICE_CHANGE + support::TIMEOUT),
+            rig.wait_service(&pv, SERVICE_CHANGE + TIMEOUT),
             "the inverter did not appear when it woke"
         );
         (night, on, Instant::now())
-    });
-    drop(recorder);
+    };
+    drop(vary);
     assert!(
         back - on <= SERVICE_CHANGE,
         "inverter appeared {:?} after it woke",
         back - on
     );
-    let g = gaps(&seen.lock().unwrap(), night, back, MAX_GRID_GAP * 3 / 4);
+    let g = rig.grid_gaps(night, back);
     eprintln!(
         "night start: inverter published {:?} after waking; grid /Ac/Power: {} updates in \
          {:?}, longest gap {:?}",
@@ -730,12 +581,12 @@ fn night_start_publishes_the_meter_and_the_inverter_when_it_wakes() {
         g.longest <= MAX_GRID_GAP,
         "longest /Ac/Power gap {:?}; long gaps (start, length): {:?}; woken at {:?}",
         g.longest,
-        g.long,
+        g.longer_than(MAX_GRID_GAP * 3 / 4),
         on - night
     );
     assert_eq!(rig.value(&pv, "/DeviceInstance"), Value::Int(21));
     assert_eq!(
-        rig.settings.get(&inverter_setting("ClassAndVrmInstance")),
+        rig.settings().get(&inverter_setting("ClassAndVrmInstance")),
         Some(SettingValue::Str("pvinverter:21".into()))
     );
     assert_eq!(rig.value(&grid, "/DeviceInstance"), Value::Int(40));
@@ -743,7 +594,7 @@ fn night_start_publishes_the_meter_and_the_inverter_when_it_wakes() {
 
 #[test]
 fn unsupported_unit_is_logged_once_and_the_others_are_published() {
-    let rig = Rig::start(|sim, _| {
+    let mut rig = start(|sim, _| {
         // A device type code of 0 at unit 1: it answers, but as no model we support.
         sim.set_raw(INVERTER, RegisterKind::Holding, 43, 0).unwrap();
     });
@@ -752,13 +603,10 @@ fn unsupported_unit_is_logged_once_and_the_others_are_published() {
         "no grid service"
     );
     let needle = format!("unit {INVERTER} answers but is not a supported model");
-    assert!(
-        rig.daemon.wait_log(&needle, support::TIMEOUT),
-        "no log line"
-    );
+    assert!(rig.daemon.wait_log(&needle, TIMEOUT), "no log line");
     // Probed again every 3 s: still one line, still running, nothing published for it.
     std::thread::sleep(Duration::from_secs(7));
-    let mut daemon = rig.daemon;
+    let daemon = &mut rig.daemon;
     assert_eq!(daemon.exited(), None, "the daemon exited");
     assert_eq!(lines_containing(&daemon.log(), &needle), 1);
     assert!(!rig.client.name_has_owner(&pv_name()));
@@ -799,7 +647,7 @@ fn force_devices_drives_units_on_several_ports() {
             Some(Value::Text(format!("Modbus RTU {tty} unit {unit}")))
         );
         assert!(
-            wait_for(support::TIMEOUT, || client
+            wait_for(TIMEOUT, || client
                 .value(&name, "/Ac/Power")
                 .is_some_and(|v| v.is_valid())),
             "{name}: no readings"
@@ -816,7 +664,7 @@ fn exit_flag_ends_the_daemon_when_the_port_is_missing() {
         &["-x", "-s", "/nonexistent/ttyUSB9", "--dbus", &bus.address],
     );
     let mut status = None;
-    wait_for(support::TIMEOUT, || {
+    wait_for(TIMEOUT, || {
         status = daemon.exited();
         status.is_some()
     });
@@ -830,11 +678,7 @@ fn exit_flag_ends_the_daemon_when_the_port_is_missing() {
 
     // Without -x it keeps retrying (the supervisor need not restart it).
     let mut daemon = Daemon::start(EXE, &["-s", "/nonexistent/ttyUSB9", "--dbus", &bus.address]);
-    assert!(
-        daemon.wait_log("retrying", support::TIMEOUT),
-        "{}",
-        daemon.log()
-    );
+    assert!(daemon.wait_log("retrying", TIMEOUT), "{}", daemon.log());
     assert_eq!(daemon.exited(), None);
 }
 

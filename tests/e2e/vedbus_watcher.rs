@@ -1,7 +1,5 @@
 //! Watching other services: discovery, initial scan, change signals, disappearance.
 
-mod support;
-
 use dbus::Message;
 use dbus::arg::{PropMap, RefArg, Variant};
 use dbus::channel::Channel;
@@ -9,7 +7,9 @@ use dbus::message::MessageType;
 use dbus_modbus_client::vedbus::{Value, Watcher};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
-use support::*;
+use testkit::{Client, FakeService, FakeSettings, PrivateBus, TIMEOUT, request_name, value_of};
+
+use crate::in_process::bus_address;
 
 const BATTERY: &str = "com.victronenergy.battery";
 const VEBUS: &str = "com.victronenergy.vebus";
@@ -34,18 +34,18 @@ fn discovers_follows_and_forgets_services() {
         &bus.address,
         "com.victronenergy.battery.ttyO1",
         &[
-            ("/Soc", Value::Double(50.0)),
-            ("/Dc/0/Power", Value::Double(-100.0)),
-            ("/Other", Value::Int(1)),
+            ("/Soc", testkit::Value::Double(50.0)),
+            ("/Dc/0/Power", testkit::Value::Double(-100.0)),
+            ("/Other", testkit::Value::Int(1)),
         ],
     );
     let _decoy = FakeService::start(
         &bus.address,
         "com.victronenergy.batteryx.a",
-        &[("/Soc", Value::Double(1.0))],
+        &[("/Soc", testkit::Value::Double(1.0))],
     );
     let mut w = Watcher::connect(
-        &bus.bus(),
+        &bus_address(&bus),
         &[BATTERY, VEBUS],
         &["/Soc", "/Dc/0/Power", "/Ac/ActiveIn/L1/P"],
     )
@@ -67,12 +67,12 @@ fn discovers_follows_and_forgets_services() {
 
     // Changes arrive through ItemsChanged, with the time they were received.
     let (_, first_seen) = w.get(BATTERY, "/Soc").unwrap();
-    battery.set("/Soc", Value::Double(51.5));
+    battery.set("/Soc", testkit::Value::Double(51.5));
     pump_until(&mut w, |w| {
         value(w, BATTERY, "/Soc") == Some(Value::Double(51.5))
     });
     assert!(w.get(BATTERY, "/Soc").unwrap().1 >= first_seen);
-    battery.set("/Soc", Value::Double(f64::NAN));
+    battery.set("/Soc", testkit::Value::Double(f64::NAN));
     pump_until(&mut w, |w| {
         value(w, BATTERY, "/Soc") == Some(Value::Invalid)
     });
@@ -81,7 +81,7 @@ fn discovers_follows_and_forgets_services() {
     let vebus = FakeService::start(
         &bus.address,
         "com.victronenergy.vebus.ttyS4",
-        &[("/Ac/ActiveIn/L1/P", Value::Double(-300.0))],
+        &[("/Ac/ActiveIn/L1/P", testkit::Value::Double(-300.0))],
     );
     pump_until(&mut w, |w| value(w, VEBUS, "/Ac/ActiveIn/L1/P").is_some());
     assert_eq!(
@@ -102,15 +102,7 @@ fn discovers_follows_and_forgets_services() {
 fn legacy_service(address: &str, name: &str, cmd: mpsc::Receiver<f64>, ready: mpsc::Sender<()>) {
     let mut ch = Channel::open_private(address).unwrap();
     ch.register().unwrap();
-    let m = Message::new_method_call(
-        "org.freedesktop.DBus",
-        "/org/freedesktop/DBus",
-        "org.freedesktop.DBus",
-        "RequestName",
-    )
-    .unwrap()
-    .append2(name, 4u32);
-    ch.send_with_reply_and_block(m, TIMEOUT).unwrap();
+    assert!(request_name(&ch, name));
     ready.send(()).unwrap();
     loop {
         match cmd.try_recv() {
@@ -155,7 +147,7 @@ fn legacy_service(address: &str, name: &str, cmd: mpsc::Receiver<f64>, ready: mp
 #[test]
 fn falls_back_to_get_value_on_root_and_follows_properties_changed() {
     let bus = PrivateBus::start();
-    let mut w = Watcher::connect(&bus.bus(), &[VEBUS], &[]).unwrap();
+    let mut w = Watcher::connect(&bus_address(&bus), &[VEBUS], &[]).unwrap();
     let (tx, rx) = mpsc::channel();
     let (ready_tx, ready_rx) = mpsc::channel();
     let address = bus.address.clone();
@@ -189,10 +181,10 @@ fn one_pump_serves_every_connection_of_the_loop() {
     let battery = FakeService::start(
         &bus.address,
         "com.victronenergy.battery.x",
-        &[("/Soc", Value::Double(80.0))],
+        &[("/Soc", testkit::Value::Double(80.0))],
     );
     // The daemon's side of the loop: two services, the settings client and a watcher.
-    let mut grid = Service::connect(&bus.bus()).unwrap();
+    let mut grid = Service::connect(&bus_address(&bus)).unwrap();
     grid.add_path(
         "/DeviceInstance",
         Value::Int(40),
@@ -200,7 +192,7 @@ fn one_pump_serves_every_connection_of_the_loop() {
         Writable::No,
     );
     grid.register("com.victronenergy.grid.loop").unwrap();
-    let mut pv = Service::connect(&bus.bus()).unwrap();
+    let mut pv = Service::connect(&bus_address(&bus)).unwrap();
     pv.add_path(
         "/DeviceInstance",
         Value::Int(20),
@@ -217,8 +209,8 @@ fn one_pump_serves_every_connection_of_the_loop() {
         },
     );
     pv.register("com.victronenergy.pvinverter.loop").unwrap();
-    let mut settings = Settings::connect(&bus.bus(), TIMEOUT).unwrap();
-    let mut watcher = Watcher::connect(&bus.bus(), &[BATTERY], &["/Soc"]).unwrap();
+    let mut settings = Settings::connect(&bus_address(&bus), TIMEOUT).unwrap();
+    let mut watcher = Watcher::connect(&bus_address(&bus), &[BATTERY], &["/Soc"]).unwrap();
 
     // A separate client makes blocking calls to both services while the loop pumps.
     let address = bus.address.clone();
@@ -226,13 +218,11 @@ fn one_pump_serves_every_connection_of_the_loop() {
         let c = Client::connect(&address);
         let mut results = Vec::new();
         for _ in 0..3 {
-            let v: Variant<Box<dyn RefArg>> = c
+            let v = c
                 .busitem("com.victronenergy.grid.loop", "/DeviceInstance", "GetValue")
-                .unwrap()
-                .read1()
                 .unwrap();
-            results.push(refarg_value(&v.0));
-            results.push(Value::Int(c.set_value(
+            results.push(value_of(&v));
+            results.push(testkit::Value::Int(c.set_value(
                 "com.victronenergy.pvinverter.loop",
                 "/Ac/PowerLimit",
                 1000.0,
@@ -253,7 +243,7 @@ fn one_pump_serves_every_connection_of_the_loop() {
     }
     assert_eq!(
         client.join().unwrap(),
-        [40, 0, 40, 0, 40, 0].map(Value::Int)
+        [40, 0, 40, 0, 40, 0].map(testkit::Value::Int)
     );
     assert_eq!(writes, 3);
     assert_eq!(value(&watcher, BATTERY, "/Soc"), Some(Value::Double(80.0)));

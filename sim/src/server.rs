@@ -1,8 +1,5 @@
-//! Simulated SDM230 and Growatt MIN on a pseudo-terminal, for tests, the demo and benchmarks.
-//! One thread owns the pty master and answers requests like the devices on an RS485 bus would,
-//! with optional realistic timing, a plant model and fault injection.
-
-mod devices;
+//! The simulator's server: one thread owns the pty master and answers requests like the devices
+//! on an RS485 bus would, with optional realistic timing, the plant model and fault injection.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -14,13 +11,17 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serialport::{SerialPort, TTYPort};
 
-pub use devices::{
-    Bank, Device, EXCEPTION_ILLEGAL_ADDRESS, EXCEPTION_ILLEGAL_FUNCTION, EXCEPTION_ILLEGAL_VALUE,
-    GROWATT_CONTROL_FIRMWARE, GROWATT_DEVICE_TYPE, GROWATT_FIRMWARE, GROWATT_RATED_VA_TENTHS,
-    GROWATT_SERIAL, METER_CODE, METER_FIRMWARE, METER_SERIAL, Model, Plant, RegisterKind,
+use crate::bank::{
+    EXCEPTION_ILLEGAL_ADDRESS, EXCEPTION_ILLEGAL_FUNCTION, EXCEPTION_ILLEGAL_VALUE, RegisterKind,
 };
-
-use crate::modbus::{SerialSettings, crc_ok, crc16};
+use crate::device::{Device, step_plant};
+use crate::frame::{
+    FN_READ_HOLDING, FN_READ_INPUT, FN_WRITE_MULTIPLE, FN_WRITE_SINGLE, crc_ok, crc16, request_len,
+    with_crc,
+};
+use crate::plant::Plant;
+use crate::rng::Rng;
+use crate::timing::LineSettings;
 
 /// How many holding-register writes the log keeps.
 pub const WRITE_LOG_LEN: usize = 1024;
@@ -35,7 +36,7 @@ pub struct SimConfig {
     pub meter_unit: Option<u8>,
     pub growatt_unit: Option<u8>,
     /// Line settings the realistic timing is computed for.
-    pub serial: SerialSettings,
+    pub serial: LineSettings,
     /// Reply after the request's and the reply's wire time plus `turnaround`.
     pub realistic: bool,
     pub turnaround: Duration,
@@ -50,7 +51,7 @@ impl Default for SimConfig {
         Self {
             meter_unit: Some(2),
             growatt_unit: Some(1),
-            serial: SerialSettings::default(),
+            serial: LineSettings::default(),
             realistic: false,
             turnaround: Duration::from_millis(20),
             plant: None,
@@ -139,7 +140,7 @@ impl SimState {
         if let (Some(plant), Some((_, meter)), Some((_, inverter))) =
             (self.plant, &mut self.meter, &mut self.growatt)
         {
-            plant.step(dt, meter, inverter);
+            step_plant(&plant, dt, meter, inverter);
         }
         for (_, d) in self.meter.iter_mut().chain(self.growatt.iter_mut()) {
             d.integrate(dt);
@@ -232,7 +233,7 @@ impl Simulator {
             config,
             late: None,
             last_reply_at: None,
-            rng: 0x2545_F491_4F6C_DD1D,
+            rng: Rng(0x2545_F491_4F6C_DD1D),
         };
         let thread = std::thread::Builder::new()
             .name("modbus-sim".into())
@@ -363,7 +364,8 @@ struct Server {
     /// A reply held back by the Late fault.
     late: Option<(Instant, Vec<u8>)>,
     last_reply_at: Option<Instant>,
-    rng: u64,
+    /// Noise for the Garbage fault.
+    rng: Rng,
 }
 
 impl Server {
@@ -472,7 +474,7 @@ impl Server {
             }
             Some(FaultKind::Garbage) => {
                 for b in reply.iter_mut() {
-                    *b = self.next_random();
+                    *b = self.rng.byte();
                 }
                 // Noise never looks like a known function code.
                 if let Some(b) = reply.get_mut(1) {
@@ -538,42 +540,15 @@ impl Server {
             std::thread::sleep(left.min(POLL));
         }
     }
-
-    fn next_random(&mut self) -> u8 {
-        self.rng ^= self.rng << 13;
-        self.rng ^= self.rng >> 7;
-        self.rng ^= self.rng << 17;
-        (self.rng >> 24) as u8
-    }
-}
-
-unsafe extern "C" {
-    // libc's fcntl(2); std links libc already, so no crate is needed for one call.
-    fn fcntl(fd: i32, cmd: i32, ...) -> i32;
 }
 
 fn set_cloexec(port: &TTYPort) -> std::io::Result<()> {
     use std::os::fd::AsRawFd;
-    const F_SETFD: i32 = 2;
-    const FD_CLOEXEC: i32 = 1;
     // SAFETY: F_SETFD on a descriptor this TTYPort owns; no memory is passed.
-    match unsafe { fcntl(port.as_raw_fd(), F_SETFD, FD_CLOEXEC) } {
+    match unsafe { libc::fcntl(port.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) } {
         -1 => Err(std::io::Error::last_os_error()),
         _ => Ok(()),
     }
-}
-
-/// Total length of the request starting `buf`, once its header says so.
-fn request_len(buf: &[u8]) -> Option<usize> {
-    rmodbus::guess_request_frame_len(buf, rmodbus::ModbusProto::Rtu)
-        .ok()
-        .map(usize::from)
-}
-
-fn with_crc(body: &[u8]) -> Vec<u8> {
-    let mut f = body.to_vec();
-    f.extend_from_slice(&crc16(body).to_le_bytes());
-    f
 }
 
 /// Executes a CRC-valid request on the device at `unit`: the reply frame, or an exception code.
@@ -585,12 +560,12 @@ fn execute(s: &mut SimState, unit: u8, frame: &[u8], print: bool) -> Result<Vec<
     let addr = word(2).ok_or(EXCEPTION_ILLEGAL_VALUE)?;
     let device = s.device(unit).ok_or(EXCEPTION_ILLEGAL_ADDRESS)?;
     match function {
-        0x03 | 0x04 => {
+        FN_READ_HOLDING | FN_READ_INPUT => {
             let count = word(4).ok_or(EXCEPTION_ILLEGAL_VALUE)?;
             if count == 0 || count > 125 {
                 return Err(EXCEPTION_ILLEGAL_VALUE);
             }
-            let bank = if function == 0x03 {
+            let bank = if function == FN_READ_HOLDING {
                 &mut device.holding
             } else {
                 &mut device.input
@@ -602,13 +577,13 @@ fn execute(s: &mut SimState, unit: u8, frame: &[u8], print: bool) -> Result<Vec<
             }
             Ok(with_crc(&body))
         }
-        0x06 => {
+        FN_WRITE_SINGLE => {
             let value = word(4).ok_or(EXCEPTION_ILLEGAL_VALUE)?;
             device.holding.write(addr, &[value])?;
             s.log_write(unit, addr, &[value], print);
             Ok(with_crc(frame.get(..6).unwrap_or(&[])))
         }
-        0x10 => {
+        FN_WRITE_MULTIPLE => {
             let count = word(4).ok_or(EXCEPTION_ILLEGAL_VALUE)?;
             let byte_count = usize::from(*frame.get(6).ok_or(EXCEPTION_ILLEGAL_VALUE)?);
             if count == 0 || count > 123 || byte_count != 2 * usize::from(count) {

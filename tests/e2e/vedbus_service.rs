@@ -1,70 +1,75 @@
 //! The published service seen from a separate client on a private dbus-daemon.
 
-mod support;
-
 use dbus::Message;
 use dbus::arg::{ArgType, PropMap, Variant};
-use dbus_modbus_client::vedbus::{Error, Format, Service, Value, Writable};
+use dbus_modbus_client::vedbus::{self, Error, Format, Service, Writable};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
-use support::*;
+use testkit::{Client, PrivateBus, TIMEOUT, Value, items_of, value_of};
+
+use crate::in_process::{Pumped, bus_address};
 
 const NAME: &str = "com.victronenergy.grid.test_1";
 
 fn meter(bus: &PrivateBus) -> Service {
-    let mut s = Service::connect(&bus.bus()).unwrap();
+    let mut s = Service::connect(&bus_address(bus)).unwrap();
     s.add_path(
         "/DeviceInstance",
-        Value::Int(40),
+        vedbus::Value::Int(40),
         Format::Plain,
         Writable::No,
     );
-    s.add_path("/ProductId", Value::Int(0xB023), Format::Hex, Writable::No);
+    s.add_path(
+        "/ProductId",
+        vedbus::Value::Int(0xB023),
+        Format::Hex,
+        Writable::No,
+    );
     s.add_path(
         "/Mgmt/ProcessName",
-        Value::from("dbus-modbus-client"),
+        vedbus::Value::from("dbus-modbus-client"),
         Format::Plain,
         Writable::No,
     );
     s.add_path(
         "/Ac/Power",
-        Value::Double(1234.4),
+        vedbus::Value::Double(1234.4),
         Format::unit("W", 0),
         Writable::No,
     );
     s.add_path(
         "/Ac/L1/Power",
-        Value::Double(-5.25),
+        vedbus::Value::Double(-5.25),
         Format::unit("W", 1),
         Writable::No,
     );
     s.add_path(
         "/Ac/Energy/Forward",
-        Value::Invalid,
+        vedbus::Value::Invalid,
         Format::unit("kWh", 2),
         Writable::No,
     );
     s.add_path(
         "/Ac/Frequency",
-        Value::Double(f64::NAN),
+        vedbus::Value::Double(f64::NAN),
         Format::unit("Hz", 1),
         Writable::No,
     );
     s.add_path(
         "/AllowedRoles",
-        Value::TextList(vec!["grid".into(), "pvinverter".into()]),
+        vedbus::Value::TextList(vec!["grid".into(), "pvinverter".into()]),
         Format::Plain,
         Writable::No,
     );
     s.add_path(
         "/Position",
-        Value::Int(0),
+        vedbus::Value::Int(0),
         Format::Plain,
         Writable::Int { min: 0, max: 2 },
     );
     s.add_path(
         "/Ac/PowerLimit",
-        Value::Double(3000.0),
+        vedbus::Value::Double(3000.0),
         Format::unit("W", 0),
         Writable::Double {
             min: 0.0,
@@ -73,13 +78,13 @@ fn meter(bus: &PrivateBus) -> Service {
     );
     s.add_path(
         "/CustomName",
-        Value::from(""),
+        vedbus::Value::from(""),
         Format::Plain,
         Writable::Text,
     );
     s.add_path(
         "/Role",
-        Value::from("grid"),
+        vedbus::Value::from("grid"),
         Format::Plain,
         Writable::OneOf(vec!["grid".into(), "pvinverter".into()]),
     );
@@ -90,11 +95,6 @@ fn started(bus: &PrivateBus) -> Pumped<Service> {
     let mut s = meter(bus);
     s.register(NAME).unwrap();
     Pumped::start(s)
-}
-
-fn value_of(m: &Message) -> Value {
-    let v: Variant<Box<dyn dbus::arg::RefArg>> = m.read1().unwrap();
-    refarg_value(&v.0)
 }
 
 /// The signature inside the variant a GetValue returned.
@@ -141,7 +141,10 @@ fn get_items_get_value_get_text_key_formats() {
             && keys.contains("DeviceInstance")
             && keys.contains("Mgmt/ProcessName")
     );
-    assert_eq!(refarg_value(&root["Ac/L1/Power"].0), Value::Double(-5.25));
+    assert_eq!(
+        Value::from_arg(&root["Ac/L1/Power"].0),
+        Value::Double(-5.25)
+    );
     let ac: PropMap = c
         .busitem(NAME, "/Ac", "GetValue")
         .unwrap()
@@ -208,7 +211,8 @@ fn invalid_values_are_empty_int_arrays() {
         assert_eq!(value_of(&m), Value::Invalid, "{path}");
     }
     // Setting NaN or infinity later publishes invalid too.
-    svc.lock().set("/Ac/Power", Value::Double(f64::INFINITY));
+    svc.lock()
+        .set("/Ac/Power", vedbus::Value::Double(f64::INFINITY));
     let m = c.busitem(NAME, "/Ac/Power", "GetValue").unwrap();
     assert_eq!(inner_signature(&m), "ai");
     let t: String = c
@@ -231,10 +235,10 @@ fn items_changed_batches_only_what_changed() {
     ));
 
     // Several changes in one iteration: one signal on `/` with absolute keys.
-    svc.set("/Ac/Power", Value::Double(100.0));
-    svc.set("/Ac/L1/Power", Value::Double(100.0));
-    svc.set("/Ac/Frequency", Value::Double(50.0));
-    svc.set("/DeviceInstance", Value::Int(40)); // unchanged
+    svc.set("/Ac/Power", vedbus::Value::Double(100.0));
+    svc.set("/Ac/L1/Power", vedbus::Value::Double(100.0));
+    svc.set("/Ac/Frequency", vedbus::Value::Double(50.0));
+    svc.set("/DeviceInstance", vedbus::Value::Int(40)); // unchanged
     svc.flush();
     svc.pump(Duration::ZERO).unwrap();
     let sig = c
@@ -259,10 +263,10 @@ fn items_changed_batches_only_what_changed() {
     assert_eq!(items, expected);
 
     // Nothing changed: no signal. Proven by order: the next signal is the next real change.
-    svc.set("/Ac/Power", Value::Double(100.0));
+    svc.set("/Ac/Power", vedbus::Value::Double(100.0));
     svc.flush();
     svc.flush();
-    svc.set("/Ac/Power", Value::Double(f64::NAN));
+    svc.set("/Ac/Power", vedbus::Value::Double(f64::NAN));
     svc.flush();
     svc.pump(Duration::ZERO).unwrap();
     let sig = c
@@ -275,7 +279,7 @@ fn items_changed_batches_only_what_changed() {
     svc.remove_path("/Ac/Frequency");
     svc.add_path(
         "/Ac/L2/Power",
-        Value::Double(7.0),
+        vedbus::Value::Double(7.0),
         Format::Plain,
         Writable::No,
     );
@@ -354,16 +358,16 @@ fn set_value_validates_coerces_and_reports_every_accepted_write() {
         .unwrap();
     assert_eq!(r, 0);
 
-    let writes: Vec<(String, Value)> = svc.lock().take_writes().collect();
-    let expected: Vec<(String, Value)> = vec![
-        ("/Position".into(), Value::Int(2)),
-        ("/Position".into(), Value::Int(1)),
-        ("/Ac/PowerLimit".into(), Value::Double(1500.0)),
-        ("/Ac/PowerLimit".into(), Value::Double(1200.5)),
-        ("/Ac/PowerLimit".into(), Value::Double(1200.5)),
-        ("/CustomName".into(), Value::from("Roof")),
-        ("/Role".into(), Value::from("pvinverter")),
-        ("/Position".into(), Value::Int(0)),
+    let writes: Vec<(String, vedbus::Value)> = svc.lock().take_writes().collect();
+    let expected: Vec<(String, vedbus::Value)> = vec![
+        ("/Position".into(), vedbus::Value::Int(2)),
+        ("/Position".into(), vedbus::Value::Int(1)),
+        ("/Ac/PowerLimit".into(), vedbus::Value::Double(1500.0)),
+        ("/Ac/PowerLimit".into(), vedbus::Value::Double(1200.5)),
+        ("/Ac/PowerLimit".into(), vedbus::Value::Double(1200.5)),
+        ("/CustomName".into(), vedbus::Value::from("Roof")),
+        ("/Role".into(), vedbus::Value::from("pvinverter")),
+        ("/Position".into(), vedbus::Value::Int(0)),
     ];
     assert_eq!(writes, expected);
 }
@@ -504,20 +508,20 @@ fn registration_happens_after_the_paths_exist() {
     c.add_match(&format!(
         "type='signal',sender='org.freedesktop.DBus',member='NameOwnerChanged',arg0='{NAME}'"
     ));
-    let b = bus.bus();
+    let b = bus_address(&bus);
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let stop2 = stop.clone();
     let t = std::thread::spawn(move || {
         let mut s = Service::connect(&b).unwrap();
         s.add_path(
             "/DeviceInstance",
-            Value::Int(40),
+            vedbus::Value::Int(40),
             Format::Plain,
             Writable::No,
         );
         s.add_path(
             "/ProductName",
-            Value::from("SDM230"),
+            vedbus::Value::from("SDM230"),
             Format::Plain,
             Writable::No,
         );
@@ -669,7 +673,7 @@ fn a_bus_that_does_not_read_coalesces_changes_instead_of_queueing_them() {
     const FLUSHES: u32 = 20_000;
     bus.freeze(true);
     for n in 1..=FLUSHES {
-        svc.set("/Ac/Power", Value::Double(f64::from(n)));
+        svc.set("/Ac/Power", vedbus::Value::Double(f64::from(n)));
         svc.flush();
     }
     bus.freeze(false);

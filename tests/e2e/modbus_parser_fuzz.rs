@@ -5,16 +5,14 @@ use dbus_modbus_client::modbus::{
     Request, Response, crc_ok, crc16, foreign_frame_len, parse_response, reply_frame_len,
 };
 
-#[path = "support/rng.rs"]
-mod rng;
-use rng::Rng;
+use testkit::Rng;
 
 /// The values of a 0x10 write: only their number reaches the reply.
 static VALUES: [u16; 123] = [0; 123];
 
 fn random_request(rng: &mut Rng) -> Request<'static> {
     let unit = 1 + rng.below(3) as u8;
-    let addr = rng.next() as u16;
+    let addr = rng.next_u64() as u16;
     let count = 1 + rng.below(125) as u16;
     match rng.below(4) {
         0 => Request::ReadHolding { unit, addr, count },
@@ -22,7 +20,7 @@ fn random_request(rng: &mut Rng) -> Request<'static> {
         2 => Request::WriteSingle {
             unit,
             addr,
-            value: rng.next() as u16,
+            value: rng.next_u64() as u16,
         },
         _ => Request::WriteMultiple {
             unit,

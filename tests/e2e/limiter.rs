@@ -4,22 +4,21 @@
 //! and battery + vebus stand-ins. Assertions are on the HR3 writes the simulator logged and on
 //! what the PV inverter's service shows.
 
-mod support;
-
 use std::time::Duration;
 
 use dbus::arg::{PropMap, Variant};
-use dbus_modbus_client::sim::{FaultKind, Plant};
-use dbus_modbus_client::vedbus::Value;
-use support::limiter::*;
+use modbus_sim::{FaultKind, Plant};
+use testkit::limiter::{BATTERY, DERATE_GENERATION, ENERGY_DIFFERENCE, MODE, expected_percent};
+use testkit::{Client, INVERTER, METER, Rig, SETTINGS_SERVICE, Value, pv_name, wait_for};
 
-const EXE: &str = env!("CARGO_BIN_EXE_dbus-modbus-client");
+use crate::EXE;
+
 /// Generous: how long a write or status change may take on a loaded machine.
 const WAIT: Duration = Duration::from_secs(15);
 /// The plant's inverter ramps at 1000 W/s: long enough for the biggest step here to settle.
 const SETTLE: Duration = Duration::from_secs(4);
 /// The battery discharges and the MultiPlus draws 200 W from its AC input: the demand is the
-/// house load minus that (limiter.md §1), which proves the D-Bus inputs reach the decision.
+/// house load minus that (testkit/README.md), which proves the D-Bus inputs reach the decision.
 const MULTI_IN_W: f64 = 200.0;
 
 fn battery_discharging() -> Vec<(&'static str, Value)> {
@@ -49,21 +48,20 @@ fn plant(load_w: f64) -> Plant {
     }
 }
 
-fn start(daemon_args: &[&str], before: impl FnOnce(&support::Client)) -> LimiterRig {
-    LimiterRig::start(
+fn start(daemon_args: &[&str]) -> Rig {
+    Rig::start_limiter(
         EXE,
         plant(500.0),
         daemon_args,
         &battery_discharging(),
         &vebus_inverting(),
-        before,
     )
 }
 
 /// Enables the limiter and waits for its first limit (500 W load less the MultiPlus' draw).
-fn enable_and_wait_first_limit(rig: &LimiterRig) -> usize {
+fn enable_and_wait_first_limit(rig: &Rig) -> usize {
     // The simulated inverter starts at 0 W: let it reach the available PV first.
-    assert!(wait_until(WAIT, || rig
+    assert!(wait_for(WAIT, || rig
         .sim
         .get(INVERTER, "ac_power")
         .is_ok_and(|w| w >= 3499.0)));
@@ -94,7 +92,7 @@ fn enable_and_wait_first_limit(rig: &LimiterRig) -> usize {
 }
 
 /// Applies a load step and returns the HR3 writes it caused once the plant settled.
-fn load_step(rig: &LimiterRig, load_w: f64) -> Vec<u16> {
+fn load_step(rig: &Rig, load_w: f64) -> Vec<u16> {
     let before = rig.hr3_writes().len();
     rig.set_load(load_w);
     let first = rig.wait_hr3_after(before, WAIT);
@@ -113,7 +111,7 @@ fn as_f64(v: &Value) -> f64 {
 
 #[test]
 fn load_steps_write_hr3_once_and_sigterm_restores_full_power_once() {
-    let mut rig = start(&["--power-limit-timeout", "3", "--stale-grid", "1"], |_| {});
+    let mut rig = start(&["--power-limit-timeout", "3", "--stale-grid", "1"]);
     assert_eq!(rig.status(), "Not Configured");
     // Right after the G100 set-up HR3 holds 100 and nothing else is written.
     assert_eq!(rig.hr3_since(0), [100]);
@@ -128,30 +126,33 @@ fn load_steps_write_hr3_once_and_sigterm_restores_full_power_once() {
         );
     }
     let applied = 42.0 * f64::from(expected_percent(3000.0 - MULTI_IN_W));
-    let demand = as_f64(&rig.pv_value("/dynamicGenerationPower"));
+    let demand = as_f64(&rig.value(&pv_name(), "/dynamicGenerationPower"));
     assert!(
         (demand - (3000.0 - MULTI_IN_W)).abs() < 10.0,
         "demand {demand}"
     );
-    assert_eq!(as_f64(&rig.pv_value("/dynamicGenerationMaxPower")), applied);
+    assert_eq!(
+        as_f64(&rig.value(&pv_name(), "/dynamicGenerationMaxPower")),
+        applied
+    );
     // Not the owner of /Ac/PowerLimit in limiter mode: refused, shows the applied limit.
     assert_ne!(rig.set_power_limit(1000.0), 0);
-    assert_eq!(as_f64(&rig.pv_value("/Ac/PowerLimit")), applied);
+    assert_eq!(as_f64(&rig.value(&pv_name(), "/Ac/PowerLimit")), applied);
     let limiter_writes = rig.hr3_writes().len() - 1;
     assert_eq!(
-        rig.pv_value("/Internal/LimitWrites"),
+        rig.value(&pv_name(), "/Internal/LimitWrites"),
         Value::Int(limiter_writes as i32)
     );
 
     let before = rig.hr3_writes().len();
-    let status = rig.daemon.terminate(WAIT).expect("daemon did not stop");
+    let status = rig.daemon.stop();
     assert!(status.success(), "{status:?}");
     assert_eq!(rig.hr3_since(before), [100], "log:\n{}", rig.daemon.log());
 }
 
 #[test]
 fn stale_meter_drives_the_failsafe_rate_once_and_disabling_restores_full_power_once() {
-    let rig = start(&["--stale-grid", "1"], |_| {});
+    let rig = start(&["--stale-grid", "1"]);
     let before = enable_and_wait_first_limit(&rig);
     rig.sim.fault(METER, FaultKind::Offline, true);
     assert_eq!(
@@ -182,7 +183,7 @@ fn stale_meter_drives_the_failsafe_rate_once_and_disabling_restores_full_power_o
 
 #[test]
 fn external_mode_power_limit_reaches_hr3_clamped_and_reverts_after_the_keep_alive() {
-    let rig = start(&["--power-limit-timeout", "3"], |_| {});
+    let rig = start(&["--power-limit-timeout", "3"]);
     assert_eq!(rig.set_setting(MODE, 2i32), 0);
     assert_eq!(
         rig.wait_status("External control, limit expired: full power", WAIT),
@@ -196,7 +197,7 @@ fn external_mode_power_limit_reaches_hr3_clamped_and_reverts_after_the_keep_aliv
         rig.wait_status("External control (/Ac/PowerLimit)", WAIT),
         "External control (/Ac/PowerLimit)"
     );
-    assert!(wait_until(WAIT, || rig.pv_value("/Ac/PowerLimit")
+    assert!(wait_for(WAIT, || rig.value(&pv_name(), "/Ac/PowerLimit")
         == Value::Double(2100.0)));
     // Above MaxPower: clamped to 100 %.
     assert_eq!(rig.set_power_limit(99_999.0), 0);
@@ -223,20 +224,22 @@ fn external_mode_power_limit_reaches_hr3_clamped_and_reverts_after_the_keep_aliv
     // Back in limiter mode /Ac/PowerLimit refuses writes again.
     assert_eq!(rig.set_setting(MODE, 1i32), 0);
     assert_eq!(rig.wait_status("Not Configured", WAIT), "Not Configured");
-    assert!(wait_until(WAIT, || rig.set_power_limit(1000.0) != 0));
+    assert!(wait_for(WAIT, || rig.set_power_limit(1000.0) != 0));
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(rig.hr3_since(before), [50, 100, 2, 100]);
 }
 
-/// Creates a setting without a range, as an older version or another tool may have left it:
-/// the settings service then accepts any integer and the daemon must refuse bad ones itself.
-fn add_unranged_setting(client: &support::Client, path: &str, default: i32) {
+/// Adds a setting again without a range, as an older version or another tool may do:
+/// localsettings keeps its value but takes the new attributes, so it then accepts any integer
+/// and the daemon must refuse bad ones itself. (Created without a range before the daemon
+/// starts, the daemon's own AddSettings would give it the daemon's range.)
+fn add_unranged_setting(client: &Client, path: &str, default: i32) {
     let mut entry = PropMap::new();
     entry.insert("path".into(), Variant(Box::new(path.to_string())));
     entry.insert("default".into(), Variant(Box::new(default)));
     client
         .call(
-            SETTINGS,
+            SETTINGS_SERVICE,
             "/",
             "com.victronenergy.Settings",
             "AddSettings",
@@ -247,11 +250,10 @@ fn add_unranged_setting(client: &support::Client, path: &str, default: i32) {
 
 #[test]
 fn bad_settings_are_refused_and_statuses_follow_the_rules() {
-    let rig = start(&[], |client| {
-        add_unranged_setting(client, ENERGY_DIFFERENCE, 0);
-        add_unranged_setting(client, MODE, 1);
-    });
+    let rig = start(&[]);
     let before = enable_and_wait_first_limit(&rig);
+    add_unranged_setting(&rig.client, ENERGY_DIFFERENCE, 0);
+    add_unranged_setting(&rig.client, MODE, 1);
 
     // Refused by the settings service (range 0..1 and the type the daemon created).
     assert_ne!(rig.set_setting(DERATE_GENERATION, 2i32), 0);
@@ -262,7 +264,7 @@ fn bad_settings_are_refused_and_statuses_follow_the_rules() {
     assert_eq!(rig.set_setting(ENERGY_DIFFERENCE, 2_000_000i32), 0);
     assert_eq!(rig.set_setting(MODE, 3i32), 0);
     assert_eq!(rig.set_setting(MODE, -1i32), 0);
-    assert!(wait_until(WAIT, || rig
+    assert!(wait_for(WAIT, || rig
         .daemon
         .log()
         .matches("ignoring")
@@ -272,7 +274,7 @@ fn bad_settings_are_refused_and_statuses_follow_the_rules() {
     assert_eq!(rig.hr3_since(before), Vec::<u16>::new());
     assert_eq!(rig.status(), "Configured, limiting");
 
-    // Valid values are applied: each status text of limiter.md §1.
+    // Valid values are applied: each status text of the limiter.
     assert_eq!(rig.set_setting(ENERGY_DIFFERENCE, 900i32), 0); // offset ≈ +13 kWh
     assert_eq!(
         rig.wait_status("Configured, not limiting", WAIT),
@@ -289,8 +291,9 @@ fn bad_settings_are_refused_and_statuses_follow_the_rules() {
         rig.wait_status("Configured, limiting", WAIT),
         "Configured, limiting"
     );
-    rig.battery.set("/Dc/0/Power", Value::Double(800.0));
-    rig.battery.set("/Soc", Value::Double(50.0));
+    rig.service(BATTERY)
+        .set("/Dc/0/Power", Value::Double(800.0));
+    rig.service(BATTERY).set("/Soc", Value::Double(50.0));
     assert_eq!(
         rig.wait_status("Configured, charging", WAIT),
         "Configured, charging"

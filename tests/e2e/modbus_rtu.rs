@@ -5,7 +5,7 @@ use std::time::{Duration, Instant, SystemTime};
 use dbus_modbus_client::modbus::{
     ErrorKind, ExceptionCode, ModbusError, Parity, ReadFunction, RtuMaster, SerialSettings,
 };
-use dbus_modbus_client::sim::{
+use modbus_sim::{
     FaultKind, GROWATT_DEVICE_TYPE, GROWATT_FIRMWARE, GROWATT_SERIAL, METER_CODE, METER_FIRMWARE,
     METER_SERIAL, Plant, RegisterKind, SimConfig, SimHandle, Simulator,
 };

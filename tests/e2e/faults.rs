@@ -2,20 +2,46 @@
 //! behind a symlink, a private dbus-daemon and the settings stand-in. Each case injects a fault
 //! and checks what D-Bus shows and that the daemon recovers by itself: no panic, no stale value
 //! published as live, the other unit unaffected, energy counters never backwards or 0 (the
-//! monitor in tests/support/faults.rs watches every ItemsChanged throughout). The longest gap
+//! rig's monitor, testkit/src/monitor.rs, watches every ItemsChanged throughout). The longest gap
 //! between grid /Ac/Power updates outside the outages is printed (`--nocapture`) per case.
-
-mod support;
 
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use dbus_modbus_client::sim::{FaultKind, RegisterKind};
-use dbus_modbus_client::vedbus::Value;
-use support::faults::*;
-use support::{FakeSettings, SettingValue, TIMEOUT, wait_for};
+use modbus_sim::{FaultKind, RegisterKind, SimConfig, Simulator};
+use testkit::{
+    FakeSettings, INVERTER, METER, Rig, RigOptions, SettingValue, TIMEOUT, Value, grid_name,
+    lines_containing, pv_name, wait_for,
+};
 
-const EXE: &str = env!("CARGO_BIN_EXE_dbus-modbus-client");
+use crate::EXE;
+
+/// Identification and registration of a unit that answers.
+const ONLINE_WAIT: Duration = Duration::from_secs(20);
+/// Generous bound on "a unit that stops answering disappears" (5 s loss timeout by design).
+const GONE_WAIT: Duration = Duration::from_secs(8);
+/// How often the meter's power changes, so every publish of the grid service carries a new
+/// /Ac/Power.
+const VARY_PERIOD: Duration = Duration::from_millis(40);
+
+/// Real timing at 9600 baud: the bus is busy like on the GX, and the load stays low with
+/// several rigs running in parallel.
+fn realistic() -> SimConfig {
+    SimConfig {
+        realistic: true,
+        ..SimConfig::default()
+    }
+}
+
+fn start(opts: RigOptions) -> Rig {
+    Rig::start(
+        EXE,
+        RigOptions {
+            sim: realistic(),
+            ..opts
+        },
+    )
+}
 
 fn sleep(ms: u64) {
     std::thread::sleep(Duration::from_millis(ms));
@@ -30,14 +56,14 @@ const FRESH_POWER: f64 = 1234.5;
 /// the outage (None: the kind does not make a unit silent, see the Late case).
 fn fault_case(unit: u8, kind: FaultKind, persistent: Option<FaultKind>) -> Duration {
     let label = format!("unit {unit} {kind:?}");
-    let mut rig = Rig::start(EXE, RigOptions::default());
-    assert!(rig.wait_online(), "{label}: not online");
+    let mut rig = start(RigOptions::default());
+    assert!(rig.wait_online(ONLINE_WAIT), "{label}: not online");
     let (name, other) = if unit == METER {
         (grid_name(), pv_name())
     } else {
         (pv_name(), grid_name())
     };
-    let vary = rig.vary_meter_power();
+    let vary = rig.vary_meter_power(VARY_PERIOD);
     sleep(1000);
 
     let start = Instant::now();
@@ -59,7 +85,8 @@ fn fault_case(unit: u8, kind: FaultKind, persistent: Option<FaultKind>) -> Durat
         0,
         "{label}: single bad replies dropped the service"
     );
-    let (transient_gap, n) = rig.monitor.longest_grid_gap(start, transient_end);
+    let transient = rig.grid_gaps(start, transient_end);
+    let (transient_gap, n) = (transient.longest, transient.updates);
     // Loose: only for the gap to mean something (a loaded machine slows every rig).
     assert!(
         n >= 3,
@@ -77,8 +104,7 @@ fn fault_case(unit: u8, kind: FaultKind, persistent: Option<FaultKind>) -> Durat
         let gone = off.elapsed();
         if unit == INVERTER {
             // The meter's rhythm while the inverter is silent matters most.
-            let (g, _) = rig.monitor.longest_grid_gap(off, Instant::now());
-            gap = gap.max(g);
+            gap = gap.max(rig.grid_gaps(off, Instant::now()).longest);
         }
         drop(vary);
         let fresh = if unit == METER {
@@ -98,7 +124,7 @@ fn fault_case(unit: u8, kind: FaultKind, persistent: Option<FaultKind>) -> Durat
         );
         let back = on.elapsed();
         assert!(
-            rig.wait_value(&name, "/Ac/Power", &fresh, TIMEOUT),
+            rig.wait_value(&name, "/Ac/Power", &fresh, TIMEOUT) == fresh,
             "{label}: /Ac/Power not re-read: {:?}",
             rig.value(&name, "/Ac/Power")
         );
@@ -227,8 +253,8 @@ fn inverter_faults_leave_the_meter_alone() {
 /// published throughout; one log line per transition.
 #[test]
 fn inverter_asleep_all_night_returns_in_the_morning() {
-    let mut rig = Rig::start(EXE, RigOptions::default());
-    assert!(rig.wait_online(), "not online");
+    let mut rig = start(RigOptions::default());
+    assert!(rig.wait_online(ONLINE_WAIT), "not online");
     let pv = pv_name();
     let mut energy_before = Value::Invalid;
     assert!(
@@ -238,7 +264,7 @@ fn inverter_asleep_all_night_returns_in_the_morning() {
         }),
         "no lifetime energy"
     );
-    let vary = rig.vary_meter_power();
+    let vary = rig.vary_meter_power(VARY_PERIOD);
     sleep(1000);
     let dusk = Instant::now();
     rig.sim.set(INVERTER, "ac_power", 0.0).unwrap();
@@ -252,12 +278,13 @@ fn inverter_asleep_all_night_returns_in_the_morning() {
     rig.sim.clear_fault(INVERTER);
     assert!(wait_for(ONLINE_WAIT, || rig.has(&pv)), "no return");
     assert!(
-        rig.wait_value(&pv, "/Ac/Power", &Value::Double(321.0), TIMEOUT),
+        rig.wait_value(&pv, "/Ac/Power", &Value::Double(321.0), TIMEOUT) == Value::Double(321.0),
         "not re-read: {:?}",
         rig.value(&pv, "/Ac/Power")
     );
     let back = dawn.elapsed();
-    let (gap, n) = rig.monitor.longest_grid_gap(dusk, Instant::now());
+    let night = rig.grid_gaps(dusk, Instant::now());
+    let (gap, n) = (night.longest, night.updates);
     drop(vary);
     assert_eq!(rig.monitor.releases(&grid_name(), dusk, Instant::now()), 0);
     assert!(n > 50, "only {n} grid updates in the night");
@@ -281,8 +308,8 @@ fn inverter_asleep_all_night_returns_in_the_morning() {
 /// without -x the daemon reopens it with back-off and the units return by themselves.
 #[test]
 fn serial_port_gone_and_back_is_reopened() {
-    let mut rig = Rig::start(EXE, RigOptions::default());
-    assert!(rig.wait_online(), "not online");
+    let mut rig = start(RigOptions::default());
+    assert!(rig.wait_online(ONLINE_WAIT), "not online");
     let t0 = Instant::now();
     rig.unplug();
     assert!(
@@ -298,7 +325,7 @@ fn serial_port_gone_and_back_is_reopened() {
     assert!(rig.daemon.exited().is_none(), "exited without -x");
     rig.plug();
     let plugged = Instant::now();
-    assert!(rig.wait_online(), "the units did not return");
+    assert!(rig.wait_online(ONLINE_WAIT), "the units did not return");
     rig.assert_healthy();
     let log = rig.daemon.log();
     // One message per outage, not one per reopen attempt.
@@ -314,14 +341,11 @@ fn serial_port_gone_and_back_is_reopened() {
 /// non-zero status, so runit restarts it.
 #[test]
 fn serial_port_gone_under_exit_flag_exits_non_zero() {
-    let mut rig = Rig::start(
-        EXE,
-        RigOptions {
-            args: vec!["-x".into()],
-            ..RigOptions::default()
-        },
-    );
-    assert!(rig.wait_online(), "not online");
+    let mut rig = start(RigOptions {
+        args: vec!["-x".into()],
+        ..RigOptions::default()
+    });
+    assert!(rig.wait_online(ONLINE_WAIT), "not online");
     rig.unplug();
     let mut status = None;
     assert!(
@@ -347,13 +371,10 @@ fn serial_port_gone_under_exit_flag_exits_non_zero() {
 /// daemon waits and publishes once it appears.
 #[test]
 fn settings_service_absent_at_start_is_waited_for() {
-    let mut rig = Rig::start(
-        EXE,
-        RigOptions {
-            no_settings: true,
-            ..RigOptions::default()
-        },
-    );
+    let mut rig = start(RigOptions {
+        no_settings: true,
+        ..RigOptions::default()
+    });
     assert!(
         rig.daemon.wait_log("waiting up to", TIMEOUT),
         "{}",
@@ -363,7 +384,10 @@ fn settings_service_absent_at_start_is_waited_for() {
     assert!(rig.daemon.exited().is_none(), "gave up early");
     assert!(!rig.has(&grid_name()), "published without settings");
     rig.settings = Some(FakeSettings::start(&rig.bus.address));
-    assert!(rig.wait_online(), "not online after settings appeared");
+    assert!(
+        rig.wait_online(ONLINE_WAIT),
+        "not online after settings appeared"
+    );
     assert_eq!(rig.value(&grid_name(), "/DeviceInstance"), Value::Int(40));
     rig.assert_healthy();
 }
@@ -374,13 +398,10 @@ fn settings_service_absent_at_start_is_waited_for() {
 #[test]
 fn taken_bus_name_is_reported_once_and_taken_when_free() {
     let grid = grid_name();
-    let mut rig = Rig::start(
-        EXE,
-        RigOptions {
-            take_name: Some(grid.clone()),
-            ..RigOptions::default()
-        },
-    );
+    let mut rig = start(RigOptions {
+        take_name: Some(grid.clone()),
+        ..RigOptions::default()
+    });
     assert!(
         rig.daemon.wait_log("already taken", ONLINE_WAIT),
         "{}",
@@ -398,7 +419,10 @@ fn taken_bus_name_is_reported_once_and_taken_when_free() {
     let squatter = rig.squatter.take().unwrap();
     let squatter_name = squatter.ch.unique_name().unwrap().to_string();
     drop(squatter);
-    assert!(rig.wait_online(), "the name was not taken once free");
+    assert!(
+        rig.wait_online(ONLINE_WAIT),
+        "the name was not taken once free"
+    );
     let owner: String = rig
         .client
         .call(
@@ -419,8 +443,8 @@ fn taken_bus_name_is_reported_once_and_taken_when_free() {
 /// value unchanged on D-Bus and in the settings.
 #[test]
 fn bad_writes_are_refused_and_change_nothing() {
-    let mut rig = Rig::start(EXE, RigOptions::default());
-    assert!(rig.wait_online(), "not online");
+    let mut rig = start(RigOptions::default());
+    assert!(rig.wait_online(ONLINE_WAIT), "not online");
     let (grid, pv) = (grid_name(), pv_name());
     let text = |s: &str| Value::Text(s.into());
     let list = Value::TextList(vec!["1".into()]);
@@ -471,7 +495,7 @@ fn bad_writes_are_refused_and_change_nothing() {
             ]
         })
         .map(|p| {
-            let v = rig.settings.as_ref().unwrap().get(&p);
+            let v = rig.settings().get(&p);
             (p, v)
         })
         .collect();
@@ -563,7 +587,7 @@ fn bad_writes_are_refused_and_change_nothing() {
         ),
     ];
     for (path, bad) in &settings_cases {
-        let before = rig.settings.as_ref().unwrap().get(path);
+        let before = rig.settings().get(path);
         assert!(before.is_some(), "{path} not registered");
         for v in bad {
             assert_ne!(
@@ -571,19 +595,12 @@ fn bad_writes_are_refused_and_change_nothing() {
                 0,
                 "{path} accepted {v:?}"
             );
-            assert_eq!(
-                rig.settings.as_ref().unwrap().get(path),
-                before,
-                "{path} {v:?}"
-            );
+            assert_eq!(rig.settings().get(path), before, "{path} {v:?}");
         }
     }
-    assert_eq!(
-        rig.settings.as_ref().unwrap().get(mode),
-        Some(SettingValue::Int(2))
-    );
+    assert_eq!(rig.settings().get(mode), Some(SettingValue::Int(2)));
     for (p, v) in &settings_before {
-        assert_eq!(&rig.settings.as_ref().unwrap().get(p), v, "{p}");
+        assert_eq!(&rig.settings().get(p), v, "{p}");
     }
     sleep(500);
     assert_eq!(
@@ -607,8 +624,8 @@ fn f32_words(v: f32) -> [u16; 2] {
 /// energy counter going backwards or jumping. None reaches D-Bus; each is logged once.
 #[test]
 fn implausible_readings_are_not_published() {
-    let mut rig = Rig::start(EXE, RigOptions::default());
-    assert!(rig.wait_online(), "not online");
+    let mut rig = start(RigOptions::default());
+    assert!(rig.wait_online(ONLINE_WAIT), "not online");
     let grid = grid_name();
     let set_power = |v: f32| {
         let [hi, lo] = f32_words(v);
@@ -622,17 +639,23 @@ fn implausible_readings_are_not_published() {
     // NaN: published invalid (fail safe), never the last good value as if live.
     set_power(f32::NAN);
     assert!(
-        rig.wait_value(&grid, "/Ac/Power", &Value::Invalid, TIMEOUT),
+        rig.wait_value(&grid, "/Ac/Power", &Value::Invalid, TIMEOUT) == Value::Invalid,
         "{:?}",
         rig.value(&grid, "/Ac/Power")
     );
     set_power(1500.0);
-    assert!(rig.wait_value(&grid, "/Ac/Power", &Value::Double(1500.0), TIMEOUT));
+    assert!(
+        rig.wait_value(&grid, "/Ac/Power", &Value::Double(1500.0), TIMEOUT)
+            == Value::Double(1500.0)
+    );
     // 1e30 W: outside the meter's range (the monitor flags any impossible power published).
     set_power(1e30);
-    assert!(rig.wait_value(&grid, "/Ac/Power", &Value::Invalid, TIMEOUT));
+    assert!(rig.wait_value(&grid, "/Ac/Power", &Value::Invalid, TIMEOUT) == Value::Invalid);
     set_power(-2500.0);
-    assert!(rig.wait_value(&grid, "/Ac/Power", &Value::Double(-2500.0), TIMEOUT));
+    assert!(
+        rig.wait_value(&grid, "/Ac/Power", &Value::Double(-2500.0), TIMEOUT)
+            == Value::Double(-2500.0)
+    );
 
     // Counters: backwards, then (after a good reading) a jump no 100 A meter can make in the
     // elapsed time. Energies are read every 10 s: wait for the guard's verdict in the log.
@@ -698,7 +721,7 @@ fn implausible_readings_are_not_published() {
 #[test]
 fn a_late_reply_from_another_unit_does_not_fail_the_next_transaction() {
     use dbus_modbus_client::modbus::{ErrorKind, ReadFunction, RtuMaster, SerialSettings};
-    let sim = start_sim();
+    let sim = Simulator::start(realistic()).unwrap();
     let mut m = RtuMaster::open(sim.tty_path(), SerialSettings::default()).unwrap();
     let mut words = [0u16; 2];
     sim.fault(INVERTER, FaultKind::Late, false);

@@ -1,16 +1,16 @@
 //! Debian's own D-Bus clients (dbus-send, gdbus), which no one here wrote, against a published
 //! service.
 
-mod support;
-
 use dbus_modbus_client::vedbus::{Format, Service, Value, Writable};
 use std::process::Command;
-use support::*;
+use testkit::PrivateBus;
+
+use crate::in_process::{Pumped, bus_address};
 
 const NAME: &str = "com.victronenergy.pvinverter.cli_1";
 
 fn published(bus: &PrivateBus) -> Pumped<Service> {
-    let mut s = Service::connect(&bus.bus()).unwrap();
+    let mut s = Service::connect(&bus_address(bus)).unwrap();
     s.add_path(
         "/DeviceInstance",
         Value::Int(20),
