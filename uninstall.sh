@@ -1,10 +1,13 @@
 #!/bin/sh
 # Removes what install.sh added: the service link, the /data/rc.local line (other lines are
-# kept; an rc.local left with only its shebang is removed) and /data/dbus-modbus-client,
-# settings included. Gives the tty back to serial-starter.
+# kept; an rc.local left with only its shebang is removed), /data/dbus-modbus-client, settings
+# included, and the gui-v2 plugin's app under /data/apps (restarting the GUI if there was one).
+# Gives the tty back to serial-starter.
 #
 #   /data/dbus-modbus-client/uninstall.sh
-#   ROOT=/tmp/fake ./uninstall.sh   tests: a fake root; nothing outside it is touched or run
+#   ROOT=/tmp/fake ./uninstall.sh   tests: a fake root; nothing outside it is touched, and the
+#                                   only command run is svc -t $ROOT/service/start-gui when a
+#                                   plugin was removed and that directory exists
 set -eu
 
 ROOT=${ROOT:-}
@@ -48,3 +51,17 @@ fi
 
 rm -rf "$app_dir"
 echo "dbus-modbus-client removed"
+
+# The gui-v2 plugin, as install.sh lays it out. /data/apps/available and /data/apps/enabled are
+# shared with other apps and stay.
+plugin_app=$ROOT/data/apps/available/DynamicGeneration
+plugin_link=$ROOT/data/apps/enabled/DynamicGeneration
+if [ -L "$plugin_link" ] || [ -e "$plugin_app" ]; then
+    rm -f "$plugin_link"
+    rm -rf "$plugin_app"
+    echo "GUI plugin removed"
+    if [ -d "$ROOT/service/start-gui" ]; then
+        svc -t "$ROOT/service/start-gui" || echo "uninstall.sh: warning: could not restart the GUI" >&2
+        echo "restarted the GUI"
+    fi
+fi

@@ -9,14 +9,10 @@
 //! write the simulator logs after it; writes per step count every HR3 write until the next step.
 //! `LIMITER_LATENCY_DAEMON_ARGS="--max-transaction 40"` passes extra options to the daemon.
 
-#[path = "../tests/support/mod.rs"]
-mod support;
-
 use std::time::{Duration, SystemTime};
 
-use dbus_modbus_client::sim::Plant;
-use dbus_modbus_client::vedbus::Value;
-use support::limiter::{INVERTER, LimiterRig, wait_until};
+use modbus_sim::Plant;
+use testkit::{INVERTER, Rig, Rng, Value, percentile, wait_for};
 
 const EXE: &str = env!("CARGO_BIN_EXE_dbus-modbus-client");
 const WAIT: Duration = Duration::from_secs(15);
@@ -30,7 +26,7 @@ fn main() {
     };
     let extra = std::env::var("LIMITER_LATENCY_DAEMON_ARGS").unwrap_or_default();
     let daemon_args: Vec<&str> = extra.split_whitespace().collect();
-    let rig = LimiterRig::start(
+    let rig = Rig::start_limiter(
         EXE,
         Plant {
             load_w: 1500.0,
@@ -49,9 +45,8 @@ fn main() {
             ("/Leds/Bulk", Value::Int(0)),
             ("/Leds/Absorption", Value::Int(0)),
         ],
-        |_| {},
     );
-    assert!(wait_until(WAIT, || rig
+    assert!(wait_for(WAIT, || rig
         .sim
         .get(INVERTER, "ac_power")
         .is_ok_and(|w| w >= 3799.0)));
@@ -59,17 +54,17 @@ fn main() {
     let before = rig.hr3_writes().len();
     rig.enable_limiter();
     assert!(
-        wait_until(WAIT, || rig.hr3_writes().len() > before),
+        wait_for(WAIT, || rig.hr3_writes().len() > before),
         "no first limit; log:\n{}",
         rig.daemon.log()
     );
     std::thread::sleep(pause);
 
-    let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let mut load = 1500.0;
     let mut applied: Vec<SystemTime> = Vec::new();
     for i in 0..steps {
-        let size = 400.0 + (next(&mut rng) % 1601) as f64;
+        let size = 400.0 + rng.below(1601) as f64;
         load = if i % 2 == 0 {
             (load + size).min(3600.0)
         } else {
@@ -80,7 +75,7 @@ fn main() {
         std::thread::sleep(pause);
     }
     let writes = rig.hr3_writes();
-    let mut latencies_ms = Vec::new();
+    let mut latencies_ms: Vec<f64> = Vec::new();
     let mut per_step = Vec::new();
     let mut missed = 0;
     for (i, &at) in applied.iter().enumerate() {
@@ -96,6 +91,9 @@ fn main() {
             None => missed += 1,
         }
     }
+    latencies_ms.sort_by(f64::total_cmp);
+    per_step.sort_by(f64::total_cmp);
+    let pct = |v: &[f64], p: f64| percentile(v, p).unwrap_or(f64::NAN);
     println!(
         "limiter_latency ({}): {} load steps, 9600 baud realistic simulator, ramp 1000 W/s, daemon options {:?}",
         if full { "bench" } else { "smoke" },
@@ -104,33 +102,15 @@ fn main() {
     );
     println!(
         "  step -> HR3 write latency ms: p50 {:.0}  p95 {:.0}  max {:.0}  (steps without a write: {missed})",
-        percentile(&latencies_ms, 50.0),
-        percentile(&latencies_ms, 95.0),
-        percentile(&latencies_ms, 100.0)
+        pct(&latencies_ms, 50.0),
+        pct(&latencies_ms, 95.0),
+        pct(&latencies_ms, 100.0)
     );
     println!(
         "  HR3 writes per step: p50 {:.0}  p95 {:.0}  max {:.0}  (total {})",
-        percentile(&per_step, 50.0),
-        percentile(&per_step, 95.0),
-        percentile(&per_step, 100.0),
+        pct(&per_step, 50.0),
+        pct(&per_step, 95.0),
+        pct(&per_step, 100.0),
         per_step.iter().sum::<f64>()
     );
-}
-
-/// Nearest-rank percentile; NaN for no samples.
-fn percentile(samples: &[f64], p: f64) -> f64 {
-    let mut v = samples.to_vec();
-    v.sort_by(|a, b| a.total_cmp(b));
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    let rank = ((p / 100.0) * v.len() as f64).ceil() as usize;
-    v[rank.clamp(1, v.len()) - 1]
-}
-
-fn next(state: &mut u64) -> u64 {
-    *state ^= *state << 13;
-    *state ^= *state >> 7;
-    *state ^= *state << 17;
-    *state
 }

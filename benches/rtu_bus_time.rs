@@ -6,15 +6,11 @@
 use std::time::{Duration, Instant};
 
 use dbus_modbus_client::modbus::{ReadFunction, RtuMaster, SerialSettings};
-use dbus_modbus_client::sim::{SimConfig, Simulator};
+use modbus_sim::{SimConfig, Simulator};
+use testkit::percentile;
 
 const METER: u8 = 2;
 const TURNAROUND: Duration = Duration::from_millis(10);
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
-}
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
@@ -31,8 +27,8 @@ fn main() {
         .unwrap_or(if full { 500 } else { 5 });
 
     let settings = SerialSettings::default();
+    // The simulator's line defaults to the same 9600 8N1.
     let sim = Simulator::start(SimConfig {
-        serial: settings,
         realistic: true,
         turnaround: TURNAROUND,
         ..SimConfig::default()
@@ -54,8 +50,8 @@ fn main() {
     times.sort();
     let theory = settings.wire_time(8 + 33) + settings.frame_silence() * 2 + TURNAROUND;
     let stats = master.stats(METER);
-    let median = percentile(&times, 0.5);
-    let p95 = percentile(&times, 0.95);
+    let median = percentile(&times, 50.0).unwrap_or_default();
+    let p95 = percentile(&times, 95.0).unwrap_or_default();
     println!(
         "rtu_bus_time: {} reads of SDM230 0x0000..0x000D (14 input regs), 9600 8N1, turnaround {} ms",
         times.len(),

@@ -3,13 +3,11 @@
 //! `cargo bench --bench vedbus_roundtrip` (full); under `cargo test --all-targets`: a smoke pass.
 
 use dbus::Message;
-use dbus::channel::Channel;
 use dbus_modbus_client::vedbus::{BusAddress, Format, Service, Value, Writable, pump_all};
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
+use testkit::{Client, PrivateBus, percentile, rss_kib};
 
 const NAME: &str = "com.victronenergy.grid.bench";
 
@@ -42,11 +40,6 @@ fn meter(bus: &BusAddress) -> Service {
     s
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted.get(i).copied().unwrap_or_default()
-}
-
 fn report(what: &str, mut t: Vec<Duration>) {
     t.sort();
     let mean = t.iter().sum::<Duration>() / t.len().max(1) as u32;
@@ -54,20 +47,9 @@ fn report(what: &str, mut t: Vec<Duration>) {
         "{what:<40} n={:<6} mean={:>8.1?} p50={:>8.1?} p99={:>8.1?}",
         t.len(),
         mean,
-        percentile(&t, 0.5),
-        percentile(&t, 0.99)
+        percentile(&t, 50.0).unwrap_or_default(),
+        percentile(&t, 99.0).unwrap_or_default()
     );
-}
-
-fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
-        })
-        .unwrap_or(0)
 }
 
 /// utime + stime of this process, in clock ticks (USER_HZ, 100 on Linux).
@@ -89,31 +71,8 @@ fn main() {
     let full = std::env::args().any(|a| a == "--bench");
     let (calls, cycles) = if full { (5000, 100_000) } else { (20, 200) };
 
-    let dir = std::env::temp_dir().join(format!("vedbus-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let conf = dir.join("bus.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "<busconfig><type>session</type><listen>unix:path={}</listen><auth>EXTERNAL</auth>\
-             <policy context=\"default\"><allow send_destination=\"*\" eavesdrop=\"true\"/>\
-             <allow eavesdrop=\"true\"/><allow own=\"*\"/></policy></busconfig>",
-            dir.join("socket").display()
-        ),
-    )
-    .expect("config");
-    let mut daemon = Command::new("dbus-daemon")
-        .arg(format!("--config-file={}", conf.display()))
-        .args(["--nofork", "--print-address"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("dbus-daemon");
-    let mut address = String::new();
-    BufReader::new(daemon.stdout.take().expect("stdout"))
-        .read_line(&mut address)
-        .expect("address");
-    let bus = BusAddress::Address(address.trim().to_string());
+    let private_bus = PrivateBus::start();
+    let bus = BusAddress::Address(private_bus.address.clone());
 
     // Round trips: the service pumped by its own loop thread, a client calling it.
     let mut svc = meter(&bus);
@@ -126,8 +85,7 @@ fn main() {
             let _ = svc.take_writes().count();
         }
     });
-    let mut client = Channel::open_private(address.trim()).expect("client");
-    client.register().expect("hello");
+    let client = Client::connect(&private_bus.address);
     for (path, method) in [
         ("/Ac/X1/Power", "GetValue"),
         ("/", "GetItems"),
@@ -142,6 +100,7 @@ fn main() {
             }
             let start = Instant::now();
             client
+                .ch
                 .send_with_reply_and_block(m, Duration::from_secs(10))
                 .expect("reply");
             t.push(start.elapsed());
@@ -172,7 +131,11 @@ fn main() {
         let slot = n % t.len();
         t[slot] = start.elapsed();
         if checkpoints.contains(&n) {
-            rss.push(format!("{} cycles: {} KiB", n + 1, rss_kib()));
+            rss.push(format!(
+                "{} cycles: {} KiB",
+                n + 1,
+                rss_kib(std::process::id())
+            ));
         }
     }
     report("20 x set + flush + pump(0)", t);
@@ -199,8 +162,4 @@ fn main() {
         ticks,
         ticks as f64 * 10.0 / idle.as_millis() as f64 * 100.0
     );
-
-    let _ = daemon.kill();
-    let _ = daemon.wait();
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -8,7 +8,9 @@
 #   only, through a private pkg-config file, so that nothing else of the armhf tree (its
 #   glibc 2.36 in particular) is on the link path.
 # - Then: prints the size and the highest GLIBC symbol version, fails above 2.28, and packs
-#   target/dist/dbus-modbus-client/ (binary, install.sh, uninstall.sh, service/) + a .tar.gz.
+#   target/dist/dbus-modbus-client/ (binary, install.sh, uninstall.sh, service/, and the
+#   architecture-independent gui-v2 plugin gui-v2/DynamicGeneration.json from
+#   scripts/build-gui.sh) + a .tar.gz.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -84,9 +86,10 @@ fi
 
 dist=target/dist/dbus-modbus-client
 rm -rf "$dist"
-mkdir -p "$dist/service/log"
+mkdir -p "$dist/service/log" "$dist/gui-v2"
 cp "$bin" "$dist/"
 cp install.sh uninstall.sh "$dist/"
+OUT=$dist/gui-v2/DynamicGeneration.json scripts/build-gui.sh
 cp service/run service/enable.sh service/config.example "$dist/service/"
 cp service/log/run "$dist/service/log/"
 tar -C target/dist -czf target/dist/dbus-modbus-client-armv7.tar.gz dbus-modbus-client

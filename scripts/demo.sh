@@ -8,7 +8,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/setup.sh
-cargo build --release --bins --examples -q
+# The workspace: modbus-sim is a crate of its own (sim/).
+cargo build --release --workspace --bins --examples -q
 bin=target/release
 
 work=$(mktemp -d)

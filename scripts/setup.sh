@@ -1,21 +1,39 @@
 #!/usr/bin/env bash
 # Installs what the build, the tests and the demo need on a fresh Debian machine with Rust:
-# libdbus headers, dbus-daemon and the dbus-send/gdbus clients, shellcheck, and the Rust components.
+# libdbus headers, dbus-daemon and the dbus-send/gdbus clients, shellcheck, Qt 6's rcc, qmllint
+# and QML modules with PyQt6 for the GUI plugin (scripts/build-gui.sh, scripts/test-gui.sh), and
+# the Rust components.
 # Idempotent: does nothing that is already done.
 set -euo pipefail
 
 pkgs=(pkg-config libdbus-1-dev dbus dbus-daemon libglib2.0-bin shellcheck)
-missing=()
-for p in "${pkgs[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-  echo "setup: installing ${missing[*]}"
-  SUDO=""
-  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-  $SUDO apt-get update -qq || true
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
-fi
+# The GUI plugin: rcc (qt6-base-dev-tools), qmllint (qt6-declarative-dev-tools, with the QML
+# builtins it lints against from qt6-declarative-dev), the QML modules the pages and the stubs
+# import, and PyQt6 for the headless engine that loads the built plugin. Without recommends: no
+# X11 or desktop pieces.
+gui_pkgs=(qt6-base-dev-tools qt6-declarative-dev-tools qt6-declarative-dev qml6-module-qtqml
+  qml6-module-qtqml-models qml6-module-qtqml-workerscript qml6-module-qtquick python3-pyqt6
+  python3-pyqt6.qtquick)
+
+# apt_install [apt-get options...] -- packages...: installs those not installed yet.
+apt_install() {
+  local opts=()
+  while [ "$1" != "--" ]; do opts+=("$1"); shift; done
+  shift
+  local missing=()
+  for p in "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    echo "setup: installing ${missing[*]}"
+    local SUDO=""
+    [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    $SUDO apt-get update -qq || true
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${opts[@]}" "${missing[@]}" >/dev/null
+  fi
+}
+apt_install -- "${pkgs[@]}"
+apt_install --no-install-recommends -- "${gui_pkgs[@]}"
 
 if command -v rustup >/dev/null 2>&1; then
   for c in clippy rustfmt; do

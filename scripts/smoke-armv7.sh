@@ -85,7 +85,8 @@ fi
 # the armv7 daemon in qemu. Its serial open falls back to a plain open under qemu-user (see the
 # header), so the whole chain runs: identification over the pty, D-Bus, values.
 if [ "$SMOKE_PUBLISH" = 1 ]; then
-    cargo build --release -q --bin modbus-sim --example fake-settings
+    # modbus-sim is the sim/ crate of the workspace, fake-settings an example of the root package.
+    cargo build --release -q --workspace --bin modbus-sim --example fake-settings
     work=$(mktemp -d)
     pids=()
     cleanup() {

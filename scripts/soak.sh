@@ -33,7 +33,8 @@ sample=10
 
 if [ -z "${SOAK_SKIP_BUILD:-}" ]; then
   scripts/setup.sh
-  cargo build --release --bins --examples -q
+  # The workspace: modbus-sim is a crate of its own (sim/).
+  cargo build --release --workspace --bins --examples -q
 fi
 bin=$PWD/target/release
 out=${SOAK_OUT:-$(mktemp -d /tmp/soak.XXXXXX)}

@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
-# The whole test suite: installs what it needs, then formatting, lints, every test, the README's
-# first command (briefly) and the armv7 release build with its qemu smoke test.
+# The whole test suite: installs what it needs, then formatting, lints, every test, the GUI
+# plugin's checks, the README's first command (briefly) and the armv7 release build with its qemu
+# smoke test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/setup.sh
-cargo fmt --check
-cargo clippy --all-targets -- -D warnings
-cargo test --all-targets
+# The workspace: the daemon, sim/ and testkit/ (fuzz/ is a workspace of its own).
+cargo fmt --all --check
+cargo clippy --workspace --all-targets -- -D warnings
+cargo test --workspace --all-targets
 shellcheck scripts/*.sh .ci/run install.sh uninstall.sh service/run service/log/run service/enable.sh
+scripts/test-gui.sh
 
 # The README's first command must stay true: it has to show both services with live values.
 demo=$(DEMO_SECONDS=15 scripts/demo.sh 2>&1)

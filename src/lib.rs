@@ -6,8 +6,10 @@
 //! - [`vedbus`]: the Victron BusItem services, settings and watching other services;
 //! - [`devices`]: the SDM230 and Growatt models, their register tables and lifecycle;
 //! - [`limiter`]: the dynamic generation limiter (pure policy + write actuator);
-//! - [`cli`]: the command line; [`app`]: the wiring and the main loop;
-//! - [`sim`]: simulated devices on a pseudo-terminal, for tests, the demo and benchmarks.
+//! - [`cli`]: the command line; [`app`]: the wiring and the main loop.
+//!
+//! The simulated devices the tests, the demo and the benchmarks run against are the workspace
+//! crate `modbus-sim` (sim/), which shares no code with this one.
 
 pub mod app;
 pub mod cli;
@@ -15,5 +17,4 @@ pub mod devices;
 pub mod limiter;
 pub mod modbus;
 pub mod registers;
-pub mod sim;
 pub mod vedbus;

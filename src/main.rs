@@ -8,17 +8,28 @@ use dbus_modbus_client::cli::{self, Command, USAGE};
 
 static STOP: AtomicBool = AtomicBool::new(false);
 
-extern "C" fn on_signal(_: i32) {
+extern "C" fn on_signal(_: libc::c_int) {
     STOP.store(true, Ordering::Relaxed);
 }
 
-unsafe extern "C" {
-    // libc's signal(2); std links libc already, so no crate is needed for one call.
-    fn signal(signum: i32, handler: extern "C" fn(i32)) -> usize;
+/// SIGINT and SIGTERM (runit's `sv stop`) end the main loop, which then exits cleanly.
+fn stop_on_signals() -> std::io::Result<()> {
+    // SAFETY: an all-zero sigaction is valid plain data; the handler only stores to an atomic,
+    // which is async-signal-safe.
+    unsafe {
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
+        // As signal(2) in glibc: interrupted reads and writes restart.
+        action.sa_flags = libc::SA_RESTART;
+        libc::sigemptyset(&mut action.sa_mask);
+        for signal in [libc::SIGINT, libc::SIGTERM] {
+            if libc::sigaction(signal, &action, std::ptr::null_mut()) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+    }
+    Ok(())
 }
-
-const SIGINT: i32 = 2;
-const SIGTERM: i32 = 15;
 
 fn main() -> ExitCode {
     let command = match cli::parse(std::env::args_os().skip(1).collect()) {
@@ -57,10 +68,8 @@ fn main() -> ExitCode {
         Command::Run(o) => o,
     };
     init_logging(opts.debug);
-    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
-    unsafe {
-        signal(SIGINT, on_signal);
-        signal(SIGTERM, on_signal);
+    if let Err(e) = stop_on_signals() {
+        log::warn!("cannot handle SIGINT/SIGTERM ({e}); a stop kills the daemon");
     }
     log::info!("dbus-modbus-client {} starting", env!("CARGO_PKG_VERSION"));
     let result = App::start(opts).and_then(|mut app| app.run(&STOP));

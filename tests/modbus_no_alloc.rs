@@ -1,11 +1,14 @@
 //! A transaction allocates nothing: the master thread's heap allocations are counted by a
 //! wrapping global allocator while it reads and writes against the simulator.
+//!
+//! A test binary of its own, not a module of tests/e2e: the global allocator is per binary, and
+//! would count (and slow) every other test there.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
 use dbus_modbus_client::modbus::{ReadFunction, RtuMaster, SerialSettings};
-use dbus_modbus_client::sim::{SimConfig, Simulator};
+use modbus_sim::{SimConfig, Simulator};
 
 struct Counting;
 

@@ -13,18 +13,11 @@
 #![no_main]
 
 // `modbus::frame` is private; its functions are re-exported from `modbus`.
-use dbus_modbus_client::modbus::{
-    FN_READ_HOLDING, FN_READ_INPUT, FN_WRITE_MULTIPLE, FN_WRITE_SINGLE, ModbusError, Request,
-    Response, crc_ok, crc16, parse_response,
-};
+use dbus_modbus_client::modbus::{ModbusError, Request, Response, crc_ok, crc16, parse_response};
 use libfuzzer_sys::fuzz_target;
 
-const FUNCTIONS: [u8; 4] = [
-    FN_READ_HOLDING,
-    FN_READ_INPUT,
-    FN_WRITE_SINGLE,
-    FN_WRITE_MULTIPLE,
-];
+/// The values of a 0x10 write: only their number reaches the reply.
+static VALUES: [u16; 125] = [0; 125];
 const CRC_NONE: u8 = 0;
 const CRC_CORRECT: u8 = 1;
 const SHAPE: u8 = 0b100;
@@ -56,36 +49,38 @@ fn build(mode: u8, expected: &Request, body: &[u8]) -> Option<Frame> {
         bytes: [0; 300],
         len: 0,
     };
-    let crc_mode = mode & 0b11;
     if mode & SHAPE == 0 {
         frame.push(body)?;
     } else if mode & EXCEPTION != 0 {
-        frame.push(&[expected.unit, expected.function | 0x80, *body.first()?])?;
-    } else if matches!(expected.function, FN_READ_HOLDING | FN_READ_INPUT) {
-        let data_len = 2 * usize::from(expected.count);
-        frame.push(&[
-            expected.unit,
-            expected.function,
-            u8::try_from(data_len).ok()?,
-        ])?;
-        // The register data: the input, zero-padded to the length.
-        let data = body.get(..data_len.min(body.len()))?;
-        frame.push(data)?;
-        frame.push([0; 250].get(..data_len - data.len())?)?;
+        frame.push(&[expected.unit(), expected.function() | 0x80, *body.first()?])?;
     } else {
-        frame.push(&[expected.unit, expected.function])?;
+        frame.push(&[expected.unit(), expected.function()])?;
+        let (addr, second) = match *expected {
+            Request::ReadHolding { count, .. } | Request::ReadInput { count, .. } => {
+                let data_len = 2 * usize::from(count);
+                frame.push(&[u8::try_from(data_len).ok()?])?;
+                // The register data: the input, zero-padded to the length.
+                let data = body.get(..data_len.min(body.len()))?;
+                frame.push(data)?;
+                frame.push([0; 250].get(..data_len - data.len())?)?;
+                return finish(frame, mode, body);
+            }
+            Request::WriteSingle { addr, value, .. } => (addr, value),
+            Request::WriteMultiple { addr, values, .. } => (addr, values.len() as u16),
+        };
         if mode & EXACT_ECHO != 0 {
-            let second = if expected.function == FN_WRITE_SINGLE {
-                expected.value
-            } else {
-                expected.count
-            };
-            frame.push(&expected.addr.to_be_bytes())?;
+            frame.push(&addr.to_be_bytes())?;
             frame.push(&second.to_be_bytes())?;
         } else {
             frame.push(body.get(..4)?)?;
         }
     }
+    finish(frame, mode, body)
+}
+
+/// Appends the CRC the mode asks for.
+fn finish(mut frame: Frame, mode: u8, body: &[u8]) -> Option<Frame> {
+    let crc_mode = mode & 0b11;
     if crc_mode != CRC_NONE || mode & SHAPE != 0 {
         let mut crc = crc16(frame.as_bytes());
         if crc_mode != CRC_CORRECT {
@@ -103,12 +98,20 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let [mode, unit, function, a0, a1, c0, c1, v0, v1] = *header;
-    let expected = Request {
-        unit,
-        function: FUNCTIONS[usize::from(function) % FUNCTIONS.len()],
-        addr: u16::from_be_bytes([a0, a1]),
-        count: u16::from_be_bytes([c0, c1]) % 126,
-        value: u16::from_be_bytes([v0, v1]),
+    let addr = u16::from_be_bytes([a0, a1]);
+    let count = u16::from_be_bytes([c0, c1]) % 126;
+    let Some(values) = VALUES.get(..usize::from(count)) else {
+        return;
+    };
+    let expected = match function % 4 {
+        0 => Request::ReadHolding { unit, addr, count },
+        1 => Request::ReadInput { unit, addr, count },
+        2 => Request::WriteSingle {
+            unit,
+            addr,
+            value: u16::from_be_bytes([v0, v1]),
+        },
+        _ => Request::WriteMultiple { unit, addr, values },
     };
     let Some(frame) = build(mode, &expected, body) else {
         return;
@@ -129,9 +132,12 @@ fuzz_target!(|data: &[u8]| {
         assert!(!accepted, "corrupted CRC accepted: {frame:02x?}");
     }
     if let Ok(Response::Registers(data)) = result {
-        assert_eq!(data.len(), 2 * usize::from(expected.count));
+        assert_eq!(data.len(), 2 * usize::from(count));
     }
-    let reads = matches!(expected.function, FN_READ_HOLDING | FN_READ_INPUT);
+    let reads = matches!(
+        expected,
+        Request::ReadHolding { .. } | Request::ReadInput { .. }
+    );
     let well_formed = mode & SHAPE != 0
         && crc_mode == CRC_CORRECT
         && (mode & EXCEPTION != 0 || reads || mode & EXACT_ECHO != 0);

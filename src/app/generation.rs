@@ -162,7 +162,7 @@ impl Generation {
         }
     }
 
-    /// The inverter's set-up on its (re)initialisation (docs/limiter.md §3), through its
+    /// The inverter's set-up on its (re)initialisation (docs/reference/limiter.md §3), through its
     /// registers; the controller starts from the setting read back. Without a readable setting
     /// the inverter counts as lost.
     pub fn set_up_inverter(&mut self, regs: &mut dyn RegisterWriter) {
@@ -251,8 +251,8 @@ impl Generation {
         self.controller.written(setting, ok, Instant::now());
     }
 
-    /// An accepted SetValue on /Ac/PowerLimit: every write is a keep-alive (docs/limiter.md
-    /// §4).
+    /// An accepted SetValue on /Ac/PowerLimit: every write is a keep-alive
+    /// (docs/reference/limiter.md §4).
     pub fn power_limit_write(&mut self, v: &Value, now: Instant) {
         if self.controller.settings().mode != Mode::External {
             return;

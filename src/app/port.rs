@@ -515,7 +515,7 @@ pub fn identify(master: &mut RtuMaster, unit: u8) -> Result<Option<Identity>, Mo
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sim::{FaultKind, SimConfig, Simulator};
+    use modbus_sim::{FaultKind, SimConfig, Simulator};
 
     /// Steps the port until `want` happens or `timeout` passes.
     fn step_until(port: &mut Port, want: &Event, timeout: Duration) -> bool {

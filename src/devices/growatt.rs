@@ -1,5 +1,5 @@
 //! Growatt MIN/MIC/MID TL-X grid-tied PV inverter, "Growatt Inverter Modbus RTU Protocol" v1.20
-//! layout. Register map and quirks: docs/devices.md, "Growatt MIN/MID TL-X". u32 values are two
+//! layout: docs/reference/growatt.md (§3 holding, §8 input registers). u32 values are two
 //! registers, high word first.
 //!
 //! The limiter drives it through holding register 3 (active power rate, whole percent of rated
@@ -162,7 +162,7 @@ const SERIAL_OLD: (usize, usize) = (23, 28);
 /// v1.20 map answers.
 pub const KNOWN_DEVICE_TYPES: &[(u16, &str)] = &[(5100, "MIN 4200TL-X")];
 
-/// Growatt status (input 0) → Victron/Fronius /StatusCode (docs/devices.md).
+/// Growatt status (input 0) → Victron/Fronius /StatusCode (docs/reference/victron.md §7).
 /// Waiting (not connected, no output) is standby; faults are errors. Running while derating is
 /// reported as throttled by `status_code`.
 pub const STATUS_CODES: &[(u16, i32)] = &[(0, 8), (1, 7), (2, 10), (3, 10)];
@@ -362,8 +362,8 @@ pub static LIMITER: GrowattLimiter = GrowattLimiter;
 pub const HR3_PERCENT: PercentOfRated = PercentOfRated { min: 2, max: 100 };
 
 /// The G100 set-up, in write order: HR3 = 100 %, HR122 = 1 (RS485 meter), HR123 = HR3000 =
-/// export limit in 0.1 % of rated, rounded down (docs/limiter.md §3, as the original driver
-/// wrote it).
+/// export limit in 0.1 % of rated, rounded down (docs/reference/limiter.md §3; the original
+/// driver's start-up, docs/reference/growatt.md §10).
 pub fn g100_setup(export_limit_w: f64, rated_w: f64) -> [RegisterWrite; 4] {
     let permille = fraction_of_rated_floor(export_limit_w, rated_w, 1000);
     let write = |addr, value| RegisterWrite { addr, value };

@@ -1,5 +1,5 @@
-//! Eastron SDM230-Modbus (v2), single-phase energy meter. Register map and quirks:
-//! docs/devices.md, "Eastron SDM230".
+//! Eastron SDM230-Modbus (v2), single-phase energy meter. Framing, register map and meter code:
+//! docs/reference/eastron-sdm230.md §1–§4.
 //!
 //! Input registers are IEEE-754 floats, two registers each, high word first.
 
@@ -66,7 +66,7 @@ pub static REGISTERS: [Register; Reg::ALL.len()] = [
 
 /// Reads spanning the meter's undefined gaps are answered with an exception: keep holes within
 /// the defined blocks. Every register is two words at an even address, so every read has an even
-/// register count, as Eastron asks.
+/// register count, as Eastron asks (docs/reference/eastron-sdm230.md §1).
 pub const LIMITS: PackLimits = PackLimits {
     max_hole: 4,
     max_count: 125,

@@ -1,8 +1,8 @@
 //! Turns decisions into writes of the inverter's limit [`Setting`], deduplicated, deadbanded and
 //! paced by time.
 //!
-//! Writes are precious (an inverter may keep them in non-volatile memory: docs/devices.md, the
-//! Growatt's HR2), so the actuator:
+//! Writes are precious (an inverter may keep them in non-volatile memory:
+//! docs/reference/growatt.md §4), so the actuator:
 //! - never rewrites the setting it believes the inverter holds;
 //! - lowers at once when the new setting is lower by more than the deadband **and the site is
 //!   exporting** (or the grid is unknown): export protection is urgent. A lower target while

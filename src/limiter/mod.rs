@@ -1,4 +1,4 @@
-//! The dynamic generation limiter, as pure code (docs/limiter.md).
+//! The dynamic generation limiter, as pure code (docs/reference/limiter.md).
 //!
 //! - [`policy`]: `decide(inputs, settings, now) -> Decision`, a pure function of the latest
 //!   values (with their timestamps), the settings and the time;

@@ -1,7 +1,7 @@
-//! The limiter policy (docs/limiter.md §1, §3, §4) as a pure function of inputs, settings and
-//! time.
+//! The limiter policy (docs/reference/limiter.md §1, §3, §4) as a pure function of inputs,
+//! settings and time.
 //!
-//! Decisions taken here that docs/limiter.md leaves open:
+//! Decisions taken here that docs/reference/limiter.md leaves open:
 //! - **Unknown values** (missing, non-finite or older than their staleness limit) are `None` and
 //!   every condition over them is three-valued: a rule or allowance that would *raise* the limit
 //!   only applies when it is known to hold, so unknown battery/vebus data can never select rule 4
@@ -56,7 +56,8 @@ pub struct ExternalLimit {
 }
 
 /// Everything the policy looks at. `None` = never known or lost (e.g. meter offline).
-/// Signs as docs/limiter.md: grid + import, pv + production, battery + charging, multi_in + drawn in.
+/// Signs as docs/reference/limiter.md: grid + import, pv + production, battery + charging,
+/// multi_in + drawn in.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Inputs {
     /// Own SDM230 total active power (W); `None` while the meter is offline.
@@ -70,7 +71,7 @@ pub struct Inputs {
     pub external_limit: Option<ExternalLimit>,
 }
 
-/// Battery and MultiPlus values from D-Bus (docs/limiter.md §1).
+/// Battery and MultiPlus values from D-Bus (docs/reference/limiter.md §1).
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct BatteryReadings {
     /// Battery `/Dc/0/Power` (W, + charging).
@@ -89,7 +90,7 @@ pub struct BatteryReadings {
     pub led_absorption: Option<Reading>,
 }
 
-/// Who owns the inverter's power limit (docs/limiter.md §4).
+/// Who owns the inverter's power limit (docs/reference/limiter.md §4).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
     /// No limiting: the inverter runs at 100 % with its own G100 export limit.

@@ -1,7 +1,7 @@
-//! The original driver's actuator (docs/limiter.md §1), kept for side-by-side benchmarks only:
-//! per *event* (every D-Bus signal) the raw percent is averaged `0.2·new + 0.8·old`, and
-//! `ceil(average)` is written whenever the average moved more than 1 point from the last
-//! written value. The daemon does not use it.
+//! The original driver's actuator (docs/reference/limiter.md §1.4), kept for side-by-side
+//! benchmarks only: per *event* (every D-Bus signal) the raw percent is averaged
+//! `0.2·new + 0.8·old`, and `ceil(average)` is written whenever the average moved more than 1
+//! point from the last written value. The daemon does not use it.
 
 use super::policy::{Decision, Target};
 use super::strategy::{PercentOfRated, Setting};

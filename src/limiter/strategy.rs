@@ -23,9 +23,9 @@ impl std::fmt::Display for Setting {
 
 /// A limit in whole percent of the rated power, within `min..=max`.
 ///
-/// Rounding follows the original driver (docs/limiter.md §1): a limit is rounded *up* (the
-/// inverter may produce up to one point more than the demand, never less); the fail-safe for an
-/// export limit is rounded *down* (it must never exceed the export limit).
+/// Rounding follows the original driver (docs/reference/limiter.md §1.4): a limit is rounded
+/// *up* (the inverter may produce up to one point more than the demand, never less); the
+/// fail-safe for an export limit is rounded *down* (it must never exceed the export limit).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PercentOfRated {
     /// The lowest setting a limit is written as (a floor above 0 keeps an inverter connected).

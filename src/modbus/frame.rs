@@ -1,10 +1,10 @@
-//! RTU frames as pure functions over byte slices: request building (via rmodbus), CRC, and a
-//! strict response parser that never panics on wire input.
+//! RTU frames as pure functions over byte slices: CRC, the fixed buffer requests are built in,
+//! and a strict reply parser that never panics on wire input.
 
 use crc::{CRC_16_MODBUS, Crc};
-use rmodbus::{ModbusProto, VectorTrait, client::ModbusRequest};
+use rmodbus::VectorTrait;
 
-use super::ModbusError;
+use super::{ExceptionCode, ModbusError};
 
 /// An RTU frame is at most 256 bytes (unit + PDU of 253 + CRC).
 pub const MAX_FRAME: usize = 256;
@@ -13,12 +13,13 @@ pub const MAX_READ_REGISTERS: u16 = 125;
 /// The Modbus limit for one 0x10 write.
 pub const MAX_WRITE_REGISTERS: u16 = 123;
 
-pub const FN_READ_HOLDING: u8 = 0x03;
-pub const FN_READ_INPUT: u8 = 0x04;
-pub const FN_WRITE_SINGLE: u8 = 0x06;
-pub const FN_WRITE_MULTIPLE: u8 = 0x10;
-const EXCEPTION_FLAG: u8 = 0x80;
-const EXCEPTION_FRAME_LEN: usize = 5;
+pub(crate) const FN_READ_HOLDING: u8 = 0x03;
+pub(crate) const FN_READ_INPUT: u8 = 0x04;
+pub(crate) const FN_WRITE_SINGLE: u8 = 0x06;
+pub(crate) const FN_WRITE_MULTIPLE: u8 = 0x10;
+pub(crate) const EXCEPTION_FLAG: u8 = 0x80;
+/// Unit, function | 0x80, code, CRC.
+pub(crate) const EXCEPTION_FRAME_LEN: usize = 5;
 
 const CRC16: Crc<u16> = Crc::<u16>::new(&CRC_16_MODBUS);
 
@@ -40,7 +41,7 @@ pub fn crc_ok(frame: &[u8]) -> bool {
 
 /// A fixed, stack-sized frame buffer: lets rmodbus build requests without a heap allocation.
 #[derive(Clone)]
-pub struct FrameBuf {
+pub(crate) struct FrameBuf {
     bytes: [u8; MAX_FRAME],
     len: usize,
 }
@@ -55,7 +56,7 @@ impl Default for FrameBuf {
 }
 
 impl FrameBuf {
-    pub fn as_bytes(&self) -> &[u8] {
+    pub(crate) fn as_bytes(&self) -> &[u8] {
         self.bytes.get(..self.len).unwrap_or(&[])
     }
 }
@@ -119,42 +120,30 @@ impl VectorTrait<u8> for FrameBuf {
     }
 }
 
-/// What the master asked, i.e. everything needed to validate the reply.
+/// What a reply to a request must look like: everything the parser checks it against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Request {
-    pub unit: u8,
-    pub function: u8,
-    pub addr: u16,
-    /// Registers read or written (1 for 0x06).
-    pub count: u16,
-    /// The value written by 0x06 (echoed back); unused otherwise.
-    pub value: u16,
+pub(crate) struct Expected {
+    pub(crate) unit: u8,
+    pub(crate) function: u8,
+    pub(crate) body: ExpectedBody,
 }
 
-impl Request {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ExpectedBody {
+    /// A read: a byte count of `2 * count`, then the registers.
+    Registers { count: u16 },
+    /// A write: the request's address and its second word echoed (the value written by 0x06,
+    /// the count written by 0x10).
+    Echo { addr: u16, second: u16 },
+}
+
+impl Expected {
     /// Length of a normal (non-exception) reply.
-    pub fn response_len(&self) -> usize {
-        match self.function {
-            FN_READ_HOLDING | FN_READ_INPUT => 5 + 2 * usize::from(self.count),
-            _ => 8,
+    pub(crate) fn reply_len(&self) -> usize {
+        match self.body {
+            ExpectedBody::Registers { count } => 5 + 2 * usize::from(count),
+            ExpectedBody::Echo { .. } => 8,
         }
-    }
-
-    fn is_read(&self) -> bool {
-        matches!(self.function, FN_READ_HOLDING | FN_READ_INPUT)
-    }
-
-    /// Builds the request frame with rmodbus. `values` is used by 0x10 only.
-    pub fn encode(&self, values: &[u16], out: &mut FrameBuf) -> Result<(), ModbusError> {
-        let mut req = ModbusRequest::new(self.unit, ModbusProto::Rtu);
-        let built = match self.function {
-            FN_READ_HOLDING => req.generate_get_holdings(self.addr, self.count, out),
-            FN_READ_INPUT => req.generate_get_inputs(self.addr, self.count, out),
-            FN_WRITE_SINGLE => req.generate_set_holding(self.addr, self.value, out),
-            FN_WRITE_MULTIPLE => req.generate_set_holdings_bulk(self.addr, values, out),
-            _ => return Err(ModbusError::Malformed("unsupported function")),
-        };
-        built.map_err(|_| ModbusError::Malformed("request does not fit a frame"))
     }
 }
 
@@ -170,8 +159,8 @@ pub enum Response<'a> {
 /// Validates `frame` as the complete reply to `expected`. Pure, never panics.
 /// Order: function (to know the shape) → length → CRC → unit → byte count / echo, so a corrupt
 /// frame is reported as Crc and nothing after the CRC check is trusted before it passes.
-pub fn parse_response<'a>(
-    expected: &Request,
+pub(crate) fn parse_reply<'a>(
+    expected: &Expected,
     frame: &'a [u8],
 ) -> Result<Response<'a>, ModbusError> {
     let (unit, function) = match frame {
@@ -186,45 +175,41 @@ pub fn parse_response<'a>(
         let code = frame.get(2).copied().unwrap_or(0);
         return Err(ModbusError::Exception {
             function: expected.function,
-            code,
+            code: ExceptionCode::from_code(code),
         });
     }
     if function != expected.function {
         return Err(ModbusError::Malformed("wrong function"));
     }
-    if frame.len() != expected.response_len() {
+    if frame.len() != expected.reply_len() {
         return Err(ModbusError::Malformed("wrong length"));
     }
     check_crc_and_unit(expected, unit, frame)?;
     let body = frame.get(2..frame.len() - 2).unwrap_or(&[]);
-    if expected.is_read() {
-        match body.split_first() {
+    match expected.body {
+        ExpectedBody::Registers { count } => match body.split_first() {
             Some((&byte_count, data))
-                if usize::from(byte_count) == 2 * usize::from(expected.count)
+                if usize::from(byte_count) == 2 * usize::from(count)
                     && data.len() == usize::from(byte_count) =>
             {
                 Ok(Response::Registers(data))
             }
             _ => Err(ModbusError::Malformed("wrong byte count")),
-        }
-    } else {
-        let second = if expected.function == FN_WRITE_SINGLE {
-            expected.value
-        } else {
-            expected.count
-        };
-        let mut echo = [0u8; 4];
-        echo[..2].copy_from_slice(&expected.addr.to_be_bytes());
-        echo[2..].copy_from_slice(&second.to_be_bytes());
-        if body == echo {
-            Ok(Response::WriteAck)
-        } else {
-            Err(ModbusError::Malformed("wrong echo"))
+        },
+        ExpectedBody::Echo { addr, second } => {
+            let mut echo = [0u8; 4];
+            echo[..2].copy_from_slice(&addr.to_be_bytes());
+            echo[2..].copy_from_slice(&second.to_be_bytes());
+            if body == echo {
+                Ok(Response::WriteAck)
+            } else {
+                Err(ModbusError::Malformed("wrong echo"))
+            }
         }
     }
 }
 
-fn check_crc_and_unit(expected: &Request, unit: u8, frame: &[u8]) -> Result<(), ModbusError> {
+fn check_crc_and_unit(expected: &Expected, unit: u8, frame: &[u8]) -> Result<(), ModbusError> {
     if !crc_ok(frame) {
         return Err(ModbusError::Crc);
     }
@@ -251,19 +236,18 @@ pub fn reply_frame_len(buf: &[u8]) -> Option<usize> {
     }
 }
 
-/// True when `buf` starts with a complete, CRC-valid reply that cannot be the reply to
-/// `expected` (another unit, function or length): a stale or late reply to an earlier request.
-/// Returns its length so the reader can skip it. Another unit's frame is skipped too: with one
-/// master on the bus it can only be a late reply to an earlier request, and our own reply may
-/// still follow it.
-pub fn foreign_frame_len(expected: &Request, buf: &[u8]) -> Option<usize> {
+/// The length of the complete, CRC-valid reply starting `buf` when it cannot be the reply to
+/// `expected` (another unit, function or length): a stale or late reply to an earlier request,
+/// to be skipped. Another unit's frame is skipped too: with one master on the bus it can only be
+/// a late reply to an earlier request, and our own reply may still follow it.
+pub(crate) fn foreign_reply_len(expected: &Expected, buf: &[u8]) -> Option<usize> {
     let len = reply_frame_len(buf)?;
     let frame = buf.get(..len)?;
     let function = *frame.get(1)?;
     let shape_ours = if function == expected.function | EXCEPTION_FLAG {
         true
     } else {
-        function == expected.function && len == expected.response_len()
+        function == expected.function && len == expected.reply_len()
     };
     let ours = shape_ours && frame.first() == Some(&expected.unit);
     (!ours && crc_ok(frame)).then_some(len)
@@ -272,21 +256,16 @@ pub fn foreign_frame_len(expected: &Request, buf: &[u8]) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::modbus::scripted::with_crc;
+    use crate::modbus::{ExceptionCode, Request};
 
-    fn with_crc(body: &[u8]) -> Vec<u8> {
-        let mut f = body.to_vec();
-        f.extend_from_slice(&crc16(body).to_le_bytes());
-        f
-    }
-
-    fn read_req(count: u16) -> Request {
-        Request {
+    fn read_req(count: u16) -> Expected {
+        Request::ReadInput {
             unit: 2,
-            function: FN_READ_INPUT,
             addr: 0,
             count,
-            value: 0,
         }
+        .expected()
     }
 
     #[test]
@@ -299,26 +278,10 @@ mod tests {
     }
 
     #[test]
-    fn encodes_read_request_with_crc() {
-        let mut buf = FrameBuf::default();
-        let req = Request {
-            unit: 1,
-            function: FN_READ_HOLDING,
-            addr: 0x0003,
-            count: 1,
-            value: 0,
-        };
-        req.encode(&[], &mut buf).unwrap();
-        assert_eq!(&buf.as_bytes()[..6], &[1, 3, 0, 3, 0, 1]);
-        assert!(crc_ok(buf.as_bytes()));
-        assert_eq!(buf.as_bytes().len(), 8);
-    }
-
-    #[test]
     fn parses_read_reply() {
         let f = with_crc(&[2, 4, 4, 0x43, 0x66, 0, 0]);
         assert_eq!(
-            parse_response(&read_req(2), &f).unwrap(),
+            parse_reply(&read_req(2), &f).unwrap(),
             Response::Registers(&[0x43, 0x66, 0, 0])
         );
     }
@@ -328,10 +291,10 @@ mod tests {
         let req = read_req(1);
         let mut bad = with_crc(&[2, 4, 2, 1, 2]);
         bad[3] ^= 1;
-        assert!(matches!(parse_response(&req, &bad), Err(ModbusError::Crc)));
+        assert!(matches!(parse_reply(&req, &bad), Err(ModbusError::Crc)));
         let wrong_unit = with_crc(&[3, 4, 2, 1, 2]);
         assert!(matches!(
-            parse_response(&req, &wrong_unit),
+            parse_reply(&req, &wrong_unit),
             Err(ModbusError::WrongUnit {
                 expected: 2,
                 got: 3
@@ -339,44 +302,57 @@ mod tests {
         ));
         let exception = with_crc(&[2, 0x84, 2]);
         assert!(matches!(
-            parse_response(&req, &exception),
+            parse_reply(&req, &exception),
             Err(ModbusError::Exception {
                 function: 4,
-                code: 2
+                code: ExceptionCode::IllegalDataAddress
             })
         ));
         let wrong_count = with_crc(&[2, 4, 4, 1, 2]);
         assert!(matches!(
-            parse_response(&req, &wrong_count),
+            parse_reply(&req, &wrong_count),
             Err(ModbusError::Malformed(_))
         ));
         assert!(matches!(
-            parse_response(&req, &[2, 4]),
+            parse_reply(&req, &[2, 4]),
             Err(ModbusError::Malformed(_))
         ));
         let wrong_fn = with_crc(&[2, 3, 2, 1, 2]);
         assert!(matches!(
-            parse_response(&req, &wrong_fn),
+            parse_reply(&req, &wrong_fn),
             Err(ModbusError::Malformed(_))
         ));
     }
 
     #[test]
     fn checks_write_echo() {
-        let req = Request {
+        let single = Request::WriteSingle {
             unit: 1,
-            function: FN_WRITE_SINGLE,
             addr: 3,
-            count: 1,
             value: 55,
-        };
+        }
+        .expected();
         assert_eq!(
-            parse_response(&req, &with_crc(&[1, 6, 0, 3, 0, 55])).unwrap(),
+            parse_reply(&single, &with_crc(&[1, 6, 0, 3, 0, 55])).unwrap(),
             Response::WriteAck
         );
         assert!(matches!(
-            parse_response(&req, &with_crc(&[1, 6, 0, 3, 0, 56])),
+            parse_reply(&single, &with_crc(&[1, 6, 0, 3, 0, 56])),
             Err(ModbusError::Malformed(_))
+        ));
+        let multiple = Request::WriteMultiple {
+            unit: 1,
+            addr: 122,
+            values: &[1, 900],
+        }
+        .expected();
+        assert_eq!(
+            parse_reply(&multiple, &with_crc(&[1, 0x10, 0, 122, 0, 2])).unwrap(),
+            Response::WriteAck
+        );
+        assert!(matches!(
+            parse_reply(&multiple, &with_crc(&[1, 0x10, 0, 122, 0, 1])),
+            Err(ModbusError::Malformed("wrong echo"))
         ));
     }
 
@@ -384,15 +360,18 @@ mod tests {
     fn recognises_a_foreign_frame_but_not_our_own_shape() {
         let req = read_req(1);
         let other = with_crc(&[2, 4, 4, 1, 2, 3, 4]);
-        assert_eq!(foreign_frame_len(&req, &other), Some(9));
+        assert_eq!(foreign_reply_len(&req, &other), Some(9));
         let ours = with_crc(&[2, 4, 2, 1, 2]);
-        assert_eq!(foreign_frame_len(&req, &ours), None);
+        assert_eq!(foreign_reply_len(&req, &ours), None);
         // Our shape from another unit: a late reply to an earlier request to that unit.
         let ours_wrong_unit = with_crc(&[3, 4, 2, 1, 2]);
-        assert_eq!(foreign_frame_len(&req, &ours_wrong_unit), Some(7));
+        assert_eq!(foreign_reply_len(&req, &ours_wrong_unit), Some(7));
         let mut bad_crc = ours_wrong_unit.clone();
         bad_crc[3] ^= 1;
-        assert_eq!(foreign_frame_len(&req, &bad_crc), None);
+        assert_eq!(foreign_reply_len(&req, &bad_crc), None);
+        // Our exception from another unit.
+        let exception = with_crc(&[3, 0x84, 2]);
+        assert_eq!(foreign_reply_len(&req, &exception), Some(5));
     }
 
     #[test]

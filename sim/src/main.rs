@@ -1,0 +1,167 @@
+//! The simulator as a process: SDM230 + Growatt on a pty, PATH a symlink to its slave.
+//! Commands on stdin, one per line:
+//!   set <unit> <name> <value>      a named value (`names <unit>` lists them)
+//!   set <unit> hr<addr>|ir<addr> <value>   a raw register
+//!   get <unit> <name>|hr<addr>|ir<addr>
+//!   plant <load W> <pv available W> [ramp W/s] | plant off
+//!   fault <unit> <offline|slow MS|crc|garbage|truncated|exception CODE|wrong-unit|late|none> [once]
+//!   writes
+//! Runs until killed; stdin EOF leaves it serving (the demo runs it in the background).
+
+use std::io::BufRead;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use modbus_sim::{
+    FaultKind, LineSettings, Parity, Plant, RegisterKind, SimConfig, SimHandle, Simulator,
+};
+
+const USAGE: &str = "usage: modbus-sim --link PATH [--baud 9600] [--even-parity] [--realistic] \
+[--turnaround-ms 20] [--meter-unit 2] [--growatt-unit 1] [--plant]";
+
+fn main() -> Result<()> {
+    let mut args = pico_args::Arguments::from_env();
+    if args.contains(["-h", "--help"]) {
+        println!("{USAGE}");
+        return Ok(());
+    }
+    let link: String = args.value_from_str("--link").context(USAGE)?;
+    let baud: u32 = args.opt_value_from_str("--baud")?.unwrap_or(9600);
+    let parity = if args.contains("--even-parity") {
+        Parity::Even
+    } else {
+        Parity::None
+    };
+    let realistic = args.contains("--realistic");
+    let turnaround_ms: u64 = args.opt_value_from_str("--turnaround-ms")?.unwrap_or(20);
+    let meter_unit: u8 = args.opt_value_from_str("--meter-unit")?.unwrap_or(2);
+    let growatt_unit: u8 = args.opt_value_from_str("--growatt-unit")?.unwrap_or(1);
+    let plant = args.contains("--plant").then(Plant::default);
+    let rest = args.finish();
+    if !rest.is_empty() {
+        bail!("unexpected arguments {rest:?}\n{USAGE}");
+    }
+    let sim = Simulator::start(SimConfig {
+        meter_unit: Some(meter_unit),
+        growatt_unit: Some(growatt_unit),
+        serial: LineSettings { baud, parity },
+        realistic,
+        turnaround: Duration::from_millis(turnaround_ms),
+        plant,
+        print_writes: true,
+    })
+    .context("starting the simulator")?;
+    // Replace a link left by an earlier run; refuse to clobber anything else.
+    match std::fs::symlink_metadata(&link) {
+        Ok(m) if m.file_type().is_symlink() => std::fs::remove_file(&link)?,
+        Ok(_) => bail!("{link} exists and is not a symlink"),
+        Err(_) => {}
+    }
+    std::os::unix::fs::symlink(sim.tty_path(), &link)
+        .with_context(|| format!("linking {link} to {}", sim.tty_path()))?;
+    println!("modbus-sim: {link} -> {}", sim.tty_path());
+
+    for line in std::io::stdin().lock().lines() {
+        let line = line?;
+        match command(&sim, &line) {
+            Ok(Some(out)) => println!("{out}"),
+            Ok(None) => {}
+            Err(e) => println!("error: {e:#}"),
+        }
+    }
+    loop {
+        std::thread::park();
+    }
+}
+
+fn register_name(name: &str) -> Option<(RegisterKind, u16)> {
+    let (kind, addr) = if let Some(a) = name.strip_prefix("hr") {
+        (RegisterKind::Holding, a)
+    } else {
+        (RegisterKind::Input, name.strip_prefix("ir")?)
+    };
+    let addr = match addr.strip_prefix("0x") {
+        Some(hex) => u16::from_str_radix(hex, 16).ok()?,
+        None => addr.parse().ok()?,
+    };
+    Some((kind, addr))
+}
+
+fn command(sim: &SimHandle, line: &str) -> Result<Option<String>> {
+    let words: Vec<&str> = line.split_whitespace().collect();
+    match words.as_slice() {
+        [] => Ok(None),
+        ["set", unit, name, value] => {
+            let unit: u8 = unit.parse()?;
+            match register_name(name) {
+                Some((kind, addr)) => sim.set_raw(unit, kind, addr, value.parse()?)?,
+                None => sim.set(unit, name, value.parse()?)?,
+            }
+            Ok(None)
+        }
+        ["get", unit, name] => {
+            let unit: u8 = unit.parse()?;
+            Ok(Some(match register_name(name) {
+                Some((kind, addr)) => sim.register(unit, kind, addr)?.to_string(),
+                None => sim.get(unit, name)?.to_string(),
+            }))
+        }
+        ["names", unit] => Ok(Some(sim.names(unit.parse()?)?.join(" "))),
+        ["plant", "off"] => {
+            sim.set_plant(None);
+            Ok(None)
+        }
+        ["plant", load, pv, ramp @ ..] => {
+            let mut plant = Plant {
+                load_w: load.parse()?,
+                pv_available_w: pv.parse()?,
+                ..Plant::default()
+            };
+            if let [ramp] = ramp {
+                plant.ramp_w_per_s = ramp.parse()?;
+            }
+            sim.set_plant(Some(plant));
+            Ok(None)
+        }
+        ["fault", unit, rest @ ..] => {
+            let unit: u8 = unit.parse()?;
+            let once = rest.last() == Some(&"once");
+            let args = if once {
+                rest.get(..rest.len() - 1).unwrap_or(&[])
+            } else {
+                rest
+            };
+            let kind = match args {
+                ["none"] => {
+                    sim.clear_fault(unit);
+                    return Ok(None);
+                }
+                ["offline"] => FaultKind::Offline,
+                ["slow", ms] => FaultKind::Slow(Duration::from_millis(ms.parse()?)),
+                ["crc"] => FaultKind::Crc,
+                ["garbage"] => FaultKind::Garbage,
+                ["truncated"] => FaultKind::Truncated,
+                ["exception", code] => FaultKind::Exception(code.parse()?),
+                ["wrong-unit"] => FaultKind::WrongUnit,
+                ["late"] => FaultKind::Late,
+                _ => bail!("unknown fault {args:?}"),
+            };
+            sim.fault(unit, kind, !once);
+            Ok(None)
+        }
+        ["writes"] => Ok(Some(
+            sim.writes()
+                .iter()
+                .map(|w| {
+                    let t =
+                        w.at.duration_since(std::time::UNIX_EPOCH)
+                            .unwrap_or_default()
+                            .as_secs_f64();
+                    format!("{t:.3} unit {} hr {} = {}", w.unit, w.addr, w.value)
+                })
+                .collect::<Vec<_>>()
+                .join("\n"),
+        )),
+        _ => bail!("unknown command {line:?}"),
+    }
+}

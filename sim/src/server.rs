@@ -1,0 +1,605 @@
+//! The simulator's server: one thread owns the pty master and answers requests like the devices
+//! on an RS485 bus would, with optional realistic timing, the plant model and fault injection.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::io::{Read, Write};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime};
+
+use serialport::{SerialPort, TTYPort};
+
+use crate::bank::{
+    EXCEPTION_ILLEGAL_ADDRESS, EXCEPTION_ILLEGAL_FUNCTION, EXCEPTION_ILLEGAL_VALUE, RegisterKind,
+};
+use crate::device::{Device, step_plant};
+use crate::frame::{
+    FN_READ_HOLDING, FN_READ_INPUT, FN_WRITE_MULTIPLE, FN_WRITE_SINGLE, crc_ok, crc16, request_len,
+    with_crc,
+};
+use crate::plant::Plant;
+use crate::rng::Rng;
+use crate::timing::LineSettings;
+
+/// How many holding-register writes the log keeps.
+pub const WRITE_LOG_LEN: usize = 1024;
+/// A partial request older than this is dropped (a gap that long ends any frame).
+const REQUEST_GAP: Duration = Duration::from_millis(50);
+/// A late reply nobody provoked by a new request goes out after this anyway.
+const LATE_REPLY_MAX_HOLD: Duration = Duration::from_secs(1);
+const POLL: Duration = Duration::from_millis(10);
+
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    pub meter_unit: Option<u8>,
+    pub growatt_unit: Option<u8>,
+    /// Line settings the realistic timing is computed for.
+    pub serial: LineSettings,
+    /// Reply after the request's and the reply's wire time plus `turnaround`.
+    pub realistic: bool,
+    pub turnaround: Duration,
+    /// Couple load, PV, inverter and meter (see [`Plant`]).
+    pub plant: Option<Plant>,
+    /// Print every holding write on stdout (the process form).
+    pub print_writes: bool,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        Self {
+            meter_unit: Some(2),
+            growatt_unit: Some(1),
+            serial: LineSettings::default(),
+            realistic: false,
+            turnaround: Duration::from_millis(20),
+            plant: None,
+            print_writes: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FaultKind {
+    /// Silent, as a sleeping inverter.
+    Offline,
+    /// Extra delay before the reply.
+    Slow(Duration),
+    /// One data byte flipped, CRC left as it was.
+    Crc,
+    /// Noise of the reply's length instead of the reply.
+    Garbage,
+    /// Only the first half of the reply.
+    Truncated,
+    /// A Modbus exception with this code.
+    Exception(u8),
+    /// The reply comes with another unit id (and a valid CRC).
+    WrongUnit,
+    /// The reply is held back and sent just after the next request arrives, i.e. while the
+    /// master already waits for the reply to that one.
+    Late,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fault {
+    pub kind: FaultKind,
+    /// One-shot faults hit the next request to the unit only.
+    pub persistent: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WriteRecord {
+    pub at: SystemTime,
+    pub unit: u8,
+    pub addr: u16,
+    pub value: u16,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum SimError {
+    NoSuchUnit(u8),
+    NoSuchValue(String),
+    /// The register is outside the device's map.
+    NoSuchRegister(u16),
+}
+
+impl fmt::Display for SimError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SimError::NoSuchUnit(u) => write!(f, "no simulated device at unit {u}"),
+            SimError::NoSuchValue(n) => write!(f, "unknown value name {n:?}"),
+            SimError::NoSuchRegister(a) => write!(f, "register {a} is not in the map"),
+        }
+    }
+}
+
+impl std::error::Error for SimError {}
+
+struct SimState {
+    meter: Option<(u8, Device)>,
+    growatt: Option<(u8, Device)>,
+    plant: Option<Plant>,
+    faults: Vec<(u8, Fault)>,
+    writes: VecDeque<WriteRecord>,
+    last_tick: Instant,
+}
+
+impl SimState {
+    fn device(&mut self, unit: u8) -> Option<&mut Device> {
+        match (&mut self.meter, &mut self.growatt) {
+            (Some((u, d)), _) if *u == unit => Some(d),
+            (_, Some((u, d))) if *u == unit => Some(d),
+            _ => None,
+        }
+    }
+
+    fn tick(&mut self, now: Instant) {
+        let dt = now.saturating_duration_since(self.last_tick);
+        self.last_tick = now;
+        if let (Some(plant), Some((_, meter)), Some((_, inverter))) =
+            (self.plant, &mut self.meter, &mut self.growatt)
+        {
+            step_plant(&plant, dt, meter, inverter);
+        }
+        for (_, d) in self.meter.iter_mut().chain(self.growatt.iter_mut()) {
+            d.integrate(dt);
+        }
+    }
+
+    fn take_fault(&mut self, unit: u8) -> Option<FaultKind> {
+        let i = self.faults.iter().position(|(u, _)| *u == unit)?;
+        let (_, fault) = *self.faults.get(i)?;
+        if !fault.persistent {
+            self.faults.remove(i);
+        }
+        Some(fault.kind)
+    }
+
+    fn log_write(&mut self, unit: u8, addr: u16, values: &[u16], print: bool) {
+        let at = SystemTime::now();
+        for (i, &value) in values.iter().enumerate() {
+            let addr = addr.wrapping_add(i as u16);
+            if self.writes.len() == WRITE_LOG_LEN {
+                self.writes.pop_front();
+            }
+            self.writes.push_back(WriteRecord {
+                at,
+                unit,
+                addr,
+                value,
+            });
+            if print {
+                let t = at
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .unwrap_or_default()
+                    .as_secs_f64();
+                println!("write {t:.3} unit {unit} hr {addr} = {value}");
+            }
+        }
+    }
+}
+
+struct Shared {
+    state: Mutex<SimState>,
+    stop: AtomicBool,
+    requests: AtomicU64,
+    replies: AtomicU64,
+    /// Shortest idle time seen between a reply and the next request, in µs.
+    min_idle_us: AtomicU64,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, SimState> {
+        // A panic elsewhere must not take the simulator down with it.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+pub struct Simulator;
+
+impl Simulator {
+    /// Creates the pty pair and starts serving on its own thread.
+    pub fn start(config: SimConfig) -> std::io::Result<SimHandle> {
+        let (master, slave) = TTYPort::pair()?;
+        // pair() leaves both fds inheritable: a daemon the test spawns later would hold the
+        // master open, so closing the simulator would never hang up its port.
+        set_cloexec(&master)?;
+        set_cloexec(&slave)?;
+        // The slave stays open here so the master side never sees EIO when the client
+        // closes and reopens. pair() neither sets TIOCEXCL nor takes a flock on it (and
+        // set_exclusive(false) would take a shared flock), so the client's exclusive open works.
+        let tty_path = slave
+            .name()
+            .ok_or_else(|| std::io::Error::other("pty slave has no name"))?;
+        let shared = Arc::new(Shared {
+            state: Mutex::new(SimState {
+                meter: config.meter_unit.map(|u| (u, Device::sdm230(u))),
+                growatt: config.growatt_unit.map(|u| (u, Device::growatt(u))),
+                plant: config.plant,
+                faults: Vec::new(),
+                writes: VecDeque::with_capacity(WRITE_LOG_LEN),
+                last_tick: Instant::now(),
+            }),
+            stop: AtomicBool::new(false),
+            requests: AtomicU64::new(0),
+            replies: AtomicU64::new(0),
+            min_idle_us: AtomicU64::new(u64::MAX),
+        });
+        let server = Server {
+            port: master,
+            _slave: slave,
+            shared: Arc::clone(&shared),
+            config,
+            late: None,
+            last_reply_at: None,
+            rng: Rng(0x2545_F491_4F6C_DD1D),
+        };
+        let thread = std::thread::Builder::new()
+            .name("modbus-sim".into())
+            .spawn(move || server.run())?;
+        Ok(SimHandle {
+            shared,
+            thread: Some(thread),
+            tty_path,
+        })
+    }
+}
+
+/// Controls a running simulator; dropping it stops the simulator.
+pub struct SimHandle {
+    shared: Arc<Shared>,
+    thread: Option<JoinHandle<()>>,
+    tty_path: String,
+}
+
+impl SimHandle {
+    /// The pty slave a client opens.
+    pub fn tty_path(&self) -> &str {
+        &self.tty_path
+    }
+
+    /// Sets a named value of the device at `unit` (see [`SimHandle::names`]).
+    pub fn set(&self, unit: u8, name: &str, value: f64) -> Result<(), SimError> {
+        let mut s = self.shared.lock();
+        let d = s.device(unit).ok_or(SimError::NoSuchUnit(unit))?;
+        if d.set(name, value) {
+            Ok(())
+        } else {
+            Err(SimError::NoSuchValue(name.to_string()))
+        }
+    }
+
+    pub fn get(&self, unit: u8, name: &str) -> Result<f64, SimError> {
+        let mut s = self.shared.lock();
+        let d = s.device(unit).ok_or(SimError::NoSuchUnit(unit))?;
+        d.get(name)
+            .ok_or_else(|| SimError::NoSuchValue(name.to_string()))
+    }
+
+    pub fn names(&self, unit: u8) -> Result<&'static [&'static str], SimError> {
+        let mut s = self.shared.lock();
+        Ok(s.device(unit).ok_or(SimError::NoSuchUnit(unit))?.names())
+    }
+
+    /// Sets any register; raw input values stick until the next `set_raw` of that address.
+    pub fn set_raw(
+        &self,
+        unit: u8,
+        kind: RegisterKind,
+        addr: u16,
+        value: u16,
+    ) -> Result<(), SimError> {
+        let mut s = self.shared.lock();
+        let d = s.device(unit).ok_or(SimError::NoSuchUnit(unit))?;
+        d.set_raw(kind, addr, value)
+            .map_err(|_| SimError::NoSuchRegister(addr))
+    }
+
+    pub fn register(&self, unit: u8, kind: RegisterKind, addr: u16) -> Result<u16, SimError> {
+        let mut s = self.shared.lock();
+        let d = s.device(unit).ok_or(SimError::NoSuchUnit(unit))?;
+        d.raw(kind, addr).ok_or(SimError::NoSuchRegister(addr))
+    }
+
+    /// Turns the plant model on (with these parameters) or off.
+    pub fn set_plant(&self, plant: Option<Plant>) {
+        self.shared.lock().plant = plant;
+    }
+
+    pub fn plant(&self) -> Option<Plant> {
+        self.shared.lock().plant
+    }
+
+    /// Replaces the fault of `unit`.
+    pub fn fault(&self, unit: u8, kind: FaultKind, persistent: bool) {
+        let mut s = self.shared.lock();
+        s.faults.retain(|(u, _)| *u != unit);
+        s.faults.push((unit, Fault { kind, persistent }));
+    }
+
+    pub fn clear_fault(&self, unit: u8) {
+        self.shared.lock().faults.retain(|(u, _)| *u != unit);
+    }
+
+    /// Holding-register writes received, oldest first (the last [`WRITE_LOG_LEN`]).
+    pub fn writes(&self) -> Vec<WriteRecord> {
+        self.shared.lock().writes.iter().copied().collect()
+    }
+
+    /// Complete, CRC-valid requests seen on the bus (any unit).
+    pub fn requests_seen(&self) -> u64 {
+        self.shared.requests.load(Ordering::Relaxed)
+    }
+
+    /// Replies (of any kind, faulty ones included) written to the line.
+    pub fn replies_sent(&self) -> u64 {
+        self.shared.replies.load(Ordering::Relaxed)
+    }
+
+    /// The shortest silence seen on the line between the end of a reply and the start of the
+    /// next request (the master's inter-frame gap); None before two such frames.
+    pub fn min_idle_before_request(&self) -> Option<Duration> {
+        match self.shared.min_idle_us.load(Ordering::Relaxed) {
+            u64::MAX => None,
+            us => Some(Duration::from_micros(us)),
+        }
+    }
+}
+
+impl Drop for SimHandle {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+struct Server {
+    port: TTYPort,
+    _slave: TTYPort,
+    shared: Arc<Shared>,
+    config: SimConfig,
+    /// A reply held back by the Late fault.
+    late: Option<(Instant, Vec<u8>)>,
+    last_reply_at: Option<Instant>,
+    /// Noise for the Garbage fault.
+    rng: Rng,
+}
+
+impl Server {
+    fn run(mut self) {
+        let mut buf = [0u8; 512];
+        let mut len = 0usize;
+        let mut last_byte = Instant::now();
+        let mut frame_start = Instant::now();
+        while !self.shared.stop.load(Ordering::Relaxed) {
+            let _ = self.port.set_timeout(POLL);
+            let free = buf.get_mut(len..).unwrap_or(&mut []);
+            if free.is_empty() {
+                len = 0;
+                continue;
+            }
+            match self.port.read(free) {
+                Ok(n) if n > 0 => {
+                    if len == 0 {
+                        frame_start = Instant::now();
+                    }
+                    len += n;
+                    last_byte = Instant::now();
+                }
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
+                Err(_) => std::thread::sleep(POLL),
+            }
+            self.shared.lock().tick(Instant::now());
+            while let Some(frame_len) = request_len(buf.get(..len).unwrap_or(&[])) {
+                if frame_len > len {
+                    break;
+                }
+                let frame = buf.get(..frame_len).unwrap_or(&[]).to_vec();
+                self.record_idle(frame_start);
+                self.handle(&frame, last_byte);
+                buf.copy_within(frame_len..len, 0);
+                len -= frame_len;
+            }
+            if len > 0 && last_byte.elapsed() > REQUEST_GAP {
+                len = 0;
+            }
+            if let Some((since, _)) = &self.late
+                && since.elapsed() > LATE_REPLY_MAX_HOLD
+            {
+                self.send_late();
+            }
+        }
+    }
+
+    fn send_late(&mut self) {
+        if let Some((_, reply)) = self.late.take() {
+            self.send(&reply);
+            // Keep an inter-frame gap before whatever follows.
+            std::thread::sleep(self.config.serial.frame_silence() + Duration::from_millis(2));
+        }
+    }
+
+    fn handle(&mut self, frame: &[u8], received: Instant) {
+        if !crc_ok(frame) {
+            return; // A device ignores a corrupt request.
+        }
+        self.shared.requests.fetch_add(1, Ordering::Relaxed);
+        self.send_late();
+        let (Some(&unit), Some(&function)) = (frame.first(), frame.get(1)) else {
+            return;
+        };
+        let print = self.config.print_writes;
+        let (reply, fault) = {
+            let mut s = self.shared.lock();
+            if unit == 0 {
+                // Broadcast: writes apply to every device, nobody answers.
+                let units: Vec<u8> = s
+                    .meter
+                    .iter()
+                    .chain(s.growatt.iter())
+                    .map(|(u, _)| *u)
+                    .collect();
+                for u in units {
+                    let _ = execute(&mut s, u, frame, print);
+                }
+                return;
+            }
+            if s.device(unit).is_none() {
+                return;
+            }
+            let fault = s.take_fault(unit);
+            if fault == Some(FaultKind::Offline) {
+                return;
+            }
+            let pdu = execute(&mut s, unit, frame, print);
+            (pdu, fault)
+        };
+        let mut reply = match (fault, reply) {
+            (Some(FaultKind::Exception(code)), _) | (_, Err(code)) => {
+                with_crc(&[unit, function | 0x80, code])
+            }
+            (_, Ok(pdu)) => pdu,
+        };
+        let mut extra = Duration::ZERO;
+        match fault {
+            Some(FaultKind::Slow(d)) => extra = d,
+            Some(FaultKind::Crc) => {
+                if let Some(b) = reply.get_mut(3) {
+                    *b ^= 0x5A;
+                }
+            }
+            Some(FaultKind::Garbage) => {
+                for b in reply.iter_mut() {
+                    *b = self.rng.byte();
+                }
+                // Noise never looks like a known function code.
+                if let Some(b) = reply.get_mut(1) {
+                    *b = 0x7F;
+                }
+            }
+            Some(FaultKind::Truncated) => {
+                let half = reply.len() / 2;
+                reply.truncate(half.max(1));
+            }
+            Some(FaultKind::WrongUnit) => {
+                let other = if unit >= 247 { 1 } else { unit + 1 };
+                if let Some(b) = reply.first_mut() {
+                    *b = other;
+                }
+                let body_len = reply.len().saturating_sub(2);
+                reply.truncate(body_len);
+                let crc = crc16(&reply);
+                reply.extend_from_slice(&crc.to_le_bytes());
+            }
+            _ => {}
+        }
+        let mut delay = extra;
+        if self.config.realistic {
+            let wire = self.config.serial.wire_time(frame.len() + reply.len());
+            delay += wire + self.config.turnaround;
+        }
+        if !self.sleep_until(received + delay) {
+            return;
+        }
+        if fault == Some(FaultKind::Late) {
+            self.late = Some((Instant::now(), reply));
+            return;
+        }
+        self.send(&reply);
+    }
+
+    fn send(&mut self, reply: &[u8]) {
+        let _ = self.port.write_all(reply);
+        self.last_reply_at = Some(Instant::now());
+        self.shared.replies.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn record_idle(&self, request_start: Instant) {
+        if let Some(reply) = self.last_reply_at
+            && reply < request_start
+        {
+            let idle = u64::try_from((request_start - reply).as_micros()).unwrap_or(u64::MAX);
+            self.shared.min_idle_us.fetch_min(idle, Ordering::Relaxed);
+        }
+    }
+
+    /// Sleeps in short steps so a stop request is honoured; false when stopping.
+    fn sleep_until(&self, when: Instant) -> bool {
+        loop {
+            if self.shared.stop.load(Ordering::Relaxed) {
+                return false;
+            }
+            let left = when.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return true;
+            }
+            std::thread::sleep(left.min(POLL));
+        }
+    }
+}
+
+fn set_cloexec(port: &TTYPort) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: F_SETFD on a descriptor this TTYPort owns; no memory is passed.
+    match unsafe { libc::fcntl(port.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) } {
+        -1 => Err(std::io::Error::last_os_error()),
+        _ => Ok(()),
+    }
+}
+
+/// Executes a CRC-valid request on the device at `unit`: the reply frame, or an exception code.
+fn execute(s: &mut SimState, unit: u8, frame: &[u8], print: bool) -> Result<Vec<u8>, u8> {
+    let word = |i: usize| -> Option<u16> {
+        Some(u16::from_be_bytes([*frame.get(i)?, *frame.get(i + 1)?]))
+    };
+    let function = *frame.get(1).ok_or(EXCEPTION_ILLEGAL_FUNCTION)?;
+    let addr = word(2).ok_or(EXCEPTION_ILLEGAL_VALUE)?;
+    let device = s.device(unit).ok_or(EXCEPTION_ILLEGAL_ADDRESS)?;
+    match function {
+        FN_READ_HOLDING | FN_READ_INPUT => {
+            let count = word(4).ok_or(EXCEPTION_ILLEGAL_VALUE)?;
+            if count == 0 || count > 125 {
+                return Err(EXCEPTION_ILLEGAL_VALUE);
+            }
+            let bank = if function == FN_READ_HOLDING {
+                &mut device.holding
+            } else {
+                &mut device.input
+            };
+            let regs = bank.read(addr, count)?;
+            let mut body = vec![unit, function, (count * 2) as u8];
+            for r in regs {
+                body.extend_from_slice(&r.to_be_bytes());
+            }
+            Ok(with_crc(&body))
+        }
+        FN_WRITE_SINGLE => {
+            let value = word(4).ok_or(EXCEPTION_ILLEGAL_VALUE)?;
+            device.holding.write(addr, &[value])?;
+            s.log_write(unit, addr, &[value], print);
+            Ok(with_crc(frame.get(..6).unwrap_or(&[])))
+        }
+        FN_WRITE_MULTIPLE => {
+            let count = word(4).ok_or(EXCEPTION_ILLEGAL_VALUE)?;
+            let byte_count = usize::from(*frame.get(6).ok_or(EXCEPTION_ILLEGAL_VALUE)?);
+            if count == 0 || count > 123 || byte_count != 2 * usize::from(count) {
+                return Err(EXCEPTION_ILLEGAL_VALUE);
+            }
+            let data = frame
+                .get(7..7 + byte_count)
+                .ok_or(EXCEPTION_ILLEGAL_VALUE)?;
+            let values: Vec<u16> = data
+                .chunks_exact(2)
+                .map(|b| u16::from_be_bytes([b[0], b[1]]))
+                .collect();
+            device.holding.write(addr, &values)?;
+            s.log_write(unit, addr, &values, print);
+            Ok(with_crc(frame.get(..6).unwrap_or(&[])))
+        }
+        _ => Err(EXCEPTION_ILLEGAL_FUNCTION),
+    }
+}
