@@ -438,6 +438,18 @@ impl RegisterMap {
     }
 }
 
+/// Plans and completes (with zeros) every slow read due at `now`, in order: what one pass of the
+/// scheduler over a fresh map would read.
+#[cfg(test)]
+pub(crate) fn plan_all_due(map: &mut RegisterMap, now: Instant) -> Vec<Read> {
+    let mut reads = Vec::new();
+    while let Some(read) = map.next_read(now, false) {
+        map.store(&read, &vec![0; read.count as usize], now);
+        reads.push(read);
+    }
+    reads
+}
+
 fn urgency_rank(u: Urgency) -> f64 {
     match u {
         Urgency::Fast(age) => age,
@@ -535,17 +547,9 @@ mod tests {
 
     #[test]
     fn packs_across_small_holes_only_and_never_mixes_tables() {
-        let map = RegisterMap::new(&HOLES, NO_BARRIERS);
-        let now = Instant::now();
-        let first = map.next_read(now, false).unwrap();
+        let mut map = RegisterMap::new(&HOLES, NO_BARRIERS);
         // All never read (equally overdue): the planner starts from one and takes neighbours.
-        let mut map = map;
-        let mut reads = vec![first];
-        map.store(&first, &vec![0; first.count as usize], now);
-        while let Some(r) = map.next_read(now, false) {
-            map.store(&r, &vec![0; r.count as usize], now);
-            reads.push(r);
-        }
+        let mut reads = plan_all_due(&mut map, Instant::now());
         reads.sort_by_key(|r| (r.access, r.addr));
         let spans: Vec<_> = reads.iter().map(|r| (r.access, r.addr, r.count)).collect();
         assert_eq!(spans, vec![(Holding, 0, 1), (Input, 0, 8), (Input, 20, 2)]);
@@ -591,28 +595,22 @@ mod tests {
             max_hole: 100,
             ..NO_BARRIERS
         };
-        let mut map = RegisterMap::new(&LONG, limits);
         let now = Instant::now();
-        let mut reads = vec![];
-        while let Some(r) = map.next_read(now, false) {
-            assert!(r.count <= 125);
-            map.store(&r, &vec![0; r.count as usize], now);
-            reads.push(r);
-        }
+        let reads = plan_all_due(&mut RegisterMap::new(&LONG, limits), now);
         // 0..126 would be 126 registers: two reads.
         assert_eq!(reads.len(), 2);
+        assert!(reads.iter().all(|r| r.count <= 125));
 
         let char_9600 = Duration::from_secs_f64(10.0 / 9600.0);
         let bounded = limits.with_time_bound(char_9600, Duration::from_millis(100));
-        let mut map = RegisterMap::new(&LONG, bounded);
-        let mut n = 0;
-        while let Some(r) = map.next_read(now, false) {
-            let bound = Duration::from_millis(100) + Duration::from_micros(1);
-            assert!(read_wire_time(char_9600, r.count) <= bound);
-            map.store(&r, &vec![0; r.count as usize], now);
-            n += 1;
-        }
-        assert_eq!(n, 3);
+        let reads = plan_all_due(&mut RegisterMap::new(&LONG, bounded), now);
+        let bound = Duration::from_millis(100) + Duration::from_micros(1);
+        assert!(
+            reads
+                .iter()
+                .all(|r| read_wire_time(char_9600, r.count) <= bound)
+        );
+        assert_eq!(reads.len(), 3);
     }
 
     static AGES: [Register; 4] = [

@@ -96,7 +96,9 @@ pub fn probe(opts: &Options, out: &mut impl Write) -> anyhow::Result<()> {
         let shown = v.map_or("invalid".to_string(), |v| {
             format!("{v} {}", p.unit.suffix())
         });
-        writeln!(out, "  {:<36} {shown:<16} ({source})", p.path)?;
+        for path in p.paths() {
+            writeln!(out, "  {path:<36} {shown:<16} ({source})")?;
+        }
     }
     Ok(())
 }

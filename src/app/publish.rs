@@ -92,7 +92,9 @@ impl Published {
             Writable::No,
         );
         for p in model.paths {
-            svc.add_path(p.path, Value::Invalid, format(p.unit), Writable::No);
+            for path in p.paths() {
+                svc.add_path(path, Value::Invalid, format(p.unit), Writable::No);
+            }
         }
         Ok(Published {
             dev,
@@ -165,7 +167,9 @@ impl Published {
     fn write_values(&mut self, map: &RegisterMap) {
         let svc = self.dev.service();
         for (p, v) in self.identity.model.published_values(map) {
-            svc.set(p.path, value(p, v));
+            for path in p.paths() {
+                svc.set(path, value(p, v));
+            }
         }
     }
 

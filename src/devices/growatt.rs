@@ -258,15 +258,14 @@ const fn reg(path: &'static str, unit: Unit, reg: Reg) -> PathDef {
     PathDef::reg(path, unit, reg.id())
 }
 
-pub static PATHS: [PathDef; 29] = [
-    reg("/Ac/Power", Unit::Watt, AcPower),
-    reg("/Ac/L1/Power", Unit::Watt, AcPower),
+/// What the pvinverter service publishes (totals also per phase: a single-phase inverter).
+pub static PATHS: [PathDef; 27] = [
+    reg("/Ac/Power", Unit::Watt, AcPower).also("/Ac/L1/Power"),
     reg("/Ac/L1/Voltage", Unit::Volt, AcVoltage),
     reg("/Ac/L1/Current", Unit::Ampere, AcCurrent),
     reg("/Ac/Frequency", Unit::Hertz, Frequency),
     // Lifetime energy, not today's.
-    reg("/Ac/Energy/Forward", Unit::KiloWattHour, EnergyTotal),
-    reg("/Ac/L1/Energy/Forward", Unit::KiloWattHour, EnergyTotal),
+    reg("/Ac/Energy/Forward", Unit::KiloWattHour, EnergyTotal).also("/Ac/L1/Energy/Forward"),
     reg("/Ac/MaxPower", Unit::Watt, RatedPower),
     PathDef::derived("/StatusCode", Unit::Code, status_code),
     reg("/ErrorCode", Unit::Code, FaultCode),

@@ -340,10 +340,12 @@ pub enum Quantity {
     Derived(fn(&Values) -> Option<f64>),
 }
 
-/// One published path.
+/// One published value: its path and, for a single-phase device's totals, the per-phase path
+/// that carries the same value (`/Ac/Power` and `/Ac/L1/Power`).
 #[derive(Clone, Copy, Debug)]
 pub struct PathDef {
     pub path: &'static str,
+    pub also: Option<&'static str>,
     pub unit: Unit,
     pub quantity: Quantity,
 }
@@ -353,6 +355,7 @@ impl PathDef {
     pub const fn reg(path: &'static str, unit: Unit, reg: RegId) -> Self {
         PathDef {
             path,
+            also: None,
             unit,
             quantity: Quantity::Reg(reg),
         }
@@ -366,9 +369,23 @@ impl PathDef {
     ) -> Self {
         PathDef {
             path,
+            also: None,
             unit,
             quantity: Quantity::Derived(compute),
         }
+    }
+
+    /// The same value published at `path` too.
+    pub const fn also(self, path: &'static str) -> Self {
+        PathDef {
+            also: Some(path),
+            ..self
+        }
+    }
+
+    /// Every path the value is published at.
+    pub fn paths(&self) -> impl Iterator<Item = &'static str> + use<> {
+        std::iter::once(self.path).chain(self.also)
     }
 }
 
