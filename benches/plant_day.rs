@@ -1,6 +1,7 @@
 //! Plant-day benchmark: the limiter in closed loop with a simulated house, PV array, Growatt,
-//! battery and MultiPlus over a day, the new actuator and the original per-event smoothing side
-//! by side on identical traces, against an ideal zero-export controller.
+//! battery and MultiPlus over a day, the daemon's controller (`limiter::Controller`, the same
+//! step the daemon takes on each meter reading, with the Growatt's own strategy) and the original
+//! per-event smoothing side by side on identical traces, against an ideal zero-export controller.
 //!
 //! `cargo bench --bench plant_day` simulates 24 h; without `--bench` (under
 //! `cargo test --all-targets`) it simulates 10 minutes around noon as a smoke pass.
@@ -22,9 +23,10 @@
 
 use std::time::{Duration, Instant};
 
+use dbus_modbus_client::devices::{PowerLimiter, growatt};
 use dbus_modbus_client::limiter::{
-    Actuator, ActuatorConfig, Inputs, Reading, ReferenceSmoother, Settings, Status, decide,
-    pv_extrapolated,
+    BatteryReadings, Controller, Inputs, PercentOfRated, Reading, ReferenceSmoother, Settings,
+    Status, decide,
 };
 
 const DT: f64 = 0.05;
@@ -367,6 +369,21 @@ impl Plant {
         49.0 + 5.5 * self.soc + 0.0004 * self.battery_power()
     }
 
+    /// What the battery and the MultiPlus report on D-Bus.
+    fn battery_readings(&self, now: Instant) -> BatteryReadings {
+        let reading = |v: f64| Some(Reading::new(v, now));
+        let state = self.vebus_state();
+        BatteryReadings {
+            power: reading(self.battery_power()),
+            voltage: reading(self.battery_voltage()),
+            soc: reading((self.soc * 1000.0).round() / 10.0),
+            multi_in: reading(self.multi_in),
+            vebus_state: reading(state),
+            led_bulk: reading(if state == 3.0 { 1.0 } else { 0.0 }),
+            led_absorption: reading(if state == 4.0 { 1.0 } else { 0.0 }),
+        }
+    }
+
     fn vebus_state(&self) -> f64 {
         let p = self.battery_power();
         if p > 20.0 {
@@ -399,20 +416,22 @@ impl IdealPlant {
 // Controllers
 
 enum Policy {
-    New(Box<Actuator>),
-    Reference(ReferenceSmoother),
+    /// The daemon's controller: one step per meter reading.
+    Daemon(Box<Controller>),
+    /// The original's smoothing, one decision per event, on its own copy of the inputs.
+    Reference {
+        smoother: ReferenceSmoother,
+        inputs: Box<Inputs>,
+    },
 }
 
-struct Controller {
+/// One controller in closed loop with its own copy of the plant.
+struct ClosedLoop {
     name: &'static str,
     policy: Policy,
     /// PV power is read every this many steps (the Growatt shares the bus with the meter).
     pv_period: u64,
     plant: Plant,
-    inputs: Inputs,
-    /// The PV reading before `inputs.pv` (the daemon extrapolates PV to the grid reading's time).
-    pv_previous: Option<Reading>,
-    settings: Settings,
     status: Status,
     pending_write: Option<(u64, u16)>,
     write_steps: Vec<u64>,
@@ -422,16 +441,18 @@ struct Controller {
     trace: bool,
 }
 
-impl Controller {
+/// How the Growatt takes a limit, from its strategy: what the daemon uses.
+fn growatt_encoding() -> PercentOfRated {
+    growatt::LIMITER.encoding()
+}
+
+impl ClosedLoop {
     fn new(name: &'static str, policy: Policy, pv_period: u64, soc0: f64) -> Self {
         Self {
             name,
             policy,
             pv_period,
             plant: Plant::new(soc0),
-            inputs: Inputs::default(),
-            pv_previous: None,
-            settings: site_settings(),
             status: Status::PvOffline,
             pending_write: None,
             write_steps: Vec::new(),
@@ -441,10 +462,24 @@ impl Controller {
         }
     }
 
+    fn daemon(name: &'static str, pv_period: u64, soc0: f64) -> Self {
+        let mut controller = Controller::new(site_settings());
+        controller.attach_inverter(growatt_encoding());
+        Self::new(name, Policy::Daemon(Box::new(controller)), pv_period, soc0)
+    }
+
+    fn reference(name: &'static str, pv_period: u64, soc0: f64) -> Self {
+        let policy = Policy::Reference {
+            smoother: ReferenceSmoother::new(RATED_W, growatt_encoding()),
+            inputs: Box::default(),
+        };
+        Self::new(name, policy, pv_period, soc0)
+    }
+
     fn writes(&self) -> u64 {
         match &self.policy {
-            Policy::New(a) => a.writes(),
-            Policy::Reference(r) => r.writes(),
+            Policy::Daemon(c) => c.writes(),
+            Policy::Reference { smoother, .. } => smoother.writes(),
         }
     }
 
@@ -478,63 +513,49 @@ impl Controller {
             self.limiting_s += DT;
         }
 
+        // This step's sensor readings, on their schedules.
         let now = clock.at(k);
         let due = |(period, phase): (u64, u64)| k % period == phase;
-        let mut events = 0;
-        let mut meter_read = false;
-        let reading = |v: f64| Some(Reading::new(v, now));
-        if due(METER) {
-            self.inputs.grid = reading(self.plant.grid + noise(k, 2, 10.0));
-            meter_read = true;
-            events += 1;
-        }
-        if due((self.pv_period, 1)) {
-            self.pv_previous = self.inputs.pv;
-            self.inputs.pv = reading(self.plant.pv + noise(k, 3, 3.0));
-            events += 1;
-        }
-        if due(BATTERY) {
-            let p = &self.plant;
-            self.inputs.battery_power = reading(p.battery_power());
-            self.inputs.battery_voltage = reading(p.battery_voltage());
-            self.inputs.soc = reading((p.soc * 1000.0).round() / 10.0);
-            self.inputs.multi_in = reading(p.multi_in);
-            let state = p.vebus_state();
-            self.inputs.vebus_state = reading(state);
-            self.inputs.led_bulk = reading(if state == 3.0 { 1.0 } else { 0.0 });
-            self.inputs.led_absorption = reading(if state == 4.0 { 1.0 } else { 0.0 });
-            // The original saw battery power, voltage and vebus power as separate signals.
-            events += 3;
-        }
-        if due(ENERGY) {
-            self.inputs.consumption = reading(self.plant.consumption_kwh);
-            events += 1;
-        }
+        let reading = |v: f64| Reading::new(v, now);
+        let grid = due(METER).then(|| reading(self.plant.grid + noise(k, 2, 10.0)));
+        let pv = due((self.pv_period, 1)).then(|| reading(self.plant.pv + noise(k, 3, 3.0)));
+        let battery = due(BATTERY).then(|| self.plant.battery_readings(now));
+        let consumption = due(ENERGY).then(|| reading(self.plant.consumption_kwh));
 
         let mut write = None;
         match &mut self.policy {
-            Policy::New(actuator) if meter_read => {
-                // As the daemon does (app/generation.rs): PV estimated at the grid reading's time.
-                let mut inputs = self.inputs;
-                if let (Some(pv), Some(grid)) = (inputs.pv, inputs.grid) {
-                    inputs.pv = Some(pv_extrapolated(
-                        self.pv_previous,
-                        pv,
-                        grid.at,
-                        actuator.applied_watts(),
-                    ));
+            Policy::Daemon(c) => {
+                if let Some(r) = pv {
+                    c.on_pv(r);
                 }
-                let decision = decide(&inputs, &self.settings, now);
-                self.status = decision.status;
-                write = actuator.next_write(&decision, now);
-                if let Some(v) = write {
-                    actuator.confirm_written(v, now);
+                if let Some(b) = battery {
+                    c.on_battery(b);
+                }
+                if let Some(r) = consumption {
+                    c.on_consumption(r);
+                }
+                if let Some(r) = grid {
+                    c.on_grid(r);
+                    write = c.step(now, true);
+                    self.status = c.decision().status;
+                    if let Some(v) = write {
+                        c.written(v, true, now);
+                    }
                 }
             }
-            Policy::New(_) => {}
-            Policy::Reference(smoother) => {
+            Policy::Reference { smoother, inputs } => {
+                inputs.grid = grid.or(inputs.grid);
+                inputs.pv = pv.or(inputs.pv);
+                inputs.battery = battery.unwrap_or(inputs.battery);
+                inputs.consumption = consumption.or(inputs.consumption);
+                // The original decided on every D-Bus signal; it saw battery power, voltage
+                // and vebus power as separate signals.
+                let events = usize::from(grid.is_some())
+                    + usize::from(pv.is_some())
+                    + 3 * usize::from(battery.is_some())
+                    + usize::from(consumption.is_some());
                 for _ in 0..events {
-                    let decision = decide(&self.inputs, &self.settings, now);
+                    let decision = decide(inputs, &site_settings(), now);
                     self.status = decision.status;
                     if let Some(v) = smoother.on_event(&decision) {
                         write = Some(v);
@@ -543,13 +564,9 @@ impl Controller {
             }
         }
         if let Some(v) = write {
-            self.pending_write = Some((k + WRITE_DELAY_STEPS, v));
+            self.pending_write = Some((k + WRITE_DELAY_STEPS, v.0));
         }
     }
-}
-
-fn new_actuator() -> Actuator {
-    Actuator::new(ActuatorConfig::from_settings(&site_settings()))
 }
 
 fn site_settings() -> Settings {
@@ -585,7 +602,7 @@ struct LoadStep {
 }
 
 struct Report {
-    controllers: Vec<Controller>,
+    controllers: Vec<ClosedLoop>,
     ideal: IdealPlant,
     steps: Vec<LoadStep>,
     hours: f64,
@@ -598,24 +615,9 @@ fn run(scenario: &Scenario) -> Report {
     let sky = Sky::new(&mut rng);
     let soc0 = scenario.soc0;
     let mut controllers = vec![
-        Controller::new(
-            "new (time-paced, PV read 1 s)",
-            Policy::New(Box::new(new_actuator())),
-            20,
-            soc0,
-        ),
-        Controller::new(
-            "new (time-paced, PV read 0.25 s)",
-            Policy::New(Box::new(new_actuator())),
-            5,
-            soc0,
-        ),
-        Controller::new(
-            "original (per-event EMA)",
-            Policy::Reference(ReferenceSmoother::new(RATED_W)),
-            20,
-            soc0,
-        ),
+        ClosedLoop::daemon("new (time-paced, PV read 1 s)", 20, soc0),
+        ClosedLoop::daemon("new (time-paced, PV read 0.25 s)", 5, soc0),
+        ClosedLoop::reference("original (per-event EMA)", 20, soc0),
     ];
     let mut ideal = IdealPlant {
         soc: soc0,

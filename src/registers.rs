@@ -51,6 +51,23 @@ pub enum Refresh {
     Once,
 }
 
+/// A register's row in its model's table. Device files give each row a typed name (an enum
+/// variant, see `devices::model::register_names!`) that converts to this, so the rest of the
+/// daemon refers to registers by index, never by name string.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RegId(u16);
+
+impl RegId {
+    pub const fn new(row: u16) -> Self {
+        RegId(row)
+    }
+
+    /// The row in the table.
+    pub const fn row(self) -> usize {
+        self.0 as usize
+    }
+}
+
 /// One register (or register pair / text run) as the datasheet lists it.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Register {
@@ -251,9 +268,9 @@ impl RegisterMap {
         self.table
     }
 
-    /// Index of the register called `name` (device code resolves names once, at start-up).
-    pub fn index(&self, name: &str) -> Option<usize> {
-        self.table.iter().position(|r| r.name == name)
+    /// The table row of `id`, if the table has one.
+    pub fn register(&self, id: RegId) -> Option<&'static Register> {
+        self.table.get(id.row())
     }
 
     /// Forgets every value (a device that went away must not show old readings when it returns).
@@ -366,7 +383,7 @@ impl RegisterMap {
         read: &Read,
         words: &[u16],
         now: Instant,
-        mut accept: impl FnMut(&Register, f64, Instant) -> Option<f64>,
+        mut accept: impl FnMut(RegId, f64, Instant) -> Option<f64>,
     ) {
         let start = read.addr as u32;
         let end = start + words.len() as u32;
@@ -384,34 +401,53 @@ impl RegisterMap {
             };
             dst.copy_from_slice(src);
             self.read_at[i] = Some(now);
+            let id = RegId(i as u16);
             self.values[i] = decode_raw(r.kind, src)
-                .and_then(|v| accept(r, v * r.scale, now))
+                .and_then(|v| accept(id, v * r.scale, now))
                 .filter(|v| v.is_finite());
         }
     }
 
-    /// When register `i` was last read.
-    pub fn read_at(&self, i: usize) -> Option<Instant> {
-        self.read_at.get(i).copied().flatten()
+    /// When register `id` was last read.
+    pub fn read_at(&self, id: RegId) -> Option<Instant> {
+        self.read_at.get(id.row()).copied().flatten()
     }
 
-    /// The raw words of register `i`, if it has been read.
-    pub fn raw(&self, i: usize) -> Option<&[u16]> {
-        self.read_at(i)?;
+    /// The raw words of register `id`, if it has been read.
+    pub fn raw(&self, id: RegId) -> Option<&[u16]> {
+        self.read_at(id)?;
+        let i = id.row();
         let r = self.table.get(i)?;
         self.words
             .get(self.offset[i]..self.offset[i] + r.kind.words() as usize)
     }
 
-    /// The scaled value of numeric register `i`, if read and finite.
-    pub fn number(&self, i: usize) -> Option<f64> {
-        self.values.get(i).copied().flatten()
+    /// The scaled value of numeric register `id`, if read and finite.
+    pub fn number(&self, id: RegId) -> Option<f64> {
+        self.values.get(id.row()).copied().flatten()
     }
 
-    /// The text of register `i`, if read.
-    pub fn text(&self, i: usize) -> Option<String> {
-        self.raw(i).map(decode_text)
+    /// The scaled value of `id` with its read time, if read and finite.
+    pub fn reading(&self, id: RegId) -> Option<(f64, Instant)> {
+        Some((self.number(id)?, self.read_at(id)?))
     }
+
+    /// The text of register `id`, if read.
+    pub fn text(&self, id: RegId) -> Option<String> {
+        self.raw(id).map(decode_text)
+    }
+}
+
+/// Plans and completes (with zeros) every slow read due at `now`, in order: what one pass of the
+/// scheduler over a fresh map would read.
+#[cfg(test)]
+pub(crate) fn plan_all_due(map: &mut RegisterMap, now: Instant) -> Vec<Read> {
+    let mut reads = Vec::new();
+    while let Some(read) = map.next_read(now, false) {
+        map.store(&read, &vec![0; read.count as usize], now);
+        reads.push(read);
+    }
+    reads
 }
 
 fn urgency_rank(u: Urgency) -> f64 {
@@ -511,17 +547,9 @@ mod tests {
 
     #[test]
     fn packs_across_small_holes_only_and_never_mixes_tables() {
-        let map = RegisterMap::new(&HOLES, NO_BARRIERS);
-        let now = Instant::now();
-        let first = map.next_read(now, false).unwrap();
+        let mut map = RegisterMap::new(&HOLES, NO_BARRIERS);
         // All never read (equally overdue): the planner starts from one and takes neighbours.
-        let mut map = map;
-        let mut reads = vec![first];
-        map.store(&first, &vec![0; first.count as usize], now);
-        while let Some(r) = map.next_read(now, false) {
-            map.store(&r, &vec![0; r.count as usize], now);
-            reads.push(r);
-        }
+        let mut reads = plan_all_due(&mut map, Instant::now());
         reads.sort_by_key(|r| (r.access, r.addr));
         let spans: Vec<_> = reads.iter().map(|r| (r.access, r.addr, r.count)).collect();
         assert_eq!(spans, vec![(Holding, 0, 1), (Input, 0, 8), (Input, 20, 2)]);
@@ -537,8 +565,8 @@ mod tests {
     fn never_reads_across_a_barrier() {
         let limits = PackLimits {
             max_hole: 20,
-            max_count: MODBUS_MAX_READ,
             barriers: &[(Input, 0x12)],
+            ..NO_BARRIERS
         };
         let map = RegisterMap::new(&BARRED, limits);
         let r = map.next_read(Instant::now(), false).unwrap();
@@ -565,31 +593,24 @@ mod tests {
     fn never_exceeds_125_registers_or_the_time_bound() {
         let limits = PackLimits {
             max_hole: 100,
-            max_count: MODBUS_MAX_READ,
-            barriers: &[],
+            ..NO_BARRIERS
         };
-        let mut map = RegisterMap::new(&LONG, limits);
         let now = Instant::now();
-        let mut reads = vec![];
-        while let Some(r) = map.next_read(now, false) {
-            assert!(r.count <= 125);
-            map.store(&r, &vec![0; r.count as usize], now);
-            reads.push(r);
-        }
+        let reads = plan_all_due(&mut RegisterMap::new(&LONG, limits), now);
         // 0..126 would be 126 registers: two reads.
         assert_eq!(reads.len(), 2);
+        assert!(reads.iter().all(|r| r.count <= 125));
 
         let char_9600 = Duration::from_secs_f64(10.0 / 9600.0);
         let bounded = limits.with_time_bound(char_9600, Duration::from_millis(100));
-        let mut map = RegisterMap::new(&LONG, bounded);
-        let mut n = 0;
-        while let Some(r) = map.next_read(now, false) {
-            let bound = Duration::from_millis(100) + Duration::from_micros(1);
-            assert!(read_wire_time(char_9600, r.count) <= bound);
-            map.store(&r, &vec![0; r.count as usize], now);
-            n += 1;
-        }
-        assert_eq!(n, 3);
+        let reads = plan_all_due(&mut RegisterMap::new(&LONG, bounded), now);
+        let bound = Duration::from_millis(100) + Duration::from_micros(1);
+        assert!(
+            reads
+                .iter()
+                .all(|r| read_wire_time(char_9600, r.count) <= bound)
+        );
+        assert_eq!(reads.len(), 3);
     }
 
     static AGES: [Register; 4] = [
@@ -621,7 +642,7 @@ mod tests {
         let r = map.next_read(t0 + 15 * SEC, false).unwrap();
         assert_eq!((r.addr, r.count), (0x46, 4));
         assert!(map.urgency(t0 + 15 * SEC, false).is_some());
-        let idx = map.index("serial").unwrap();
+        let idx = RegId::new(3); // serial
         assert_eq!(map.read_at(idx), None);
     }
 
@@ -691,8 +712,7 @@ mod tests {
         words[0] = (bits >> 16) as u16;
         words[1] = bits as u16;
         map.store(&read, &words, now);
-        let a = map.index("a").unwrap();
-        let b = map.index("b").unwrap();
+        let (a, b) = (RegId::new(0), RegId::new(1));
         assert!((map.number(a).unwrap() - 49.95).abs() < 1e-4);
         assert_eq!(map.number(b), None, "b spans 6..8, only 6 was read");
         map.clear();
@@ -711,10 +731,10 @@ mod tests {
             fast: false,
         };
         let words = [(bits >> 16) as u16, bits as u16];
-        map.store_filtered(&read, &words, now, |r, v, _| {
-            (r.name == "a" && v < 200.0).then_some(v)
+        map.store_filtered(&read, &words, now, |id, v, _| {
+            (id == RegId::new(0) && v < 200.0).then_some(v)
         });
-        let a = map.index("a").unwrap();
+        let a = RegId::new(0);
         assert_eq!(map.number(a), None, "rejected: published invalid");
         assert_eq!(map.read_at(a), Some(now), "but it was read");
         map.store_filtered(&read, &words, now, |_, _, _| Some(199.0));
@@ -743,8 +763,8 @@ mod tests {
             Some(v)
         });
         assert!(seen.len() == 1 && seen[0].is_nan(), "the filter counts it");
-        assert_eq!(map.number(map.index("a").unwrap()), None);
+        assert_eq!(map.number(RegId::new(0)), None);
         map.store(&read, &words, now);
-        assert_eq!(map.number(map.index("a").unwrap()), None);
+        assert_eq!(map.number(RegId::new(0)), None);
     }
 }

@@ -1,16 +1,16 @@
 //! The generation limiter wired into the daemon: its settings in com.victronenergy.settings, its
 //! inputs (own meter and inverter read in-process, battery and vebus through the D-Bus watcher),
-//! its paths on the PV inverter service, and the HR3 writes the actuator asks for.
+//! its paths on the PV inverter service, and the writes of the inverter's limit setting. The
+//! decisions are the [`Controller`]'s; the registers are the inverter's [`PowerLimiter`]'s.
 
 use std::time::{Duration, Instant};
 
 use log::{info, warn};
 
 use crate::cli::Options;
-use crate::devices::Values;
+use crate::devices::{GridMeter, LimitedInverter, PowerLimiter, RegisterWrite, RegisterWriter};
 use crate::limiter::{
-    Actuator, ActuatorConfig, Decision, ExternalLimit, Inputs, Mode, Reading,
-    Settings as LimiterSettings, Target, decide, g100_setup, percent_to_watts, pv_extrapolated,
+    BatteryReadings, Controller, ExternalLimit, Mode, Reading, Setting, Settings as LimiterSettings,
 };
 use crate::registers::RegisterMap;
 use crate::vedbus::{
@@ -38,18 +38,15 @@ const WATCHED_PATHS: [&str; 7] = [
 const DECIDE_AT_LEAST_EVERY: Duration = Duration::from_millis(250);
 
 pub struct Generation {
-    settings: LimiterSettings,
+    controller: Controller,
     /// Rated power from the command line, used until the inverter's own is read.
     rated_fallback: Option<f64>,
-    inputs: Inputs,
-    /// The PV reading before `inputs.pv`, for its slope while the inverter ramps.
-    pv_previous: Option<Reading>,
-    actuator: Actuator,
+    /// The strategy of the inverter being driven, once one is found.
+    limiter: Option<&'static dyn PowerLimiter>,
     watcher: Watcher,
-    decision: Decision,
     last_decided: Option<Instant>,
-    /// The HR3 value the actuator wants written; cleared by [`written`](Self::written).
-    pending: Option<u16>,
+    /// The setting the controller wants written; cleared by [`written`](Self::written).
+    pending: Option<Setting>,
 }
 
 impl Generation {
@@ -84,21 +81,18 @@ impl Generation {
             limiter.export_limit_w
         );
         Ok(Generation {
-            actuator: Actuator::new(ActuatorConfig::from_settings(&limiter)),
-            settings: limiter,
+            controller: Controller::new(limiter),
             rated_fallback: opts.rated_power_w,
-            inputs: Inputs::default(),
-            pv_previous: None,
+            limiter: None,
             watcher,
-            decision: Decision::new(Target::Hold, crate::limiter::Status::NotConfigured),
             last_decided: None,
             pending: None,
         })
     }
 
-    /// The HR3 value waiting to be written, if any.
-    pub fn pending(&self) -> Option<u16> {
-        self.pending
+    /// The register write the controller wants made, if any.
+    pub fn pending_write(&self) -> Option<RegisterWrite> {
+        Some(self.limiter?.write(self.pending?))
     }
 
     pub fn watcher(&mut self) -> &mut Watcher {
@@ -110,168 +104,161 @@ impl Generation {
         if ![ENERGY_DIFFERENCE, DERATE_GENERATION, MODE, EXPORT_LIMIT].contains(&path) {
             return false;
         }
-        if apply(&mut self.settings, path, v) {
+        let mut settings = *self.controller.settings();
+        if apply(&mut settings, path, v) {
             info!("limiter: {path} = {v:?}");
-            self.actuator
-                .reconfigure(ActuatorConfig::from_settings(&self.settings));
+            self.controller.configure(settings);
         } else {
             warn!("limiter: ignoring {path} = {v:?} (out of range or wrong type)");
         }
         true
     }
 
-    /// A fresh meter reading: grid power and consumption energy.
-    pub fn on_meter(&mut self, map: &RegisterMap) {
-        let v = Values::new(map);
-        let at = map.index("power").and_then(|i| map.read_at(i));
-        if let (Some(power), Some(at)) = (v.get("power"), at) {
-            self.inputs.grid = Some(Reading::new(power, at));
+    /// A fresh reading of the limiter's meter: grid power and consumption energy.
+    pub fn on_meter(&mut self, meter: &GridMeter, map: &RegisterMap) {
+        if let Some(power) = meter.power(map) {
+            self.controller.on_grid(power);
         }
-        let energy_at = map.index("import_energy").and_then(|i| map.read_at(i));
-        if let (Some(import), Some(export), Some(at)) =
-            (v.get("import_energy"), v.get("export_energy"), energy_at)
-        {
-            self.inputs.consumption = Some(Reading::new(import - export, at));
+        if let Some(consumption) = meter.consumption(map) {
+            self.controller.on_consumption(consumption);
         }
     }
 
     pub fn meter_lost(&mut self) {
-        self.inputs.grid = None;
-        self.inputs.consumption = None;
+        self.controller.meter_lost();
+    }
+
+    /// The inverter the limiter drives from now on (found, or found again).
+    pub fn attach_inverter(&mut self, inverter: &LimitedInverter) {
+        self.limiter = Some(inverter.limiter);
+        self.controller.attach_inverter(inverter.limiter.encoding());
     }
 
     /// A fresh inverter reading: AC power and, once known, its rated power.
-    pub fn on_inverter(&mut self, map: &RegisterMap) {
-        let v = Values::new(map);
-        if let (Some(power), Some(at)) = (
-            v.get("ac_power"),
-            map.index("ac_power").and_then(|i| map.read_at(i)),
-        ) {
-            if self.inputs.pv.is_some_and(|pv| pv.at != at) {
-                self.pv_previous = self.inputs.pv;
-            }
-            self.inputs.pv = Some(Reading::new(power, at));
+    pub fn on_inverter(&mut self, inverter: &LimitedInverter, map: &RegisterMap) {
+        if let Some(pv) = inverter.ac_power(map) {
+            self.controller.on_pv(pv);
         }
-        if let Some(rated) = v.get("rated_power").filter(|w| *w > 0.0)
-            && (rated - self.settings.rated_w).abs() > 0.5
+        let settings = *self.controller.settings();
+        if let Some(rated) = inverter.rated_power_w(map)
+            && (rated - settings.rated_w).abs() > 0.5
         {
             info!("limiter: rated power {rated:.0} W (read from the inverter)");
-            self.settings.rated_w = rated;
-            self.actuator
-                .reconfigure(ActuatorConfig::from_settings(&self.settings));
+            self.controller.configure(LimiterSettings {
+                rated_w: rated,
+                ..settings
+            });
         }
     }
 
     pub fn inverter_lost(&mut self) {
-        self.inputs.pv = None;
-        self.pv_previous = None;
-        self.actuator.inverter_lost();
+        self.controller.inverter_lost();
         self.pending = None;
         if let Some(w) = self.rated_fallback {
-            self.settings.rated_w = w;
+            self.controller.configure(LimiterSettings {
+                rated_w: w,
+                ..*self.controller.settings()
+            });
         }
     }
 
-    /// The G100 set-up writes for the inverter's (re)initialisation (limiter.md §3).
-    pub fn g100_setup(&self) -> [(u16, u16); 4] {
-        g100_setup(self.settings.export_limit_w, self.settings.rated_w)
+    /// The inverter's set-up on its (re)initialisation (docs/reference/limiter.md §3), through its
+    /// registers; the controller starts from the setting read back. Without a readable setting
+    /// the inverter counts as lost.
+    pub fn set_up_inverter(&mut self, regs: &mut dyn RegisterWriter) {
+        let Some(limiter) = self.limiter else {
+            return;
+        };
+        let settings = self.controller.settings();
+        match limiter.set_up(regs, settings.export_limit_w, settings.rated_w) {
+            Some(setting) => self.controller.inverter_reinitialised(setting),
+            None => self.inverter_lost(),
+        }
     }
 
-    /// After the G100 set-up, with HR3 as read back.
-    pub fn reinitialised(&mut self, hr3: u16) {
-        self.actuator.inverter_reinitialised(hr3);
-    }
-
-    fn refresh_aux(&mut self) {
+    fn refresh_battery(&mut self) {
         let w = &self.watcher;
         let get = |prefix: &str, path: &str| {
             w.get(prefix, path)
                 .and_then(|(v, at)| v.as_f64().map(|x| Reading::new(x, at)))
         };
-        self.inputs.battery_power = get(BATTERY, "/Dc/0/Power");
-        self.inputs.battery_voltage = get(BATTERY, "/Dc/0/Voltage");
-        self.inputs.soc = get(BATTERY, "/Soc");
-        self.inputs.multi_in = get(VEBUS, "/Ac/ActiveIn/P");
-        self.inputs.vebus_state = get(VEBUS, "/State");
-        self.inputs.led_bulk = get(VEBUS, "/Leds/Bulk");
-        self.inputs.led_absorption = get(VEBUS, "/Leds/Absorption");
+        self.controller.on_battery(BatteryReadings {
+            power: get(BATTERY, "/Dc/0/Power"),
+            voltage: get(BATTERY, "/Dc/0/Voltage"),
+            soc: get(BATTERY, "/Soc"),
+            multi_in: get(VEBUS, "/Ac/ActiveIn/P"),
+            vebus_state: get(VEBUS, "/State"),
+            led_bulk: get(VEBUS, "/Leds/Bulk"),
+            led_absorption: get(VEBUS, "/Leds/Absorption"),
+        });
     }
 
-    /// Decides now if `fresh` (a new meter reading) or if the last decision is old; returns the
-    /// HR3 value to write, if any, while the inverter is online.
-    pub fn decide(&mut self, now: Instant, fresh: bool, inverter_online: bool) -> Option<u16> {
+    /// Decides now if `fresh` (a new meter reading) or if the last decision is old; the setting
+    /// to write, if any, while the inverter is online.
+    pub fn decide(&mut self, now: Instant, fresh: bool, inverter_online: bool) -> Option<Setting> {
         let due = fresh
             || self
                 .last_decided
                 .is_none_or(|t| now.saturating_duration_since(t) >= DECIDE_AT_LEAST_EVERY);
         if due {
-            self.refresh_aux();
-            let decision = decide(&self.inputs_at_grid_time(), &self.settings, now);
-            if decision.status != self.decision.status {
+            self.refresh_battery();
+            let status = self.controller.decision().status;
+            let previous = self.pending;
+            self.pending = self.controller.step(now, inverter_online);
+            self.last_decided = Some(now);
+            let decision = *self.controller.decision();
+            if decision.status != status {
                 info!("limiter: {}", decision.status);
             }
-            self.decision = decision;
-            self.last_decided = Some(now);
-            let previous = self.pending;
-            self.pending = if inverter_online {
-                self.actuator.next_write(&self.decision, now)
-            } else {
-                None
-            };
             if let Some(v) = self.pending.filter(|v| previous != Some(*v)) {
                 // Writes are rare (a few per step): what led to each is worth a line.
                 let w = |r: Option<Reading>| r.map_or(f64::NAN, |r| r.value);
+                let inputs = self.controller.inputs();
                 info!(
-                    "limiter: HR3 {} % -> {v} % ({}; target {:?}, grid {:.0} W, pv {:.0} W)",
-                    self.actuator
-                        .applied_percent()
+                    "limiter: limit {} % -> {v} % ({}; target {:?}, grid {:.0} W, pv {:.0} W)",
+                    self.controller
+                        .applied()
                         .map_or("?".to_string(), |p| p.to_string()),
-                    self.decision.status,
-                    self.decision.target,
-                    w(self.inputs.grid),
-                    w(self.inputs.pv),
+                    decision.status,
+                    decision.target,
+                    w(inputs.grid),
+                    w(inputs.pv),
                 );
             }
         }
         self.pending
     }
 
-    /// The inputs with the PV power estimated for the moment the grid power was read.
-    fn inputs_at_grid_time(&self) -> Inputs {
-        let pv = match (self.inputs.pv, self.inputs.grid) {
-            (Some(pv), Some(grid)) => Some(pv_extrapolated(
-                self.pv_previous,
-                pv,
-                grid.at,
-                self.actuator.applied_watts(),
-            )),
-            (pv, _) => pv,
-        };
-        Inputs { pv, ..self.inputs }
-    }
-
-    /// The result of writing `value` to HR3.
-    pub fn written(&mut self, value: u16, ok: bool, now: Instant) {
-        if ok {
-            self.actuator.confirm_written(value, now);
-        } else {
-            self.actuator.write_failed(now);
+    /// The result of the pending write.
+    pub fn written(&mut self, ok: bool, now: Instant) {
+        if let Some(setting) = self.pending.take() {
+            self.controller.written(setting, ok, now);
         }
-        self.pending = None;
     }
 
-    /// The HR3 value that restores full power on a clean stop, if one is needed.
-    pub fn shutdown_write(&mut self, now: Instant) -> Option<u16> {
-        self.actuator.next_write(&Decision::shutdown(), now)
+    /// Restores full power on a clean stop (G100 stays enforced by the inverter), if needed.
+    pub fn shutdown(&mut self, regs: &mut dyn RegisterWriter, now: Instant) {
+        let (Some(limiter), Some(setting)) = (self.limiter, self.controller.shutdown_write(now))
+        else {
+            return;
+        };
+        let RegisterWrite { addr, value } = limiter.write(setting);
+        let ok = regs.write(addr, value).is_ok();
+        info!(
+            "restoring full power ({setting} % of rated){}",
+            if ok { "" } else { " failed" }
+        );
+        self.controller.written(setting, ok, Instant::now());
     }
 
-    /// An accepted SetValue on /Ac/PowerLimit: every write is a keep-alive (limiter.md §4).
+    /// An accepted SetValue on /Ac/PowerLimit: every write is a keep-alive
+    /// (docs/reference/limiter.md §4).
     pub fn power_limit_write(&mut self, v: &Value, now: Instant) {
-        if self.settings.mode != Mode::External {
+        if self.controller.settings().mode != Mode::External {
             return;
         }
         if let Some(watts) = v.as_f64() {
-            self.inputs.external_limit = Some(ExternalLimit {
+            self.controller.on_external_limit(ExternalLimit {
                 watts,
                 last_write: now,
             });
@@ -283,7 +270,7 @@ impl Generation {
     pub fn add_paths(&self, svc: &mut Service) {
         svc.add_path(
             "/dynamicGenerationStatus",
-            Value::Text(self.decision.status.as_str().into()),
+            Value::Text(self.controller.decision().status.as_str().into()),
             Format::Plain,
             Writable::No,
         );
@@ -314,7 +301,7 @@ impl Generation {
     }
 
     fn power_limit_writable(&self) -> Writable {
-        match self.settings.mode {
+        match self.controller.settings().mode {
             // Out-of-range writes are accepted and clamped to 0..MaxPower, as dbus-fronius does.
             Mode::External => Writable::Double {
                 min: -1e9,
@@ -326,22 +313,20 @@ impl Generation {
 
     /// Publishes the limiter's state on the PV inverter's service.
     pub fn publish(&self, svc: &mut Service) {
-        let applied = self
-            .actuator
-            .applied_percent()
-            .map(|p| percent_to_watts(p, self.settings.rated_w));
+        let applied = self.controller.applied_watts();
+        let decision = self.controller.decision();
         let watts = |w: Option<f64>| w.map_or(Value::Invalid, Value::Double);
         svc.set(
             "/dynamicGenerationStatus",
-            Value::Text(self.decision.status.as_str().into()),
+            Value::Text(decision.status.as_str().into()),
         );
-        svc.set("/dynamicGenerationPower", watts(self.decision.limit_w()));
+        svc.set("/dynamicGenerationPower", watts(decision.limit_w()));
         svc.set("/dynamicGenerationMaxPower", watts(applied));
         svc.set("/Ac/PowerLimit", watts(applied));
         svc.set_writable("/Ac/PowerLimit", self.power_limit_writable());
         svc.set(
             "/Internal/LimitWrites",
-            Value::Int(self.actuator.writes().min(i32::MAX as u64) as i32),
+            Value::Int(self.controller.writes().min(i32::MAX as u64) as i32),
         );
     }
 }

@@ -15,9 +15,8 @@ use log::{error, info, warn};
 
 use crate::cli::Options;
 use crate::devices::lifecycle::Timing;
-use crate::devices::{growatt, sdm230};
+use crate::devices::{GridMeter, LimitedInverter};
 use crate::modbus::{Parity, SerialSettings};
-use crate::registers::Access;
 use crate::vedbus::{BusAddress, Pump, Settings, pump_all};
 use generation::Generation;
 use port::{Event, Port};
@@ -69,6 +68,13 @@ pub fn build_ports(opts: &Options) -> Vec<Port> {
     ports.into_iter().map(|(_, p)| p).collect()
 }
 
+/// A unit the limiter uses, at (port index, unit index), and what its model offers.
+#[derive(Clone, Copy)]
+struct LimiterUnit<T> {
+    at: (usize, usize),
+    offer: T,
+}
+
 pub struct App {
     opts: Options,
     bus: BusAddress,
@@ -78,9 +84,9 @@ pub struct App {
     devices: BTreeMap<(usize, usize), Published>,
     port_down_logged: Vec<bool>,
     generation: Generation,
-    /// Where the limiter's meter and inverter are: (port, unit).
-    meter: Option<(usize, usize)>,
-    inverter: Option<(usize, usize)>,
+    /// The limiter's meter and inverter: the first units whose models offer them.
+    meter: Option<LimiterUnit<GridMeter>>,
+    inverter: Option<LimiterUnit<LimitedInverter>>,
     /// A fresh meter reading arrived in this iteration.
     fresh_meter: bool,
     /// Scratch buffer for accepted SetValue writes, reused every iteration.
@@ -115,9 +121,10 @@ impl App {
         while !stop.load(Ordering::Relaxed) {
             self.fresh_meter = false;
             let busy = self.step_ports()?;
-            let inverter_online = self
-                .inverter
-                .is_some_and(|(p, u)| self.ports[p].units[u].lifecycle.is_online());
+            let inverter_online = self.inverter.is_some_and(|i| {
+                let (p, u) = i.at;
+                self.ports[p].units[u].lifecycle.is_online()
+            });
             self.generation
                 .decide(Instant::now(), self.fresh_meter, inverter_online);
             self.publish_due();
@@ -151,9 +158,9 @@ impl App {
                     }
                 }
             }
-            let write = match (self.inverter, self.generation.pending()) {
-                (Some((ip, iu)), Some(value)) if ip == p => {
-                    Some((iu, growatt::HR_ACTIVE_POWER_RATE, value))
+            let write = match (self.inverter, self.generation.pending_write()) {
+                (Some(LimiterUnit { at: (ip, iu), .. }), Some(w)) if ip == p => {
+                    Some((iu, w.addr, w.value))
                 }
                 _ => None,
             };
@@ -171,10 +178,10 @@ impl App {
                 if let Some(dev) = self.devices.get_mut(&(p, u)) {
                     dev.go_offline();
                 }
-                if self.meter == Some((p, u)) {
+                if self.meter.is_some_and(|m| m.at == (p, u)) {
                     self.generation.meter_lost();
                 }
-                if self.inverter == Some((p, u)) {
+                if self.inverter.is_some_and(|i| i.at == (p, u)) {
                     self.generation.inverter_lost();
                 }
             }
@@ -182,20 +189,16 @@ impl App {
                 let Some(map) = &self.ports[p].units[unit].map else {
                     return Ok(());
                 };
-                if self.meter == Some((p, unit)) {
-                    self.generation.on_meter(map);
+                if let Some(meter) = self.meter.filter(|m| m.at == (p, unit)) {
+                    self.generation.on_meter(&meter.offer, map);
                     self.fresh_meter = true;
-                } else if self.inverter == Some((p, unit)) {
-                    self.generation.on_inverter(map);
+                } else if let Some(inverter) = self.inverter.filter(|i| i.at == (p, unit)) {
+                    self.generation.on_inverter(&inverter.offer, map);
                 }
             }
-            Event::Wrote {
-                unit,
-                addr,
-                value,
-                ok,
-            } if self.inverter == Some((p, unit)) && addr == growatt::HR_ACTIVE_POWER_RATE => {
-                self.generation.written(value, ok, Instant::now());
+            // The only writes the schedule makes are the limiter's.
+            Event::Wrote { unit, ok, .. } if self.inverter.is_some_and(|i| i.at == (p, unit)) => {
+                self.generation.written(ok, Instant::now());
             }
             Event::PortDown if self.opts.exit_on_fatal => {
                 bail!("serial port {} failed", self.ports[p].path)
@@ -225,7 +228,7 @@ impl App {
                 &self.opts,
             ) {
                 Ok(mut dev) => {
-                    if std::ptr::eq(dev.model(), &growatt::MODEL) {
+                    if dev.model().limiter.inverter.is_some() {
                         self.generation.add_paths(dev.service());
                     }
                     self.devices.insert((p, u), dev);
@@ -236,16 +239,32 @@ impl App {
                 }
             }
         }
-        let model = self.devices.get(&(p, u)).map(|d| d.model());
-        if model.is_some_and(|m| std::ptr::eq(m, &growatt::MODEL)) {
-            if self.inverter.is_none_or(|i| i == (p, u)) {
-                self.inverter = Some((p, u));
-                self.g100_setup(p, u);
-            }
-        } else if model.is_some_and(|m| std::ptr::eq(m, &sdm230::MODEL))
-            && self.meter.is_none_or(|m| m == (p, u))
+        // The limiter takes the first meter and the first inverter found, by what their models
+        // offer; a unit is only ever replaced by itself (found again).
+        let offer = self.devices.get(&(p, u)).map(|d| d.model().limiter);
+        if let Some(inverter) = offer.and_then(|o| o.inverter)
+            && self.inverter.is_none_or(|i| i.at == (p, u))
         {
-            self.meter = Some((p, u));
+            self.inverter = Some(LimiterUnit {
+                at: (p, u),
+                offer: inverter,
+            });
+            self.generation.attach_inverter(&inverter);
+            let generation = &mut self.generation;
+            if self.ports[p]
+                .with_unit(u, |regs| generation.set_up_inverter(regs))
+                .is_none()
+            {
+                generation.inverter_lost();
+            }
+        }
+        if let Some(meter) = offer.and_then(|o| o.grid_meter)
+            && self.meter.is_none_or(|m| m.at == (p, u))
+        {
+            self.meter = Some(LimiterUnit {
+                at: (p, u),
+                offer: meter,
+            });
             self.ports[p].preferred = Some(u);
         }
         let Some(map) = &self.ports[p].units[u].map else {
@@ -258,41 +277,6 @@ impl App {
         }
     }
 
-    /// The G100 set-up on every (re)initialisation of the inverter, read back and logged
-    /// (limiter.md §3). The limiter starts from the HR3 value read back.
-    fn g100_setup(&mut self, p: usize, u: usize) {
-        let port = &mut self.ports[p];
-        let mut failed = false;
-        for (addr, value) in self.generation.g100_setup() {
-            if let Err(e) = port.write_now(u, addr, value) {
-                warn!("G100 set-up: writing {value} to holding register {addr} failed: {e}");
-                failed = true;
-            }
-        }
-        let mut read_back = |addr: u16| {
-            port.read_now(u, Access::Holding, addr, 1)
-                .ok()
-                .and_then(|w| w.first().copied())
-        };
-        let hr3 = read_back(growatt::HR_ACTIVE_POWER_RATE);
-        let source = read_back(growatt::HR_EXPORT_LIMIT_SOURCE);
-        let rate = read_back(growatt::HR_EXPORT_LIMIT_RATE);
-        let failsafe = read_back(growatt::HR_EXPORT_LIMIT_FAILSAFE_RATE);
-        let show = |v: Option<u16>| v.map_or("unreadable".to_string(), |v| v.to_string());
-        info!(
-            "G100 set-up{}: active power rate {} %, export limit source {}, export limit rate {} per mille, fail-safe rate {} per mille",
-            if failed { " incomplete" } else { "" },
-            show(hr3),
-            show(source),
-            show(rate),
-            show(failsafe)
-        );
-        match hr3 {
-            Some(v) => self.generation.reinitialised(v),
-            None => self.generation.inverter_lost(),
-        }
-    }
-
     fn publish_due(&mut self) {
         let now = Instant::now();
         for (&(p, u), dev) in self.devices.iter_mut() {
@@ -300,7 +284,10 @@ impl App {
                 if let Err(e) = dev.retry_name(now) {
                     error!("{e}");
                 }
-                let generation = (self.inverter == Some((p, u))).then_some(&self.generation);
+                let generation = self
+                    .inverter
+                    .is_some_and(|i| i.at == (p, u))
+                    .then_some(&self.generation);
                 dev.publish(map, now, self.opts.publish_interval, |svc| {
                     if let Some(g) = generation {
                         g.publish(svc);
@@ -327,7 +314,7 @@ impl App {
             if let Err(e) = dev.take_writes(&mut self.settings, &mut self.writes) {
                 warn!("{e}");
             }
-            if self.inverter == Some(*key) {
+            if self.inverter.is_some_and(|i| i.at == *key) {
                 for (path, value) in &self.writes {
                     if path == "/Ac/PowerLimit" {
                         self.generation.power_limit_write(value, now);
@@ -355,18 +342,11 @@ impl App {
 
     fn shutdown(&mut self) {
         // Full power back (G100 stays enforced by the inverter) before the services go.
-        if let Some((p, u)) = self.inverter
+        if let Some(LimiterUnit { at: (p, u), .. }) = self.inverter
             && self.ports[p].units[u].lifecycle.is_online()
-            && let Some(value) = self.generation.shutdown_write(Instant::now())
         {
-            let ok = self.ports[p]
-                .write_now(u, growatt::HR_ACTIVE_POWER_RATE, value)
-                .is_ok();
-            info!(
-                "restoring the active power rate to {value} %{}",
-                if ok { "" } else { " failed" }
-            );
-            self.generation.written(value, ok, Instant::now());
+            let generation = &mut self.generation;
+            self.ports[p].with_unit(u, |regs| generation.shutdown(regs, Instant::now()));
         }
         for dev in self.devices.values_mut() {
             dev.go_offline();

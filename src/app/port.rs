@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 use log::{debug, info, warn};
 
 use crate::devices::lifecycle::{Lifecycle, Timing, Transition};
-use crate::devices::plausibility::{Guard, rules_for};
-use crate::devices::{Identity, growatt, identify_growatt, identify_sdm230, sdm230};
+use crate::devices::plausibility::Guard;
+use crate::devices::{self, AccessError, Identity, RegisterReader, RegisterWriter};
 use crate::modbus::{ErrorKind, ModbusError, ReadFunction, RtuMaster, SerialSettings};
 use crate::registers::{Access, RegisterMap, Urgency, choose_next};
 
@@ -308,7 +308,7 @@ impl Port {
                 let done = Instant::now();
                 match &mut unit.guard {
                     Some(guard) => {
-                        map.store_filtered(&read, words, done, |r, v, t| guard.check(r.name, v, t))
+                        map.store_filtered(&read, words, done, |reg, v, t| guard.check(reg, v, t))
                     }
                     None => map.store(&read, words, done),
                 }
@@ -349,7 +349,7 @@ impl Port {
         };
         let id = self.units[i].id;
         master.set_timeout_cap(id, Some(PROBE_TIMEOUT));
-        let result = identify(master, id, &mut self.buf);
+        let result = identify(master, id);
         let char_time = self.settings.wire_time(1);
         let max_transaction = self.max_transaction;
         let unit = &mut self.units[i];
@@ -372,7 +372,7 @@ impl Port {
                     .is_none_or(|old| old.serial != identity.serial)
                     || unit.guard.is_none()
                 {
-                    let guard = Guard::new(rules_for(model))
+                    let guard = Guard::new(model.plausibility, model.registers)
                         .with_rated_power(identity.rated_power_w)
                         .with_label(identity.ident());
                     unit.guard = Some(guard);
@@ -411,111 +411,105 @@ impl Port {
         self.master.as_ref()
     }
 
-    /// Reads one block of registers now (G100 read-back, --probe).
-    pub fn read_now(
+    /// Runs `f` on the registers of unit `unit` now, outside the schedule (the limiter's set-up
+    /// and its last write on a clean stop). `None` when the port is closed or there is no such
+    /// unit. A serial I/O error closes the port, as in the schedule.
+    pub fn with_unit<R>(
         &mut self,
         unit: usize,
-        access: Access,
-        addr: u16,
-        count: u16,
-    ) -> Result<&[u16], ModbusError> {
-        let id = self.unit_id(unit)?;
-        let master = self
-            .master
-            .as_mut()
-            .ok_or(ModbusError::Malformed("port closed"))?;
-        let words = self
-            .buf
-            .get_mut(..count as usize)
-            .ok_or(ModbusError::Malformed("count over 125"))?;
-        master.read_registers(id, function(access), addr, words)?;
-        Ok(words)
-    }
-
-    fn unit_id(&self, unit: usize) -> Result<u8, ModbusError> {
-        self.units
-            .get(unit)
-            .map(|u| u.id)
-            .ok_or(ModbusError::Malformed("no such unit"))
-    }
-
-    /// Writes one holding register now (G100 set-up).
-    pub fn write_now(&mut self, unit: usize, addr: u16, value: u16) -> Result<(), ModbusError> {
-        let id = self.unit_id(unit)?;
-        let master = self
-            .master
-            .as_mut()
-            .ok_or(ModbusError::Malformed("port closed"))?;
-        let r = master.write_register(id, addr, value);
-        if let Err(e) = &r {
-            self.on_error(e);
+        f: impl FnOnce(&mut dyn RegisterWriter) -> R,
+    ) -> Option<R> {
+        let id = self.units.get(unit)?.id;
+        let mut regs = UnitRegisters::new(self.master.as_mut()?, id);
+        let result = f(&mut regs);
+        if let Some(e) = regs.error.take() {
+            self.on_error(&e);
         }
-        r
+        Some(result)
     }
 }
 
-/// Reads the identification registers of `unit` and recognises the model.
-/// `Ok(None)`: the unit answers but matches no supported model.
-pub fn identify(
-    master: &mut RtuMaster,
+/// One unit's registers through the master, as device code reads and writes them. Keeps the error
+/// behind the last failure (a serial I/O error, once seen, sticks) so that the caller can react
+/// to what device code only sees as an [`AccessError`]; device code logs failures in context.
+pub struct UnitRegisters<'a> {
+    master: &'a mut RtuMaster,
     unit: u8,
-    buf: &mut [u16; 125],
-) -> Result<Option<Identity>, ModbusError> {
-    let (addr, count) = sdm230::IDENT_READ;
-    match master.read_registers(
-        unit,
-        ReadFunction::Holding,
-        addr,
-        &mut buf[..count as usize],
-    ) {
-        Ok(()) => {
-            let ident = identify_sdm230(&buf[..count as usize]);
-            // The input map must answer too (a stray device could echo an identification block).
-            let mut voltage = [0u16; 2];
-            master.read_registers(unit, ReadFunction::Input, 0, &mut voltage)?;
-            if let Some(id) = &ident {
+    error: Option<ModbusError>,
+}
+
+impl<'a> UnitRegisters<'a> {
+    pub fn new(master: &'a mut RtuMaster, unit: u8) -> Self {
+        UnitRegisters {
+            master,
+            unit,
+            error: None,
+        }
+    }
+
+    fn failed(&mut self, e: ModbusError) -> AccessError {
+        let kind = if e.kind() == ErrorKind::Exception {
+            AccessError::Refused
+        } else {
+            AccessError::NoAnswer
+        };
+        if self
+            .error
+            .as_ref()
+            .is_none_or(|previous| previous.kind() != ErrorKind::Io)
+        {
+            self.error = Some(e);
+        }
+        kind
+    }
+}
+
+impl RegisterReader for UnitRegisters<'_> {
+    fn read(&mut self, access: Access, addr: u16, words: &mut [u16]) -> Result<(), AccessError> {
+        self.master
+            .read_registers(self.unit, function(access), addr, words)
+            .map_err(|e| {
+                debug!(
+                    "unit {} read {access:?} {addr}+{} failed: {e}",
+                    self.unit,
+                    words.len()
+                );
+                self.failed(e)
+            })
+    }
+}
+
+impl RegisterWriter for UnitRegisters<'_> {
+    fn write(&mut self, addr: u16, value: u16) -> Result<(), AccessError> {
+        self.master
+            .write_register(self.unit, addr, value)
+            .map_err(|e| {
+                debug!(
+                    "unit {} write of {value} to register {addr} failed: {e}",
+                    self.unit
+                );
+                self.failed(e)
+            })
+    }
+}
+
+/// Identifies `unit`: the first supported model that recognises it, logged.
+/// `Ok(None)`: the unit answers but matches no supported model.
+pub fn identify(master: &mut RtuMaster, unit: u8) -> Result<Option<Identity>, ModbusError> {
+    let mut regs = UnitRegisters::new(master, unit);
+    match devices::identify(&mut regs) {
+        Ok(found) => {
+            if let Some(id) = &found {
                 info!(
-                    "unit {unit}: {} serial {} (meter code {:#06x}, firmware {})",
-                    id.model.name, id.serial, id.code, id.firmware
+                    "unit {unit}: {} serial {} ({})",
+                    id.model.name, id.serial, id.details
                 );
             }
-            return Ok(ident);
+            Ok(found)
         }
-        Err(e) if e.kind() == ErrorKind::Exception => {}
-        Err(e) => return Err(e),
+        // The adapter kept the error behind every failure it reported.
+        Err(_) => Err(regs.error.take().unwrap_or(ModbusError::Timeout)),
     }
-    let (addr, _) = growatt::IDENT_READ;
-    let mut hr = [0u16; growatt::IDENT_READ.1 as usize];
-    match master.read_registers(unit, ReadFunction::Holding, addr, &mut hr) {
-        Ok(()) => {}
-        Err(e) if e.kind() == ErrorKind::Exception => return Ok(None),
-        Err(e) => return Err(e),
-    }
-    let (addr, count) = growatt::SERIAL_NEW_READ;
-    let new_serial = match master.read_registers(
-        unit,
-        ReadFunction::Holding,
-        addr,
-        &mut buf[..count as usize],
-    ) {
-        Ok(()) => Some(&buf[..count as usize]),
-        Err(e) if e.kind() == ErrorKind::Exception => None,
-        Err(e) => return Err(e),
-    };
-    let ident = identify_growatt(&hr, new_serial);
-    if let Some(id) = &ident {
-        let known = crate::registers::lookup(growatt::KNOWN_DEVICE_TYPES, id.code);
-        info!(
-            "unit {unit}: {} serial {} (device type {} {}, rated {:.0} W, firmware {})",
-            id.model.name,
-            id.serial,
-            id.code,
-            known.unwrap_or("not in the known list; the v1.20 map answers"),
-            id.rated_power_w.unwrap_or(0.0),
-            id.firmware
-        );
-    }
-    Ok(ident)
 }
 
 #[cfg(test)]

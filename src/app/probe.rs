@@ -5,7 +5,7 @@ use std::io::Write;
 use anyhow::{Context, bail};
 
 use crate::cli::Options;
-use crate::devices::{MODELS, Quantity, published_values};
+use crate::devices::{MODELS, Quantity};
 use crate::modbus::{ReadFunction, RtuMaster};
 use crate::registers::{Access, Kind, RegisterMap, decode_number, decode_text};
 
@@ -14,7 +14,7 @@ pub fn list_models(out: &mut impl Write) -> std::io::Result<()> {
         writeln!(
             out,
             "{:<24} role {:<11} vendor {}",
-            m.name, m.default_role, m.vendor
+            m.name, m.roles.default, m.vendor
         )?;
     }
     Ok(())
@@ -29,7 +29,7 @@ pub fn probe(opts: &Options, out: &mut impl Write) -> anyhow::Result<()> {
     let mut master = RtuMaster::open(&spec.port.path, settings)
         .with_context(|| format!("opening {}", spec.port.path))?;
     let mut buf = [0u16; 125];
-    let identity = super::port::identify(&mut master, spec.unit, &mut buf)
+    let identity = super::port::identify(&mut master, spec.unit)
         .with_context(|| format!("unit {} on {} does not answer", spec.unit, spec.port.path))?;
     let Some(id) = identity else {
         bail!(
@@ -88,15 +88,17 @@ pub fn probe(opts: &Options, out: &mut impl Write) -> anyhow::Result<()> {
         )?;
     }
     writeln!(out, "published paths:")?;
-    for (p, v) in published_values(id.model, &map) {
+    for (p, v) in id.model.published_values(&map) {
         let source = match p.quantity {
-            Quantity::Reg(name) => name,
+            Quantity::Reg(reg) => id.model.register_name(reg),
             Quantity::Derived(_) => "derived",
         };
         let shown = v.map_or("invalid".to_string(), |v| {
             format!("{v} {}", p.unit.suffix())
         });
-        writeln!(out, "  {:<36} {shown:<16} ({source})", p.path)?;
+        for path in p.paths() {
+            writeln!(out, "  {path:<36} {shown:<16} ({source})")?;
+        }
     }
     Ok(())
 }

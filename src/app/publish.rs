@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use log::{info, warn};
 
 use crate::cli::Options;
-use crate::devices::{Identity, PathDef, Unit, published_values};
+use crate::devices::{Identity, Model, PathDef, Unit};
 use crate::registers::RegisterMap;
 use crate::vedbus::{
     self, BusAddress, DeviceConfig, DeviceService, Format, Pump, Service, Settings, Value, Writable,
@@ -55,14 +55,14 @@ impl Published {
         let cfg = DeviceConfig {
             suffix: ident.clone(),
             ident,
-            role: model.default_role.to_string(),
-            allowed_roles: if model.allowed_roles.len() > 1 {
-                model.allowed_roles.iter().map(|r| r.to_string()).collect()
+            role: model.roles.default.to_string(),
+            allowed_roles: if model.roles.allowed.len() > 1 {
+                model.roles.allowed.iter().map(|r| r.to_string()).collect()
             } else {
                 Vec::new()
             },
             // dbus-modbus-client allocates meters at 40, dbus-fronius PV inverters at 20.
-            preferred_instance: if model.default_role == "pvinverter" {
+            preferred_instance: if model.roles.default == "pvinverter" {
                 20
             } else {
                 40
@@ -74,7 +74,7 @@ impl Published {
             process_name: "dbus-modbus-client".to_string(),
             process_version: env!("CARGO_PKG_VERSION").to_string(),
             connection,
-            has_position: model.default_role == "pvinverter",
+            has_position: model.roles.default == "pvinverter",
         };
         let mut dev = DeviceService::new(bus, settings, &cfg)?;
         let svc = dev.service();
@@ -92,7 +92,9 @@ impl Published {
             Writable::No,
         );
         for p in model.paths {
-            svc.add_path(p.path, Value::Invalid, format(p.unit), Writable::No);
+            for path in p.paths() {
+                svc.add_path(path, Value::Invalid, format(p.unit), Writable::No);
+            }
         }
         Ok(Published {
             dev,
@@ -164,8 +166,10 @@ impl Published {
 
     fn write_values(&mut self, map: &RegisterMap) {
         let svc = self.dev.service();
-        for (p, v) in published_values(self.identity.model, map) {
-            svc.set(p.path, value(p, v));
+        for (p, v) in self.identity.model.published_values(map) {
+            for path in p.paths() {
+                svc.set(path, value(p, v));
+            }
         }
     }
 
@@ -194,7 +198,7 @@ impl Published {
         self.dev.service()
     }
 
-    pub fn model(&self) -> &'static crate::devices::Model {
+    pub fn model(&self) -> &'static Model {
         self.identity.model
     }
 

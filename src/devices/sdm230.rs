@@ -1,11 +1,40 @@
-//! Eastron SDM230-Modbus (v2), single-phase energy meter. Register map: devices.md §2.
+//! Eastron SDM230-Modbus (v2), single-phase energy meter. Framing, register map and meter code:
+//! docs/reference/eastron-sdm230.md §1–§4.
 //!
 //! Input registers are IEEE-754 floats, two registers each, high word first.
 
-use super::plausibility::{Bound, Rule, kwh_per_s};
-use super::{Derived, Model, PathDef, Quantity, Unit};
-use crate::registers::{Access::*, Kind::*, PackLimits, Refresh, Refresh::*, Register};
 use std::time::Duration;
+
+use super::model::{
+    AccessError, BusTiming, GridMeter, Identity, LimiterOffer, Model, PathDef, RegisterReader,
+    Roles, Unit, Values, read_if_present, register_names,
+};
+use super::plausibility::{Bound, Rule, kwh_per_s};
+use crate::registers::{
+    Access::*, Kind::*, PackLimits, Refresh, Refresh::*, Register, decode_number,
+};
+
+register_names! {
+    /// The meter's registers, one per row of [`REGISTERS`].
+    pub enum Reg {
+        Voltage,
+        Current,
+        Power,
+        ApparentPower,
+        ReactivePower,
+        PowerFactor,
+        PhaseAngle,
+        Frequency,
+        ImportEnergy,
+        ExportEnergy,
+        ImportReactiveEnergy,
+        ExportReactiveEnergy,
+        TotalEnergy,
+        TotalReactiveEnergy,
+        Serial,
+    }
+}
+use Reg::*;
 
 const fn every(secs: u64) -> Refresh {
     MaxAge(Duration::from_secs(secs))
@@ -14,8 +43,8 @@ const fn float(name: &'static str, addr: u16, refresh: Refresh) -> Register {
     Register::new(name, Input, addr, F32, 1.0, refresh)
 }
 
-/// Input and holding registers read in normal operation.
-pub static REGISTERS: [Register; 15] = [
+/// Input and holding registers read in normal operation, in the order of [`Reg`].
+pub static REGISTERS: [Register; Reg::ALL.len()] = [
     float("voltage", 0x0000, every(1)),
     float("current", 0x0006, every(1)),
     // The limiter's input: read as often as the bus allows.
@@ -35,10 +64,9 @@ pub static REGISTERS: [Register; 15] = [
     Register::new("serial", Holding, 0xFC00, U32, 1.0, Once),
 ];
 
-/// Identification block: serial (u32), meter code, firmware version.
-pub const IDENT_READ: (u16, u16) = (0xFC00, 4);
-
-/// Reads spanning the meter's undefined gaps are answered with an exception (devices.md §2).
+/// Reads spanning the meter's undefined gaps are answered with an exception: keep holes within
+/// the defined blocks. Every register is two words at an even address, so every read has an even
+/// register count, as Eastron asks (docs/reference/eastron-sdm230.md §1).
 pub const LIMITS: PackLimits = PackLimits {
     max_hole: 4,
     max_count: 125,
@@ -54,106 +82,216 @@ const MAX_CURRENT_A: f64 = 120.0;
 const ENERGY_CEILING: f64 = 1e7;
 /// The display's resolution, 0.01 kWh: one count of slack for rounding.
 const ENERGY_SLACK: f64 = 0.01;
-const fn energy(name: &'static str) -> Rule {
+const fn energy(reg: Reg) -> Rule {
     Rule::counter(
-        name,
+        reg.id(),
         ENERGY_CEILING,
         Bound::fixed(kwh_per_s(MAX_POWER_W)),
         ENERGY_SLACK,
     )
 }
+const fn between(reg: Reg, min: f64, max: f64) -> Rule {
+    Rule::between(reg.id(), min, max)
+}
 
-/// Physical bounds of each reading (issue 7): anything outside is a glitch, not a measurement.
+/// Physical bounds of each reading: anything outside is a glitch, not a measurement.
 /// Power factor gets a hair of tolerance because it is computed in float (P/S).
 pub static PLAUSIBILITY: [Rule; 12] = [
-    Rule::between("voltage", 0.0, 300.0),
-    Rule::between("current", -MAX_CURRENT_A, MAX_CURRENT_A),
-    Rule::between("power", -MAX_POWER_W, MAX_POWER_W),
-    Rule::between("apparent_power", -MAX_POWER_W, MAX_POWER_W),
-    Rule::between("reactive_power", -MAX_POWER_W, MAX_POWER_W),
-    Rule::between("power_factor", -1.001, 1.001),
-    Rule::between("phase_angle", -180.0, 180.0),
-    Rule::between("frequency", 45.0, 65.0),
-    energy("import_energy"),
-    energy("export_energy"),
-    energy("import_reactive_energy"),
-    energy("export_reactive_energy"),
+    between(Voltage, 0.0, 300.0),
+    between(Current, -MAX_CURRENT_A, MAX_CURRENT_A),
+    between(Power, -MAX_POWER_W, MAX_POWER_W),
+    between(ApparentPower, -MAX_POWER_W, MAX_POWER_W),
+    between(ReactivePower, -MAX_POWER_W, MAX_POWER_W),
+    between(PowerFactor, -1.001, 1.001),
+    between(PhaseAngle, -180.0, 180.0),
+    between(Frequency, 45.0, 65.0),
+    energy(ImportEnergy),
+    energy(ExportEnergy),
+    energy(ImportReactiveEnergy),
+    energy(ExportReactiveEnergy),
 ];
 
-/// What the grid service publishes, per phase (what systemcalc reads) and in total.
-pub static PATHS: [PathDef; 16] = [
-    PathDef::new("/Ac/Power", Unit::Watt, Quantity::Reg("power")),
-    PathDef::new("/Ac/L1/Power", Unit::Watt, Quantity::Reg("power")),
-    PathDef::new("/Ac/L1/Voltage", Unit::Volt, Quantity::Reg("voltage")),
-    PathDef::new("/Ac/Voltage", Unit::Volt, Quantity::Reg("voltage")),
-    PathDef::new(
-        "/Ac/L1/Current",
-        Unit::Ampere,
-        Quantity::Derived(Derived::CurrentSignedLikePower),
-    ),
-    PathDef::new(
-        "/Ac/Current",
-        Unit::Ampere,
-        Quantity::Derived(Derived::CurrentSignedLikePower),
-    ),
-    PathDef::new(
-        "/Ac/L1/PowerFactor",
-        Unit::Plain,
-        Quantity::Reg("power_factor"),
-    ),
-    PathDef::new(
-        "/Ac/PowerFactor",
-        Unit::Plain,
-        Quantity::Reg("power_factor"),
-    ),
-    PathDef::new("/Ac/Frequency", Unit::Hertz, Quantity::Reg("frequency")),
-    PathDef::new(
-        "/Ac/L1/Energy/Forward",
-        Unit::KiloWattHour,
-        Quantity::Reg("import_energy"),
-    ),
-    PathDef::new(
-        "/Ac/L1/Energy/Reverse",
-        Unit::KiloWattHour,
-        Quantity::Reg("export_energy"),
-    ),
-    PathDef::new(
-        "/Ac/Energy/Forward",
-        Unit::KiloWattHour,
-        Quantity::Reg("import_energy"),
-    ),
-    PathDef::new(
-        "/Ac/Energy/Reverse",
-        Unit::KiloWattHour,
-        Quantity::Reg("export_energy"),
-    ),
-    // Import − export: the original's consumption figure, the limiter's energyDifference input.
-    PathDef::new(
-        "/Ac/Energy/Consumption",
-        Unit::KiloWattHour,
-        Quantity::Derived(Derived::NetImport),
-    ),
-    PathDef::new(
-        "/Ac/L1/Energy/Consumption",
-        Unit::KiloWattHour,
-        Quantity::Derived(Derived::NetImport),
-    ),
-    PathDef::new(
-        "/Internal/ApparentPower",
-        Unit::VoltAmpere,
-        Quantity::Reg("apparent_power"),
-    ),
+/// The meter reports current unsigned; systemcalc adds currents like powers, so sign it.
+fn current_signed_like_power(v: &Values) -> Option<f64> {
+    let current = v.get(Current)?.abs();
+    let power = v.get(Power)?;
+    Some(if power < 0.0 { -current } else { current })
+}
+
+/// Import − export (kWh): the original's consumption figure, the limiter's energyDifference
+/// input.
+fn net_import(v: &Values) -> Option<f64> {
+    Some(v.get(ImportEnergy)? - v.get(ExportEnergy)?)
+}
+
+const fn reg(path: &'static str, unit: Unit, reg: Reg) -> PathDef {
+    PathDef::reg(path, unit, reg.id())
+}
+
+/// What the grid service publishes: the totals, and the same values per phase (what systemcalc
+/// reads).
+pub static PATHS: [PathDef; 9] = [
+    reg("/Ac/Power", Unit::Watt, Power).also("/Ac/L1/Power"),
+    reg("/Ac/Voltage", Unit::Volt, Voltage).also("/Ac/L1/Voltage"),
+    PathDef::derived("/Ac/Current", Unit::Ampere, current_signed_like_power).also("/Ac/L1/Current"),
+    reg("/Ac/PowerFactor", Unit::Plain, PowerFactor).also("/Ac/L1/PowerFactor"),
+    reg("/Ac/Frequency", Unit::Hertz, Frequency),
+    reg("/Ac/Energy/Forward", Unit::KiloWattHour, ImportEnergy).also("/Ac/L1/Energy/Forward"),
+    reg("/Ac/Energy/Reverse", Unit::KiloWattHour, ExportEnergy).also("/Ac/L1/Energy/Reverse"),
+    PathDef::derived("/Ac/Energy/Consumption", Unit::KiloWattHour, net_import)
+        .also("/Ac/L1/Energy/Consumption"),
+    reg("/Internal/ApparentPower", Unit::VoltAmpere, ApparentPower),
 ];
+
+/// Identification block: serial (u32), meter code, firmware version.
+const IDENT_ADDR: u16 = 0xFC00;
+
+/// An SDM230 answers its identification block (a Growatt refuses it) and its input map.
+fn identify(regs: &mut dyn RegisterReader) -> Result<Option<Identity>, AccessError> {
+    let mut ident = [0u16; 4];
+    if !read_if_present(regs, Holding, IDENT_ADDR, &mut ident)? {
+        return Ok(None);
+    }
+    // The input map must answer too (a stray device could echo an identification block).
+    let mut voltage = [0u16; 2];
+    regs.read(Input, REGISTERS[Voltage.id().row()].addr, &mut voltage)?;
+    Ok(Some(identity(ident)))
+}
+
+/// The identity in the block at 0xFC00: serial (u32), meter code, firmware version.
+fn identity([hi, lo, code, fw]: [u16; 4]) -> Identity {
+    let serial = decode_number(U32, &[hi, lo]).unwrap_or(0.0) as u64;
+    let firmware = format!("{:X}.{:02X}", fw >> 8, fw & 0xFF);
+    Identity {
+        model: &MODEL,
+        serial: serial.to_string(),
+        details: format!("meter code {code:#06x}, firmware {firmware}"),
+        firmware,
+        hardware: format!("{code:04X}"),
+        code,
+        rated_power_w: None,
+    }
+}
 
 pub static MODEL: Model = Model {
     name: "Eastron SDM230",
     vendor: "eastron",
-    default_role: "grid",
-    allowed_roles: &["grid", "pvinverter", "acload", "genset"],
+    roles: Roles {
+        default: "grid",
+        allowed: &["grid", "pvinverter", "acload", "genset"],
+    },
     registers: &REGISTERS,
     limits: LIMITS,
     paths: &PATHS,
+    plausibility: &PLAUSIBILITY,
+    identify,
+    bus: BusTiming::FRAMING_ONLY,
     // The meter's power is read as often as the bus allows; 100 ms is the usual cycle at 9600 baud.
     refresh_time_ms: 100,
-    rated_power_w: None,
+    limiter: LimiterOffer {
+        grid_meter: Some(GridMeter {
+            power: Power.id(),
+            import_energy: ImportEnergy.id(),
+            export_energy: ExportEnergy.id(),
+        }),
+        inverter: None,
+    },
 };
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::devices::model::assert_names_match;
+    use crate::devices::plausibility::Guard;
+    use crate::registers::{Read, RegisterMap, plan_all_due};
+    use std::time::Instant;
+
+    fn f32_words(v: f32) -> [u16; 2] {
+        let b = v.to_bits();
+        [(b >> 16) as u16, b as u16]
+    }
+
+    fn map_with(values: &[(Reg, f32)]) -> RegisterMap {
+        let mut map = RegisterMap::new(&REGISTERS, LIMITS);
+        let now = Instant::now();
+        for &(reg, v) in values {
+            let read = Read {
+                access: Input,
+                addr: REGISTERS[reg.id().row()].addr,
+                count: 2,
+                fast: false,
+            };
+            map.store(&read, &f32_words(v), now);
+        }
+        map
+    }
+
+    fn value(map: &RegisterMap, path: &str) -> Option<f64> {
+        MODEL
+            .published_values(map)
+            .find(|(p, _)| p.paths().any(|at| at == path))
+            .and_then(|(_, v)| v)
+    }
+
+    #[test]
+    fn typed_names_match_the_table() {
+        assert_names_match(Reg::ALL, &REGISTERS);
+    }
+
+    #[test]
+    fn current_is_signed_like_power_and_consumption_is_net_import() {
+        let map = map_with(&[
+            (Power, -920.0),
+            (Current, 4.0),
+            (ImportEnergy, 1234.5),
+            (ExportEnergy, 234.5),
+        ]);
+        assert_eq!(value(&map, "/Ac/L1/Power"), Some(-920.0));
+        assert_eq!(value(&map, "/Ac/L1/Current"), Some(-4.0));
+        assert_eq!(value(&map, "/Ac/Energy/Consumption"), Some(1000.0));
+        assert_eq!(value(&map, "/Ac/Frequency"), None, "not read yet → invalid");
+        let meter = MODEL.limiter.grid_meter.unwrap();
+        assert_eq!(meter.power(&map).map(|r| r.value), Some(-920.0));
+        assert_eq!(meter.consumption(&map).map(|r| r.value), Some(1000.0));
+        let map = map_with(&[(Power, 500.0), (Current, 2.2)]);
+        assert!((value(&map, "/Ac/Current").unwrap() - 2.2).abs() < 1e-6);
+    }
+
+    #[test]
+    fn identifies_from_the_block_at_fc00() {
+        let id = identity([0x0098, 0x9680, 0x0084, 0x0102]);
+        assert_eq!(id.serial, "10000000");
+        assert_eq!(id.ident(), "eastron_10000000");
+        assert_eq!(id.firmware, "1.02");
+        assert_eq!(id.details, "meter code 0x0084, firmware 1.02");
+        assert_eq!(id.model.name, MODEL.name);
+    }
+
+    #[test]
+    fn every_planned_read_has_an_even_register_count() {
+        let mut map = RegisterMap::new(&REGISTERS, LIMITS);
+        let now = Instant::now();
+        let fast = map.next_read(now, true).into_iter();
+        for read in fast.chain(plan_all_due(&mut map, now)) {
+            assert_eq!(read.count % 2, 0, "{read:?}");
+        }
+    }
+
+    #[test]
+    fn plausibility_bounds_the_meter() {
+        let t0 = Instant::now();
+        let secs = |s| t0 + Duration::from_secs(s);
+        let mut g = Guard::new(&PLAUSIBILITY, &REGISTERS);
+        assert_eq!(g.check(Power, -23000.0, t0), Some(-23000.0));
+        assert_eq!(g.check(Power, 1e30, t0), None);
+        assert_eq!(g.check(Frequency, 50.02, t0), Some(50.02));
+        assert_eq!(g.check(Frequency, 0.0, t0), None);
+        assert_eq!(g.check(PowerFactor, -0.98, t0), Some(-0.98));
+        assert_eq!(g.check(PowerFactor, 1.5, t0), None);
+        assert_eq!(g.check(Voltage, 400.0, t0), None);
+        assert_eq!(g.check(ImportEnergy, 1234.56, t0), Some(1234.56));
+        // 30 kW for 10 s is 0.083 kWh: 0.05 passes, 1 kWh does not.
+        assert_eq!(g.check(ImportEnergy, 1234.61, secs(10)), Some(1234.61));
+        assert_eq!(g.check(ImportEnergy, 1235.61, secs(20)), Some(1234.61));
+    }
+}

@@ -1,25 +1,28 @@
-//! Turns decisions into Growatt holding-register-3 writes (active power rate, % of rated).
+//! Turns decisions into writes of the inverter's limit [`Setting`], deduplicated, deadbanded and
+//! paced by time.
 //!
-//! Writes are precious (EEPROM wear is possible, devices.md §3), so the actuator:
-//! - never rewrites the value it believes the register holds;
-//! - lowers at once when the new percent is lower by more than the deadband **and the site is
+//! Writes are precious (an inverter may keep them in non-volatile memory:
+//! docs/reference/growatt.md §4), so the actuator:
+//! - never rewrites the setting it believes the inverter holds;
+//! - lowers at once when the new setting is lower by more than the deadband **and the site is
 //!   exporting** (or the grid is unknown): export protection is urgent. A lower target while
 //!   importing comes from inputs caught mid-transient (PV or MultiPlus values older than the
 //!   grid reading) and is treated like any other non-urgent change;
-//! - never raises a tracking limit while the site exports (more output could only export more), nor on a
-//!   decision whose grid or PV reading predates the last write (`grid + pv` is invariant while
-//!   the inverter ramps only if both were read after the change; a PV value from before it
-//!   overstates the demand), and such a decision does not count towards a pending change;
+//! - never raises a tracking limit while the site exports (more output could only export more),
+//!   nor on a decision whose grid or PV reading predates the last write (`grid + pv` is
+//!   invariant while the inverter ramps only if both were read after the change; a PV value from
+//!   before it overstates the demand), and such a decision does not count towards a waiting
+//!   change;
 //! - right after a lowering (within `min_write_interval`), acts on an export only with a PV
 //!   value read after the write: the inverter still ramps down, and an older PV value would
 //!   understate the demand and chase the limit further down;
-//! - applies `Release` / `FailSafe` at once (each happens once: afterwards the register already
-//!   holds the value);
+//! - applies `Release` / `FailSafe` at once (each happens once: afterwards the inverter already
+//!   holds the setting);
 //! - any other change waits until `min_write_interval` has passed since the last write; a raise
 //!   by more than the deadband then goes out at once, every other change must first persist in
 //!   the same direction for `settle_time`. What is written is the smallest move seen while
-//!   waiting, so a transient peak or dip is never chased and noise around a percent boundary
-//!   writes nothing;
+//!   waiting, so a transient peak or dip is never chased and noise around a step boundary writes
+//!   nothing;
 //! - backs off raising when raises keep being reversed: a lowering by more than the deadband
 //!   within `reversal_window` of a raise means the raise overshot (inputs mid-transient, or a
 //!   policy threshold flapping), so raises then must persist for a back-off time that doubles
@@ -27,74 +30,22 @@
 //!   after `backoff_reset` without a reversal. This bounds limit cycles to a few writes a minute;
 //! - after a failed write retries no sooner than `retry_interval`, and forgets nothing else.
 //!
-//! Percent rounding follows the original (limiter.md §1): `ceil` (the inverter may produce up to
-//! one point more than the demand, never less), clamped to 2…100 (2 % keeps the inverter
-//! connected). The G100 fail-safe rate is rounded down so it never exceeds the export limit.
+//! The actuator's belief about the inverter is a `State`; each wanted change is handled one
+//! of the ways `Handling` names.
 
 use std::time::{Duration, Instant};
 
 use super::policy::{Decision, Settings, Target};
-
-/// Growatt holding register: active power rate (% of rated).
-pub const HR_ACTIVE_POWER_RATE: u16 = 3;
-/// Growatt holding register: export limit source (1 = RS485 meter).
-pub const HR_EXPORT_LIMIT_SOURCE: u16 = 122;
-/// Growatt holding register: export limit power rate (0.1 % of rated).
-pub const HR_EXPORT_LIMIT_RATE: u16 = 123;
-/// Growatt holding register: export-limit fail-safe power rate (0.1 % of rated).
-pub const HR_EXPORT_LIMIT_FAILSAFE_RATE: u16 = 3000;
-/// Number of register writes in the G100 set-up.
-pub const G100_SETUP_LEN: usize = 4;
-
-/// Lowest percent the limiter writes (the original's floor).
-pub const MIN_PERCENT: u16 = 2;
-pub const MAX_PERCENT: u16 = 100;
-
-/// HR3 percent for a limit in watts: `clamp(ceil(100·W/rated), 2, 100)`; non-finite → 2 %.
-pub fn limit_percent(watts: f64, rated_w: f64) -> u16 {
-    let percent = 100.0 * watts / rated_w;
-    if percent.is_nan() {
-        return MIN_PERCENT;
-    }
-    // The epsilon keeps an exact percent (e.g. 2100 W of 4200 W) from rounding up on float noise.
-    (percent - 1e-9)
-        .ceil()
-        .clamp(f64::from(MIN_PERCENT), f64::from(MAX_PERCENT)) as u16
-}
-
-/// Watts for an HR3 percent (`/dynamicGenerationMaxPower`, the applied `/Ac/PowerLimit`).
-pub fn percent_to_watts(percent: u16, rated_w: f64) -> f64 {
-    f64::from(percent) * rated_w / 100.0
-}
-
-/// The G100 export limit as the inverter's 0.1 % rate, rounded down, clamped 0…1000;
-/// non-finite (e.g. rated power 0: a configuration error) → 0 (no export).
-pub fn g100_permille(export_limit_w: f64, rated_w: f64) -> u16 {
-    let permille = (1000.0 * export_limit_w / rated_w + 1e-9).floor();
-    if !permille.is_finite() {
-        return 0;
-    }
-    permille.clamp(0.0, 1000.0) as u16
-}
-
-/// The G100 set-up written on every (re)initialisation of the inverter, in write order:
-/// HR3 = 100 %, HR122 = 1 (RS485 meter), HR123 = HR3000 = export limit in 0.1 % of rated.
-pub fn g100_setup(export_limit_w: f64, rated_w: f64) -> [(u16, u16); G100_SETUP_LEN] {
-    let permille = g100_permille(export_limit_w, rated_w);
-    [
-        (HR_ACTIVE_POWER_RATE, MAX_PERCENT),
-        (HR_EXPORT_LIMIT_SOURCE, 1),
-        (HR_EXPORT_LIMIT_RATE, permille),
-        (HR_EXPORT_LIMIT_FAILSAFE_RATE, permille),
-    ]
-}
+use super::strategy::{PercentOfRated, Setting};
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct ActuatorConfig {
     pub rated_w: f64,
-    /// HR3 value for `Target::FailSafe` (the G100 rate in whole percent, rounded down).
-    pub failsafe_percent: u16,
-    /// Changes of at most this many points count as noise and must persist (≥ 1).
+    /// How a limit in watts becomes a setting (the inverter's strategy).
+    pub encoding: PercentOfRated,
+    /// The setting for `Target::FailSafe` (the export limit, rounded down).
+    pub failsafe: Setting,
+    /// Changes of at most this many steps count as noise and must persist (≥ 1).
     pub deadband: u16,
     /// Shortest time between two non-urgent writes.
     pub min_write_interval: Duration,
@@ -111,10 +62,11 @@ pub struct ActuatorConfig {
 }
 
 impl ActuatorConfig {
-    pub fn from_settings(settings: &Settings) -> Self {
+    pub fn new(settings: &Settings, encoding: PercentOfRated) -> Self {
         Self {
             rated_w: settings.rated_w,
-            failsafe_percent: g100_permille(settings.export_limit_w, settings.rated_w) / 10,
+            encoding,
+            failsafe: encoding.failsafe(settings.export_limit_w, settings.rated_w),
             deadband: 1,
             min_write_interval: settings.min_write_interval,
             // House load noise moves the demand by a point every second or so; 5 s cut the
@@ -128,28 +80,147 @@ impl ActuatorConfig {
             retry_interval: Duration::from_millis(250),
         }
     }
+
+    fn sanitised(self) -> Self {
+        Self {
+            deadband: self.deadband.max(1),
+            ..self
+        }
+    }
+}
+
+/// What the actuator believes the inverter holds, and what it is waiting for.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum State {
+    /// The setting is unknown (before the set-up, after losing the inverter): whatever a
+    /// decision wants is written at once.
+    Unknown,
+    /// The inverter holds `setting`, written at `written_at` (`None`: read back at set-up).
+    Steady {
+        setting: Setting,
+        written_at: Option<Instant>,
+    },
+    /// As `Steady`, with a non-urgent change waiting for the write interval, to persist for the
+    /// settle time, or for the raise back-off.
+    Waiting {
+        setting: Setting,
+        written_at: Option<Instant>,
+        change: WaitingChange,
+    },
+}
+
+impl State {
+    /// The setting held and when it was written, unless unknown.
+    fn held(self) -> Option<(Setting, Option<Instant>)> {
+        match self {
+            State::Unknown => None,
+            State::Steady {
+                setting,
+                written_at,
+            }
+            | State::Waiting {
+                setting,
+                written_at,
+                ..
+            } => Some((setting, written_at)),
+        }
+    }
 }
 
 /// A non-urgent change waiting for the write interval or to prove it is not a transient.
 #[derive(Clone, Copy, Debug, PartialEq)]
-struct PendingChange {
+struct WaitingChange {
     raising: bool,
     since: Instant,
-    /// The desired value closest to the register value seen since `since`.
-    least_move: u16,
+    /// The wanted setting closest to the held one seen since `since`.
+    least_move: Setting,
+}
+
+impl WaitingChange {
+    /// The change after a decision wanting `wanted` at `now`: the same one, keeping its least
+    /// move, while it goes the same way; a new one when the direction turns.
+    fn update(previous: Option<Self>, raising: bool, wanted: Setting, now: Instant) -> Self {
+        match previous {
+            Some(c) if c.raising == raising => WaitingChange {
+                least_move: if raising {
+                    c.least_move.min(wanted)
+                } else {
+                    c.least_move.max(wanted)
+                },
+                ..c
+            },
+            _ => WaitingChange {
+                raising,
+                since: now,
+                least_move: wanted,
+            },
+        }
+    }
+}
+
+/// How a wanted change of the held setting is handled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Handling {
+    /// `Release` / `FailSafe`: written at once.
+    AtOnce,
+    /// Lower by more than the deadband while the site exports: written at once.
+    UrgentLowering,
+    /// The decision's readings predate the last write: it cannot judge a change.
+    StaleReadings,
+    /// A tracking raise while the site exports: dropped.
+    RaiseWhileExporting,
+    /// Anything else waits for the write interval, the settle time and the raise back-off.
+    Paced { raising: bool },
+}
+
+/// Raises that were soon reversed, and the back-off they earned.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+struct RaiseHistory {
+    last_raise: Option<Instant>,
+    last_reversal: Option<Instant>,
+    backoff: Duration,
+}
+
+impl RaiseHistory {
+    /// How long a raise must persist now.
+    fn backoff(&self, now: Instant, config: &ActuatorConfig) -> Duration {
+        match self.last_reversal {
+            Some(t) if elapsed(t, now) < config.backoff_reset => self.backoff,
+            _ => Duration::ZERO,
+        }
+    }
+
+    /// A confirmed write from `previous` to `value`.
+    fn note_write(
+        &mut self,
+        previous: Setting,
+        value: Setting,
+        now: Instant,
+        config: &ActuatorConfig,
+    ) {
+        if value > previous {
+            self.last_raise = Some(now);
+        } else if previous.steps_from(value) > i32::from(config.deadband)
+            && self
+                .last_raise
+                .is_some_and(|t| elapsed(t, now) < config.reversal_window)
+        {
+            let doubled = (self.backoff(now, config).saturating_mul(2))
+                .max(config.min_write_interval.saturating_mul(2));
+            self.backoff = doubled.min(config.max_raise_backoff);
+            self.last_reversal = Some(now);
+            self.last_raise = None;
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
 pub struct Actuator {
     config: ActuatorConfig,
-    /// The value HR3 is believed to hold; `None` = unknown (before set-up, after losing the inverter).
-    written: Option<u16>,
-    last_write: Option<Instant>,
+    state: State,
+    /// When the last write failed; nothing is written within `retry_interval` of it.
     last_failure: Option<Instant>,
-    pending: Option<PendingChange>,
-    last_raise: Option<Instant>,
-    last_reversal: Option<Instant>,
-    raise_backoff: Duration,
+    raises: RaiseHistory,
     writes: u64,
     failures: u64,
 }
@@ -157,17 +228,10 @@ pub struct Actuator {
 impl Actuator {
     pub fn new(config: ActuatorConfig) -> Self {
         Self {
-            config: ActuatorConfig {
-                deadband: config.deadband.max(1),
-                ..config
-            },
-            written: None,
-            last_write: None,
+            config: config.sanitised(),
+            state: State::Unknown,
             last_failure: None,
-            pending: None,
-            last_raise: None,
-            last_reversal: None,
-            raise_backoff: Duration::ZERO,
+            raises: RaiseHistory::default(),
             writes: 0,
             failures: 0,
         }
@@ -177,27 +241,19 @@ impl Actuator {
         &self.config
     }
 
-    /// New settings (e.g. rated power read from the inverter): keeps what the register holds
+    /// New settings (e.g. rated power read from the inverter): keeps what the inverter holds
     /// and the pacing state.
     pub fn reconfigure(&mut self, config: ActuatorConfig) {
-        self.config = ActuatorConfig {
-            deadband: config.deadband.max(1),
-            ..config
-        };
+        self.config = config.sanitised();
     }
 
-    /// The HR3 value to write now for this decision, if any. The caller writes it and reports
+    /// The setting to write now for this decision, if any. The caller writes it and reports
     /// back with [`confirm_written`](Self::confirm_written) or [`write_failed`](Self::write_failed);
-    /// until then the same value is asked for again on the next call (that is the retry).
-    pub fn next_write(&mut self, decision: &Decision, now: Instant) -> Option<u16> {
-        let desired = match decision.target {
-            Target::Hold => {
-                self.pending = None;
-                return None;
-            }
-            Target::Limit(w) => limit_percent(w, self.config.rated_w),
-            Target::FullPower | Target::Release => MAX_PERCENT,
-            Target::FailSafe => self.config.failsafe_percent.min(MAX_PERCENT),
+    /// until then the same setting is asked for again on the next call (that is the retry).
+    pub fn next_write(&mut self, decision: &Decision, now: Instant) -> Option<Setting> {
+        let Some(wanted) = self.wanted(decision.target) else {
+            self.drop_waiting_change();
+            return None;
         };
         if self
             .last_failure
@@ -205,140 +261,178 @@ impl Actuator {
         {
             return None;
         }
-        let Some(written) = self.written else {
-            return Some(desired);
+        let (setting, written_at, change) = match self.state {
+            State::Unknown => return Some(wanted),
+            State::Steady {
+                setting,
+                written_at,
+            } => (setting, written_at, None),
+            State::Waiting {
+                setting,
+                written_at,
+                change,
+            } => (setting, written_at, Some(change)),
         };
-        if desired == written {
-            self.pending = None;
+        if wanted == setting {
+            self.drop_waiting_change();
             return None;
         }
-        if matches!(decision.target, Target::Release | Target::FailSafe) {
-            return Some(desired);
+        match self.handling(decision, setting, wanted, written_at, now) {
+            Handling::AtOnce => Some(wanted),
+            Handling::UrgentLowering => {
+                self.drop_waiting_change();
+                Some(wanted)
+            }
+            Handling::StaleReadings => None,
+            Handling::RaiseWhileExporting => {
+                self.drop_waiting_change();
+                None
+            }
+            Handling::Paced { raising } => {
+                let change = WaitingChange::update(change, raising, wanted, now);
+                self.state = State::Waiting {
+                    setting,
+                    written_at,
+                    change,
+                };
+                self.ready(setting, written_at, change, now)
+                    .then_some(change.least_move)
+            }
         }
-        let step = i32::from(desired) - i32::from(written);
+    }
+
+    /// The setting a decision's target asks for; `None` for `Hold`.
+    fn wanted(&self, target: Target) -> Option<Setting> {
+        let encoding = self.config.encoding;
+        match target {
+            Target::Hold => None,
+            Target::Limit(w) => Some(encoding.setting_for(w, self.config.rated_w)),
+            Target::FullPower | Target::Release => Some(encoding.full_power()),
+            Target::FailSafe => Some(self.config.failsafe.min(encoding.full_power())),
+        }
+    }
+
+    fn handling(
+        &self,
+        decision: &Decision,
+        setting: Setting,
+        wanted: Setting,
+        written_at: Option<Instant>,
+        now: Instant,
+    ) -> Handling {
+        if matches!(decision.target, Target::Release | Target::FailSafe) {
+            return Handling::AtOnce;
+        }
+        let step = wanted.steps_from(setting);
         let deadband = i32::from(self.config.deadband);
         let exporting = decision
             .grid_w
             .is_none_or(|grid| grid < -self.config.urgent_export_w);
         let predates_last_write = decision
             .sampled_at
-            .is_some_and(|at| self.last_write.is_some_and(|w| at <= w));
+            .is_some_and(|at| written_at.is_some_and(|w| at <= w));
         // Right after a lowering the inverter ramps down and still exports for a while; a PV
         // value from before the write overstates its output, so `grid + pv` understates the
         // demand and would chase the limit further down. The inverter is re-read within a
         // fraction of a second; an export that outlasts `min_write_interval` is acted on anyway.
-        let just_wrote = self
-            .last_write
-            .is_some_and(|w| elapsed(w, now) < self.config.min_write_interval);
+        let just_wrote =
+            written_at.is_some_and(|w| elapsed(w, now) < self.config.min_write_interval);
         if step < -deadband && exporting && !(predates_last_write && just_wrote) {
-            self.pending = None;
-            return Some(desired);
+            return Handling::UrgentLowering;
+        }
+        if predates_last_write {
+            return Handling::StaleReadings;
         }
         let raising = step > 0;
+        // More output while the site exports can only export more: the estimate is
+        // mid-transient (MultiPlus values older than the grid reading). Full power by rule 4 or
+        // 6 is no estimate and goes out whatever the grid shows.
         let tracking = matches!(decision.target, Target::Limit(_));
-        if predates_last_write {
-            return None;
-        }
         if raising && exporting && decision.grid_w.is_some() && tracking {
-            // More output while the site exports can only export more: the estimate is
-            // mid-transient (MultiPlus values older than the grid reading). Full power by
-            // rule 4 or 6 is no estimate and goes out whatever the grid shows.
-            self.pending = None;
-            return None;
+            return Handling::RaiseWhileExporting;
         }
-        let pending = match self.pending {
-            Some(p) if p.raising == raising => PendingChange {
-                least_move: if raising {
-                    p.least_move.min(desired)
-                } else {
-                    p.least_move.max(desired)
-                },
-                ..p
-            },
-            _ => PendingChange {
-                raising,
-                since: now,
-                least_move: desired,
-            },
-        };
-        self.pending = Some(pending);
-        let interval_passed = self
-            .last_write
-            .is_none_or(|t| elapsed(t, now) >= self.config.min_write_interval);
-        let waited = elapsed(pending.since, now);
-        let backoff = if raising {
+        Handling::Paced { raising }
+    }
+
+    /// Whether a waiting change may be written now.
+    fn ready(
+        &self,
+        setting: Setting,
+        written_at: Option<Instant>,
+        change: WaitingChange,
+        now: Instant,
+    ) -> bool {
+        let interval_passed =
+            written_at.is_none_or(|t| elapsed(t, now) >= self.config.min_write_interval);
+        let waited = elapsed(change.since, now);
+        let backoff = if change.raising {
             self.raise_backoff(now)
         } else {
             Duration::ZERO
         };
-        let big_raise = i32::from(pending.least_move) - i32::from(written) > deadband;
-        let ready = if big_raise {
+        let big_raise = change.least_move.steps_from(setting) > i32::from(self.config.deadband);
+        let persisted = if big_raise {
             waited >= backoff
         } else {
             waited >= self.config.settle_time.max(backoff)
         };
-        (interval_passed && ready).then_some(pending.least_move)
+        interval_passed && persisted
+    }
+
+    fn drop_waiting_change(&mut self) {
+        if let State::Waiting {
+            setting,
+            written_at,
+            ..
+        } = self.state
+        {
+            self.state = State::Steady {
+                setting,
+                written_at,
+            };
+        }
     }
 
     /// How long a raise must persist now (zero unless raises were reversed recently).
     pub fn raise_backoff(&self, now: Instant) -> Duration {
-        match self.last_reversal {
-            Some(t) if elapsed(t, now) < self.config.backoff_reset => self.raise_backoff,
-            _ => Duration::ZERO,
-        }
+        self.raises.backoff(now, &self.config)
     }
 
-    fn note_write(&mut self, previous: Option<u16>, value: u16, now: Instant) {
-        let Some(previous) = previous else {
-            return;
+    /// The write of `setting` succeeded at `now`.
+    pub fn confirm_written(&mut self, setting: Setting, now: Instant) {
+        if let Some((previous, _)) = self.state.held() {
+            self.raises.note_write(previous, setting, now, &self.config);
+        }
+        self.state = State::Steady {
+            setting,
+            written_at: Some(now),
         };
-        if value > previous {
-            self.last_raise = Some(now);
-        } else if i32::from(previous) - i32::from(value) > i32::from(self.config.deadband)
-            && self
-                .last_raise
-                .is_some_and(|t| elapsed(t, now) < self.config.reversal_window)
-        {
-            let doubled = (self.raise_backoff(now).saturating_mul(2))
-                .max(self.config.min_write_interval.saturating_mul(2));
-            self.raise_backoff = doubled.min(self.config.max_raise_backoff);
-            self.last_reversal = Some(now);
-            self.last_raise = None;
-        }
-    }
-
-    /// The write of `value` to HR3 succeeded at `now`.
-    pub fn confirm_written(&mut self, value: u16, now: Instant) {
-        self.note_write(self.written, value, now);
-        self.written = Some(value);
-        self.last_write = Some(now);
         self.last_failure = None;
-        self.pending = None;
         self.writes = self.writes.saturating_add(1);
     }
 
-    /// The write failed (timeout, exception): retry after `retry_interval`. The register value is
-    /// kept as believed; if the write did land, the retry finds nothing to do or rewrites it once.
+    /// The write failed (timeout, exception): retry after `retry_interval`. The setting is kept
+    /// as believed; if the write did land, the retry finds nothing to do or rewrites it once.
     pub fn write_failed(&mut self, now: Instant) {
         self.last_failure = Some(now);
         self.failures = self.failures.saturating_add(1);
     }
 
-    /// The daemon (re)ran the G100 set-up and read HR3 back as `hr3`.
-    pub fn inverter_reinitialised(&mut self, hr3: u16) {
-        self.written = Some(hr3);
-        self.last_write = None;
+    /// The inverter was (re)initialised (set-up run) and holds `setting`, as read back.
+    pub fn inverter_reinitialised(&mut self, setting: Setting) {
+        self.state = State::Steady {
+            setting,
+            written_at: None,
+        };
         self.last_failure = None;
-        self.pending = None;
     }
 
-    /// The inverter stopped answering: its register value is unknown until re-initialised.
+    /// The inverter stopped answering: its setting is unknown until re-initialised.
     pub fn inverter_lost(&mut self) {
-        self.written = None;
-        self.pending = None;
+        self.state = State::Unknown;
     }
 
-    /// Confirmed HR3 writes since start (for the published write counter).
+    /// Confirmed writes since start (for the published write counter).
     pub fn writes(&self) -> u64 {
         self.writes
     }
@@ -347,15 +441,15 @@ impl Actuator {
         self.failures
     }
 
-    /// The HR3 value the inverter is believed to hold.
-    pub fn applied_percent(&self) -> Option<u16> {
-        self.written
+    /// The setting the inverter is believed to hold.
+    pub fn applied(&self) -> Option<Setting> {
+        self.state.held().map(|(setting, _)| setting)
     }
 
     /// The applied limit in watts (`/dynamicGenerationMaxPower`, `/Ac/PowerLimit`).
     pub fn applied_watts(&self) -> Option<f64> {
-        self.written
-            .map(|p| percent_to_watts(p, self.config.rated_w))
+        self.applied()
+            .map(|s| self.config.encoding.watts(s, self.config.rated_w))
     }
 }
 
@@ -374,14 +468,26 @@ mod tests {
         Decision::new(Target::Limit(watts), Status::Limiting)
     }
 
+    /// Whole percent of rated power, 2…100, as the Growatt takes it.
+    const PERCENT: PercentOfRated = PercentOfRated { min: 2, max: 100 };
+
+    fn config() -> ActuatorConfig {
+        ActuatorConfig::new(&Settings::default(), PERCENT)
+    }
+
     fn actuator() -> Actuator {
-        Actuator::new(ActuatorConfig::from_settings(&Settings::default()))
+        Actuator::new(config())
+    }
+
+    /// `next_write` in whole percent, as the tests read.
+    fn next(a: &mut Actuator, decision: &Decision, now: Instant) -> Option<u16> {
+        a.next_write(decision, now).map(|s| s.0)
     }
 
     /// An actuator whose register holds `percent`, last written at `at`.
     fn holding(percent: u16, at: Instant) -> Actuator {
         let mut a = actuator();
-        a.confirm_written(percent, at);
+        a.confirm_written(Setting(percent), at);
         a
     }
 
@@ -391,71 +497,21 @@ mod tests {
         if let Some(v) = value {
             a.confirm_written(v, now);
         }
-        value
+        value.map(|s| s.0)
     }
 
     #[test]
-    fn percent_rounds_up_and_clamps() {
-        let rated = 4200.0;
-        for (watts, percent) in [
-            (-500.0, 2),
-            (0.0, 2),
-            (84.0, 2),
-            (85.0, 3),
-            (2100.0, 50),
-            (2101.0, 51),
-            (4158.0, 99),
-            (4159.0, 100),
-            (4200.0, 100),
-            (9000.0, 100),
-            (f64::NAN, 2),
-            (f64::INFINITY, 100),
-            (f64::NEG_INFINITY, 2),
-        ] {
-            assert_eq!(limit_percent(watts, rated), percent, "{watts} W");
-        }
-        assert_eq!(percent_to_watts(50, rated), 2100.0);
-    }
-
-    #[test]
-    fn g100_rate_rounds_down_and_clamps() {
-        for (export, rated, permille) in [
-            (3680.0, 4200.0, 876),
-            (2100.0, 4200.0, 500),
-            (0.0, 4200.0, 0),
-            (-10.0, 4200.0, 0),
-            (6000.0, 4200.0, 1000),
-            (3680.0, 0.0, 0),
-            (f64::NAN, 4200.0, 0),
-        ] {
-            assert_eq!(g100_permille(export, rated), permille, "{export}/{rated}");
-        }
-    }
-
-    #[test]
-    fn g100_setup_registers_in_order() {
-        assert_eq!(
-            g100_setup(3680.0, 4200.0),
-            [(3, 100), (122, 1), (123, 876), (3000, 876)]
-        );
-        assert_eq!(g100_setup(3680.0, 3000.0)[2], (123, 1000));
-    }
-
-    #[test]
-    fn failsafe_percent_is_the_g100_rate_rounded_down() {
-        assert_eq!(
-            ActuatorConfig::from_settings(&Settings::default()).failsafe_percent,
-            87
-        );
+    fn failsafe_is_the_export_limit_rounded_down() {
+        assert_eq!(config().failsafe, Setting(87));
     }
 
     #[test]
     fn unknown_register_is_written_at_once() {
         let t = Instant::now();
         let mut a = actuator();
-        assert_eq!(a.next_write(&limit(2100.0), t), Some(50));
+        assert_eq!(next(&mut a, &limit(2100.0), t), Some(50));
         // Not confirmed yet: asked again (the retry path).
-        assert_eq!(a.next_write(&limit(2100.0), t + MS), Some(50));
+        assert_eq!(next(&mut a, &limit(2100.0), t + MS), Some(50));
     }
 
     #[test]
@@ -535,13 +591,13 @@ mod tests {
     fn failed_write_is_retried_after_the_retry_interval() {
         let t = Instant::now();
         let mut a = holding(100, t);
-        assert_eq!(a.next_write(&limit(1000.0), t + MS), Some(24));
+        assert_eq!(next(&mut a, &limit(1000.0), t + MS), Some(24));
         a.write_failed(t + 20 * MS);
-        assert_eq!(a.next_write(&limit(1000.0), t + 100 * MS), None);
-        assert_eq!(a.next_write(&limit(1000.0), t + 270 * MS), Some(24));
-        a.confirm_written(24, t + 290 * MS);
+        assert_eq!(next(&mut a, &limit(1000.0), t + 100 * MS), None);
+        assert_eq!(next(&mut a, &limit(1000.0), t + 270 * MS), Some(24));
+        a.confirm_written(Setting(24), t + 290 * MS);
         assert_eq!((a.writes(), a.failures()), (2, 1));
-        assert_eq!(a.applied_percent(), Some(24));
+        assert_eq!(a.applied().map(|s| s.0), Some(24));
         assert_eq!(a.applied_watts(), Some(1008.0));
     }
 
@@ -550,13 +606,13 @@ mod tests {
         let t = Instant::now();
         let mut a = holding(30, t);
         a.inverter_lost();
-        assert_eq!(a.applied_percent(), None);
-        assert_eq!(a.next_write(&limit(1260.0), t + MS), Some(30));
-        a.inverter_reinitialised(100);
+        assert_eq!(a.applied().map(|s| s.0), None);
+        assert_eq!(next(&mut a, &limit(1260.0), t + MS), Some(30));
+        a.inverter_reinitialised(Setting(100));
         // Right after the G100 set-up wrote 100 %, full power needs no write and a limit is urgent.
         let full = Decision::new(Target::FullPower, Status::NotLimiting);
-        assert_eq!(a.next_write(&full, t + 2 * MS), None);
-        assert_eq!(a.next_write(&limit(1260.0), t + 3 * MS), Some(30));
+        assert_eq!(next(&mut a, &full, t + 2 * MS), None);
+        assert_eq!(next(&mut a, &limit(1260.0), t + 3 * MS), Some(30));
     }
 
     fn limit_at_grid(watts: f64, grid_w: f64) -> Decision {
@@ -597,7 +653,7 @@ mod tests {
         assert_eq!(step(&mut a, &limit(2058.0), s1 + settle() - MS), None);
         assert_eq!(step(&mut a, &limit(2058.0), s1 + settle()), Some(49));
         let mut unknown = actuator();
-        assert_eq!(unknown.next_write(&hold, t), None);
+        assert_eq!(next(&mut unknown, &hold, t), None);
     }
 
     #[test]
@@ -770,7 +826,8 @@ mod tests {
         let t = Instant::now();
         let cfg = ActuatorConfig {
             rated_w: f64::NAN,
-            failsafe_percent: u16::MAX,
+            encoding: PERCENT,
+            failsafe: Setting(u16::MAX),
             deadband: u16::MAX,
             min_write_interval: Duration::MAX,
             settle_time: Duration::MAX,
@@ -791,7 +848,7 @@ mod tests {
         for (i, d) in decisions.iter().cycle().take(50).enumerate() {
             let now = t + (i as u32) * 100 * MS;
             if let Some(v) = a.next_write(d, now) {
-                assert!(v <= MAX_PERCENT);
+                assert!(v <= PERCENT.full_power());
                 a.confirm_written(v, now);
             }
         }
@@ -802,7 +859,7 @@ mod tests {
     fn zero_deadband_is_raised_to_one() {
         let cfg = ActuatorConfig {
             deadband: 0,
-            ..ActuatorConfig::from_settings(&Settings::default())
+            ..config()
         };
         assert_eq!(Actuator::new(cfg).config().deadband, 1);
         let mut a = actuator();
@@ -818,9 +875,9 @@ mod tests {
             rated_w: 3000.0,
             ..Settings::default()
         };
-        a.reconfigure(ActuatorConfig::from_settings(&settings));
+        a.reconfigure(ActuatorConfig::new(&settings, PERCENT));
         assert_eq!(a.applied_watts(), Some(1500.0));
-        assert_eq!(a.next_write(&limit(1500.0), t + 10 * MS), None);
-        assert_eq!(a.next_write(&limit(900.0), t + 20 * MS), Some(30));
+        assert_eq!(next(&mut a, &limit(1500.0), t + 10 * MS), None);
+        assert_eq!(next(&mut a, &limit(900.0), t + 20 * MS), Some(30));
     }
 }

@@ -1,6 +1,7 @@
-//! The limiter policy (limiter.md §1, §3, §4) as a pure function of inputs, settings and time.
+//! The limiter policy (docs/reference/limiter.md §1, §3, §4) as a pure function of inputs,
+//! settings and time.
 //!
-//! Decisions taken here that the spec leaves open:
+//! Decisions taken here that docs/reference/limiter.md leaves open:
 //! - **Unknown values** (missing, non-finite or older than their staleness limit) are `None` and
 //!   every condition over them is three-valued: a rule or allowance that would *raise* the limit
 //!   only applies when it is known to hold, so unknown battery/vebus data can never select rule 4
@@ -55,7 +56,8 @@ pub struct ExternalLimit {
 }
 
 /// Everything the policy looks at. `None` = never known or lost (e.g. meter offline).
-/// Signs as limiter.md: grid + import, pv + production, battery + charging, multi_in + drawn in.
+/// Signs as docs/reference/limiter.md: grid + import, pv + production, battery + charging,
+/// multi_in + drawn in.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Inputs {
     /// Own SDM230 total active power (W); `None` while the meter is offline.
@@ -64,19 +66,31 @@ pub struct Inputs {
     pub pv: Option<Reading>,
     /// Own SDM230 import − export energy (kWh).
     pub consumption: Option<Reading>,
-    pub battery_power: Option<Reading>,
-    pub battery_voltage: Option<Reading>,
-    pub soc: Option<Reading>,
-    /// vebus `/Ac/ActiveIn/P` (W).
-    pub multi_in: Option<Reading>,
-    pub vebus_state: Option<Reading>,
-    pub led_bulk: Option<Reading>,
-    pub led_absorption: Option<Reading>,
+    pub battery: BatteryReadings,
     /// Latest `/Ac/PowerLimit` write (used in external mode only).
     pub external_limit: Option<ExternalLimit>,
 }
 
-/// Who owns the inverter's power limit (limiter.md §4).
+/// Battery and MultiPlus values from D-Bus (docs/reference/limiter.md §1).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct BatteryReadings {
+    /// Battery `/Dc/0/Power` (W, + charging).
+    pub power: Option<Reading>,
+    /// Battery `/Dc/0/Voltage` (V).
+    pub voltage: Option<Reading>,
+    /// Battery `/Soc` (%).
+    pub soc: Option<Reading>,
+    /// vebus `/Ac/ActiveIn/P` (W, + drawn in).
+    pub multi_in: Option<Reading>,
+    /// vebus `/State`.
+    pub vebus_state: Option<Reading>,
+    /// vebus `/Leds/Bulk`.
+    pub led_bulk: Option<Reading>,
+    /// vebus `/Leds/Absorption`.
+    pub led_absorption: Option<Reading>,
+}
+
+/// Who owns the inverter's power limit (docs/reference/limiter.md §4).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
     /// No limiting: the inverter runs at 100 % with its own G100 export limit.
@@ -308,13 +322,13 @@ fn decide_tracking(inputs: &Inputs, settings: &Settings, now: Instant, grid: f64
     };
     let aux = |r: Option<Reading>| r.and_then(|r| r.fresh(now, settings.stale_aux));
     let battery = BatteryView {
-        power: aux(inputs.battery_power),
-        voltage: aux(inputs.battery_voltage),
-        soc: aux(inputs.soc),
-        multi_in: aux(inputs.multi_in),
-        vebus_state: aux(inputs.vebus_state),
-        led_bulk: aux(inputs.led_bulk),
-        led_absorption: aux(inputs.led_absorption),
+        power: aux(inputs.battery.power),
+        voltage: aux(inputs.battery.voltage),
+        soc: aux(inputs.battery.soc),
+        multi_in: aux(inputs.battery.multi_in),
+        vebus_state: aux(inputs.battery.vebus_state),
+        led_bulk: aux(inputs.battery.led_bulk),
+        led_absorption: aux(inputs.battery.led_absorption),
     };
     if battery.charging_below_full() == Some(true) {
         return Decision::new(Target::FullPower, Status::Charging);
@@ -492,13 +506,15 @@ mod tests {
             grid: at(-300.0),
             pv: at(2000.0),
             consumption: at(950.0),
-            battery_power: at(50.0),
-            battery_voltage: at(55.0),
-            soc: at(95.0),
-            multi_in: at(0.0),
-            vebus_state: at(5.0),
-            led_bulk: at(0.0),
-            led_absorption: at(0.0),
+            battery: BatteryReadings {
+                power: at(50.0),
+                voltage: at(55.0),
+                soc: at(95.0),
+                multi_in: at(0.0),
+                vebus_state: at(5.0),
+                led_bulk: at(0.0),
+                led_absorption: at(0.0),
+            },
             external_limit: None,
         }
     }
@@ -585,7 +601,7 @@ mod tests {
                 "rule 3 before rule 4",
                 |i, _, n| {
                     i.pv = aged(10.0, n, 0);
-                    i.soc = aged(50.0, n, 0)
+                    i.battery.soc = aged(50.0, n, 0)
                 },
                 Target::Hold,
                 Status::PvOffline,
@@ -593,8 +609,8 @@ mod tests {
             (
                 "rule 4: charging, soc < 90",
                 |i, _, n| {
-                    i.battery_power = aged(100.0, n, 0);
-                    i.soc = aged(89.9, n, 0)
+                    i.battery.power = aged(100.0, n, 0);
+                    i.battery.soc = aged(89.9, n, 0)
                 },
                 Target::FullPower,
                 Status::Charging,
@@ -602,8 +618,8 @@ mod tests {
             (
                 "rule 4: charging, voltage < 54",
                 |i, _, n| {
-                    i.battery_power = aged(100.0, n, 0);
-                    i.battery_voltage = aged(53.9, n, 0)
+                    i.battery.power = aged(100.0, n, 0);
+                    i.battery.voltage = aged(53.9, n, 0)
                 },
                 Target::FullPower,
                 Status::Charging,
@@ -611,8 +627,8 @@ mod tests {
             (
                 "rule 4 needs charging",
                 |i, _, n| {
-                    i.battery_power = aged(0.0, n, 0);
-                    i.soc = aged(50.0, n, 0)
+                    i.battery.power = aged(0.0, n, 0);
+                    i.battery.soc = aged(50.0, n, 0)
                 },
                 Target::Limit(1700.0),
                 Status::Limiting,
@@ -620,8 +636,8 @@ mod tests {
             (
                 "not rule 4 at 54.0 V, soc 95: +500 allowance (< 54.5 V)",
                 |i, _, n| {
-                    i.battery_power = aged(100.0, n, 0);
-                    i.battery_voltage = aged(54.0, n, 0)
+                    i.battery.power = aged(100.0, n, 0);
+                    i.battery.voltage = aged(54.0, n, 0)
                 },
                 Target::Limit(2200.0),
                 Status::Limiting,
@@ -629,7 +645,7 @@ mod tests {
             (
                 "rule 4 before rule 5/6 (out of range)",
                 |i, _, n| {
-                    i.soc = aged(20.0, n, 0);
+                    i.battery.soc = aged(20.0, n, 0);
                     i.consumption = aged(5000.0, n, 0)
                 },
                 Target::FullPower,
@@ -685,33 +701,33 @@ mod tests {
         run(&[
             (
                 "state 3 (+20)",
-                |i, _, n| i.vebus_state = aged(3.0, n, 0),
+                |i, _, n| i.battery.vebus_state = aged(3.0, n, 0),
                 Target::Limit(1720.0),
                 Status::Limiting,
             ),
             (
                 "absorption led (+20)",
-                |i, _, n| i.led_absorption = aged(1.0, n, 0),
+                |i, _, n| i.battery.led_absorption = aged(1.0, n, 0),
                 Target::Limit(1720.0),
                 Status::Limiting,
             ),
             (
                 "state 4 (+40)",
-                |i, _, n| i.vebus_state = aged(4.0, n, 0),
+                |i, _, n| i.battery.vebus_state = aged(4.0, n, 0),
                 Target::Limit(1740.0),
                 Status::Limiting,
             ),
             (
                 "bulk led (+40)",
-                |i, _, n| i.led_bulk = aged(1.0, n, 0),
+                |i, _, n| i.battery.led_bulk = aged(1.0, n, 0),
                 Target::Limit(1740.0),
                 Status::Limiting,
             ),
             (
                 "absorption wins over bulk",
                 |i, _, n| {
-                    i.vebus_state = aged(3.0, n, 0);
-                    i.led_bulk = aged(1.0, n, 0)
+                    i.battery.vebus_state = aged(3.0, n, 0);
+                    i.battery.led_bulk = aged(1.0, n, 0)
                 },
                 Target::Limit(1720.0),
                 Status::Limiting,
@@ -719,8 +735,8 @@ mod tests {
             (
                 "charging below 54.5 V (+500)",
                 |i, _, n| {
-                    i.battery_power = aged(300.0, n, 0);
-                    i.battery_voltage = aged(54.4, n, 0)
+                    i.battery.power = aged(300.0, n, 0);
+                    i.battery.voltage = aged(54.4, n, 0)
                 },
                 Target::Limit(2200.0),
                 Status::Limiting,
@@ -728,8 +744,8 @@ mod tests {
             (
                 "charging at 3200 W: no allowance",
                 |i, _, n| {
-                    i.battery_power = aged(3200.0, n, 0);
-                    i.battery_voltage = aged(54.4, n, 0)
+                    i.battery.power = aged(3200.0, n, 0);
+                    i.battery.voltage = aged(54.4, n, 0)
                 },
                 Target::Limit(1700.0),
                 Status::Limiting,
@@ -737,9 +753,9 @@ mod tests {
             (
                 "bulk wins over +500",
                 |i, _, n| {
-                    i.led_bulk = aged(1.0, n, 0);
-                    i.battery_power = aged(300.0, n, 0);
-                    i.battery_voltage = aged(54.4, n, 0)
+                    i.battery.led_bulk = aged(1.0, n, 0);
+                    i.battery.power = aged(300.0, n, 0);
+                    i.battery.voltage = aged(54.4, n, 0)
                 },
                 Target::Limit(1740.0),
                 Status::Limiting,
@@ -747,8 +763,8 @@ mod tests {
             (
                 "discharging: minus multi_in",
                 |i, _, n| {
-                    i.battery_power = aged(-200.0, n, 0);
-                    i.multi_in = aged(-800.0, n, 0)
+                    i.battery.power = aged(-200.0, n, 0);
+                    i.battery.multi_in = aged(-800.0, n, 0)
                 },
                 Target::Limit(2500.0),
                 Status::Limiting,
@@ -756,8 +772,8 @@ mod tests {
             (
                 "discharging only below -100 W",
                 |i, _, n| {
-                    i.battery_power = aged(-100.0, n, 0);
-                    i.multi_in = aged(-800.0, n, 0)
+                    i.battery.power = aged(-100.0, n, 0);
+                    i.battery.multi_in = aged(-800.0, n, 0)
                 },
                 Target::Limit(1700.0),
                 Status::Limiting,
@@ -834,8 +850,8 @@ mod tests {
             (
                 "stale battery power: never rule 4",
                 |i, _, n| {
-                    i.battery_power = aged(500.0, n, 31_000);
-                    i.soc = aged(20.0, n, 0)
+                    i.battery.power = aged(500.0, n, 31_000);
+                    i.battery.soc = aged(20.0, n, 0)
                 },
                 Target::Limit(1700.0),
                 Status::Limiting,
@@ -843,8 +859,8 @@ mod tests {
             (
                 "missing battery power: never rule 4",
                 |i, _, n| {
-                    i.battery_power = None;
-                    i.soc = aged(20.0, n, 0)
+                    i.battery.power = None;
+                    i.battery.soc = aged(20.0, n, 0)
                 },
                 Target::Limit(1700.0),
                 Status::Limiting,
@@ -852,8 +868,8 @@ mod tests {
             (
                 "battery 29 s old still counts",
                 |i, _, n| {
-                    i.battery_power = aged(500.0, n, 29_000);
-                    i.soc = aged(20.0, n, 0)
+                    i.battery.power = aged(500.0, n, 29_000);
+                    i.battery.soc = aged(20.0, n, 0)
                 },
                 Target::FullPower,
                 Status::Charging,
@@ -861,9 +877,9 @@ mod tests {
             (
                 "stale soc but fresh low voltage proves rule 4",
                 |i, _, n| {
-                    i.battery_power = aged(100.0, n, 0);
-                    i.soc = None;
-                    i.battery_voltage = aged(53.0, n, 0)
+                    i.battery.power = aged(100.0, n, 0);
+                    i.battery.soc = None;
+                    i.battery.voltage = aged(53.0, n, 0)
                 },
                 Target::FullPower,
                 Status::Charging,
@@ -871,8 +887,8 @@ mod tests {
             (
                 "stale soc, voltage high: rule 4 unknown, no +500",
                 |i, _, n| {
-                    i.battery_power = aged(100.0, n, 0);
-                    i.soc = aged(20.0, n, 40_000)
+                    i.battery.power = aged(100.0, n, 0);
+                    i.battery.soc = aged(20.0, n, 40_000)
                 },
                 Target::Limit(1700.0),
                 Status::Limiting,
@@ -880,13 +896,13 @@ mod tests {
             (
                 "everything battery/vebus missing",
                 |i, _, _| {
-                    i.battery_power = None;
-                    i.battery_voltage = None;
-                    i.soc = None;
-                    i.multi_in = None;
-                    i.vebus_state = None;
-                    i.led_bulk = None;
-                    i.led_absorption = None
+                    i.battery.power = None;
+                    i.battery.voltage = None;
+                    i.battery.soc = None;
+                    i.battery.multi_in = None;
+                    i.battery.vebus_state = None;
+                    i.battery.led_bulk = None;
+                    i.battery.led_absorption = None
                 },
                 Target::Limit(1700.0),
                 Status::Limiting,
@@ -894,11 +910,11 @@ mod tests {
             (
                 "stale vebus: smallest allowance still possible (+20)",
                 |i, _, n| {
-                    i.vebus_state = None;
-                    i.led_absorption = None;
-                    i.led_bulk = None;
-                    i.battery_power = aged(300.0, n, 0);
-                    i.battery_voltage = aged(54.2, n, 0)
+                    i.battery.vebus_state = None;
+                    i.battery.led_absorption = None;
+                    i.battery.led_bulk = None;
+                    i.battery.power = aged(300.0, n, 0);
+                    i.battery.voltage = aged(54.2, n, 0)
                 },
                 Target::Limit(1720.0),
                 Status::Limiting,
@@ -906,8 +922,8 @@ mod tests {
             (
                 "unknown discharge with multi feeding: no raise",
                 |i, _, n| {
-                    i.battery_power = None;
-                    i.multi_in = aged(-800.0, n, 0)
+                    i.battery.power = None;
+                    i.battery.multi_in = aged(-800.0, n, 0)
                 },
                 Target::Limit(1700.0),
                 Status::Limiting,
@@ -915,8 +931,8 @@ mod tests {
             (
                 "unknown discharge with multi drawing: lower",
                 |i, _, n| {
-                    i.battery_power = None;
-                    i.multi_in = aged(300.0, n, 0)
+                    i.battery.power = None;
+                    i.battery.multi_in = aged(300.0, n, 0)
                 },
                 Target::Limit(1400.0),
                 Status::Limiting,
@@ -924,8 +940,8 @@ mod tests {
             (
                 "discharging, multi_in stale: no correction",
                 |i, _, n| {
-                    i.battery_power = aged(-500.0, n, 0);
-                    i.multi_in = aged(-800.0, n, 31_000)
+                    i.battery.power = aged(-500.0, n, 0);
+                    i.battery.multi_in = aged(-800.0, n, 31_000)
                 },
                 Target::Limit(1700.0),
                 Status::Limiting,

@@ -1,0 +1,462 @@
+//! What a supported device is, as data: [`Model`] and the types a device file fills in.
+//!
+//! A device file (`sdm230.rs`, `growatt.rs`) names its registers (`register_names!`), lists
+//! them as a table, and ends in one `pub static MODEL: Model` holding everything about the
+//! device: the paths it publishes, the plausibility of its readings, how it is identified, how it
+//! wants the bus paced, its roles and what it offers the limiter. The registry (`devices/mod.rs`)
+//! lists the models; no other code names one. docs/architecture.md walks through adding a model.
+//!
+//! Device code reads and writes registers only through [`RegisterReader`] / [`RegisterWriter`]:
+//! it knows addresses and meanings, never the wire.
+
+use std::fmt;
+use std::time::Duration;
+
+use super::plausibility::Rule;
+use crate::limiter::{PercentOfRated, Reading, Setting};
+use crate::registers::{Access, PackLimits, RegId, Register, RegisterMap};
+
+/// Declares a model's typed register names: an enum whose variants are, in order, the rows of
+/// the model's register table, each convertible to the [`RegId`] the rest of the daemon uses.
+/// The table names each row like its variant in snake case (`ImportEnergy` ↔ `"import_energy"`,
+/// the name shown in logs and `--probe`); each device file's tests check that the two agree with
+/// [`assert_names_match`].
+macro_rules! register_names {
+    ($(#[$meta:meta])* $vis:vis enum $name:ident { $($(#[$vmeta:meta])* $variant:ident,)* }) => {
+        $(#[$meta])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        $vis enum $name {
+            $($(#[$vmeta])* $variant,)*
+        }
+
+        impl $name {
+            /// Every register, in table order.
+            pub const ALL: &'static [$name] = &[$($name::$variant,)*];
+
+            /// The register's row in the model's table.
+            pub const fn id(self) -> $crate::registers::RegId {
+                $crate::registers::RegId::new(self as u16)
+            }
+        }
+
+        impl From<$name> for $crate::registers::RegId {
+            fn from(register: $name) -> Self {
+                register.id()
+            }
+        }
+    };
+}
+pub(crate) use register_names;
+
+/// Checks that `all` (a model's typed names, in declaration order) and its register `table` agree
+/// row by row: same count, and each row named like its variant.
+#[cfg(test)]
+pub fn assert_names_match<R: fmt::Debug + Copy + Into<RegId>>(all: &[R], table: &[Register]) {
+    assert_eq!(
+        all.len(),
+        table.len(),
+        "typed names and table rows differ in number"
+    );
+    for (row, &name) in all.iter().enumerate() {
+        assert_eq!(name.into().row(), row, "{name:?}");
+        assert_eq!(
+            table[row].name,
+            snake_case(&format!("{name:?}")),
+            "row {row}"
+        );
+    }
+}
+
+#[cfg(test)]
+fn snake_case(camel: &str) -> String {
+    let mut out = String::new();
+    for (i, c) in camel.chars().enumerate() {
+        if c.is_ascii_uppercase() && i > 0 {
+            out.push('_');
+        }
+        out.push(c.to_ascii_lowercase());
+    }
+    out
+}
+
+/// A supported model: everything the daemon knows about the device, in one place.
+pub struct Model {
+    pub name: &'static str,
+    /// Vendor part of the settings ident and the service suffix (`<vendor>_<serial>`).
+    pub vendor: &'static str,
+    pub roles: Roles,
+    /// The registers read in normal operation, in the order of the model's typed names.
+    pub registers: &'static [Register],
+    /// How reads of this model may be packed (holes, length, undefined ranges).
+    pub limits: PackLimits,
+    pub paths: &'static [PathDef],
+    /// Physical bounds of the readings (see `plausibility.rs`), keyed by register.
+    pub plausibility: &'static [Rule],
+    /// Recognises the model on a unit; `Ok(None)` when the unit answers but is another model.
+    pub identify: Identify,
+    pub bus: BusTiming,
+    /// `/RefreshTime` (ms): how often the main measurement is refreshed.
+    pub refresh_time_ms: i32,
+    pub limiter: LimiterOffer,
+}
+
+impl fmt::Debug for Model {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name)
+    }
+}
+
+impl Model {
+    /// The published `(path, value)` pairs of a unit of this model, in table order.
+    pub fn published_values<'a>(
+        &'static self,
+        map: &'a RegisterMap,
+    ) -> impl Iterator<Item = (&'static PathDef, Option<f64>)> + 'a {
+        let values = Values::new(map);
+        self.paths
+            .iter()
+            .map(move |p| (p, values.path_value(p.quantity)))
+    }
+
+    /// A register's name in this model's table, for logs.
+    pub fn register_name(&self, id: RegId) -> &'static str {
+        self.registers.get(id.row()).map_or("?", |r| r.name)
+    }
+}
+
+/// The D-Bus roles (service classes) a model may take, and the one it starts in.
+#[derive(Clone, Copy, Debug)]
+pub struct Roles {
+    pub default: &'static str,
+    pub allowed: &'static [&'static str],
+}
+
+/// How a unit wants the bus paced beyond the Modbus RTU framing every unit gets (3.5 characters of
+/// silence around each frame). Zero means nothing more.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BusTiming {
+    /// Silence the unit needs on the bus before a request to it.
+    pub silence_before_request: Duration,
+    /// Shortest time between two commands (reads or writes) to the unit.
+    pub min_command_interval: Duration,
+}
+
+impl BusTiming {
+    /// The Modbus RTU framing only.
+    pub const FRAMING_ONLY: BusTiming = BusTiming {
+        silence_before_request: Duration::ZERO,
+        min_command_interval: Duration::ZERO,
+    };
+}
+
+/// What a model offers the limiter; a model may offer nothing.
+#[derive(Clone, Copy)]
+pub struct LimiterOffer {
+    pub grid_meter: Option<GridMeter>,
+    pub inverter: Option<LimitedInverter>,
+}
+
+impl LimiterOffer {
+    pub const NOTHING: LimiterOffer = LimiterOffer {
+        grid_meter: None,
+        inverter: None,
+    };
+}
+
+/// A grid meter's readings for the limiter: where the site's power and energy are.
+#[derive(Clone, Copy, Debug)]
+pub struct GridMeter {
+    /// Total active power, W, + import.
+    pub power: RegId,
+    pub import_energy: RegId,
+    pub export_energy: RegId,
+}
+
+impl GridMeter {
+    pub fn power(&self, map: &RegisterMap) -> Option<Reading> {
+        reading(map, self.power)
+    }
+
+    /// Import − export energy (kWh), dated by the import counter's read.
+    pub fn consumption(&self, map: &RegisterMap) -> Option<Reading> {
+        let (import, at) = map.reading(self.import_energy)?;
+        let export = map.number(self.export_energy)?;
+        Some(Reading::new(import - export, at))
+    }
+}
+
+/// A PV inverter the limiter can drive: its output and rating, and the strategy that limits it.
+#[derive(Clone, Copy)]
+pub struct LimitedInverter {
+    /// AC output power, W.
+    pub ac_power: RegId,
+    /// Rated power, W, if the inverter tells it.
+    pub rated_power: Option<RegId>,
+    pub limiter: &'static dyn PowerLimiter,
+}
+
+impl LimitedInverter {
+    pub fn ac_power(&self, map: &RegisterMap) -> Option<Reading> {
+        reading(map, self.ac_power)
+    }
+
+    /// The rated power read from the inverter, when it gives a positive one.
+    pub fn rated_power_w(&self, map: &RegisterMap) -> Option<f64> {
+        map.number(self.rated_power?).filter(|w| *w > 0.0)
+    }
+}
+
+fn reading(map: &RegisterMap, id: RegId) -> Option<Reading> {
+    map.reading(id).map(|(value, at)| Reading::new(value, at))
+}
+
+/// How a vendor's inverter takes a power limit: the register knowledge behind the vendor-neutral
+/// `limiter::Controller`. The controller decides in [`Setting`]s through
+/// [`encoding`](Self::encoding); the daemon applies them with [`write`](Self::write) and runs
+/// [`set_up`](Self::set_up) whenever the inverter is (re)initialised.
+pub trait PowerLimiter: Sync {
+    /// How a limit in watts becomes this inverter's setting.
+    fn encoding(&self) -> PercentOfRated;
+
+    /// The register write that applies `setting`.
+    fn write(&self, setting: Setting) -> RegisterWrite;
+
+    /// The set-up on every (re)initialisation of the inverter (the G100 export limit for a
+    /// Growatt), read back and logged. Returns the setting the inverter holds afterwards; `None`
+    /// when it could not be read (the daemon then treats the inverter as lost).
+    fn set_up(
+        &self,
+        regs: &mut dyn RegisterWriter,
+        export_limit_w: f64,
+        rated_w: f64,
+    ) -> Option<Setting>;
+}
+
+/// One holding-register write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RegisterWrite {
+    pub addr: u16,
+    pub value: u16,
+}
+
+/// Why a register access gave nothing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AccessError {
+    /// The unit answered that it will not (a Modbus exception: no such registers, a value it
+    /// refuses). During identification: not this model, or an optional block it lacks.
+    Refused,
+    /// No valid answer (no reply, a corrupted one, the port failed).
+    NoAnswer,
+}
+
+impl fmt::Display for AccessError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            AccessError::Refused => "refused by the unit",
+            AccessError::NoAnswer => "no valid reply",
+        })
+    }
+}
+
+/// One unit's registers, as device code reads them (identification, set-up read-back).
+pub trait RegisterReader {
+    /// Reads `words.len()` registers from `addr` of the `access` table.
+    fn read(&mut self, access: Access, addr: u16, words: &mut [u16]) -> Result<(), AccessError>;
+}
+
+/// Reads a block the unit may lack: `Ok(false)` when the unit refuses it (during identification:
+/// not this model, or an optional block), `Err` when there is no valid answer.
+pub fn read_if_present(
+    regs: &mut dyn RegisterReader,
+    access: Access,
+    addr: u16,
+    words: &mut [u16],
+) -> Result<bool, AccessError> {
+    match regs.read(access, addr, words) {
+        Ok(()) => Ok(true),
+        Err(AccessError::Refused) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// One unit's holding registers, as device code writes them (the limiter's set-up).
+pub trait RegisterWriter: RegisterReader {
+    fn write(&mut self, addr: u16, value: u16) -> Result<(), AccessError>;
+}
+
+/// A model's identification: `Ok(Some)` it is this model, `Ok(None)` the unit answers but is not
+/// this model, `Err` no valid answer (the probe failed).
+pub type Identify = fn(&mut dyn RegisterReader) -> Result<Option<Identity>, AccessError>;
+
+/// How a value is rendered in GetText.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unit {
+    Watt,
+    VoltAmpere,
+    Volt,
+    Ampere,
+    Hertz,
+    KiloWattHour,
+    Celsius,
+    Percent,
+    Seconds,
+    /// A plain number (power factor).
+    Plain,
+    /// An integer code (status, error, mode): published as int32.
+    Code,
+}
+
+impl Unit {
+    pub fn suffix(self) -> &'static str {
+        match self {
+            Unit::Watt => "W",
+            Unit::VoltAmpere => "VA",
+            Unit::Volt => "V",
+            Unit::Ampere => "A",
+            Unit::Hertz => "Hz",
+            Unit::KiloWattHour => "kWh",
+            Unit::Celsius => "°C",
+            Unit::Percent => "%",
+            Unit::Seconds => "s",
+            Unit::Plain | Unit::Code => "",
+        }
+    }
+
+    pub fn decimals(self) -> usize {
+        match self {
+            Unit::Watt | Unit::VoltAmpere | Unit::Seconds | Unit::Code => 0,
+            Unit::Volt | Unit::Celsius | Unit::Percent => 1,
+            Unit::Ampere | Unit::Hertz | Unit::KiloWattHour | Unit::Plain => 2,
+        }
+    }
+}
+
+/// Where a published value comes from.
+#[derive(Clone, Copy, Debug)]
+pub enum Quantity {
+    /// A register's scaled value.
+    Reg(RegId),
+    /// Computed from several registers by a function of the device file.
+    Derived(fn(&Values) -> Option<f64>),
+}
+
+/// One published value: its path and, for a single-phase device's totals, the per-phase path
+/// that carries the same value (`/Ac/Power` and `/Ac/L1/Power`).
+#[derive(Clone, Copy, Debug)]
+pub struct PathDef {
+    pub path: &'static str,
+    pub also: Option<&'static str>,
+    pub unit: Unit,
+    pub quantity: Quantity,
+}
+
+impl PathDef {
+    /// A path showing one register.
+    pub const fn reg(path: &'static str, unit: Unit, reg: RegId) -> Self {
+        PathDef {
+            path,
+            also: None,
+            unit,
+            quantity: Quantity::Reg(reg),
+        }
+    }
+
+    /// A path computed from several registers.
+    pub const fn derived(
+        path: &'static str,
+        unit: Unit,
+        compute: fn(&Values) -> Option<f64>,
+    ) -> Self {
+        PathDef {
+            path,
+            also: None,
+            unit,
+            quantity: Quantity::Derived(compute),
+        }
+    }
+
+    /// The same value published at `path` too.
+    pub const fn also(self, path: &'static str) -> Self {
+        PathDef {
+            also: Some(path),
+            ..self
+        }
+    }
+
+    /// Every path the value is published at.
+    pub fn paths(&self) -> impl Iterator<Item = &'static str> + use<> {
+        std::iter::once(self.path).chain(self.also)
+    }
+}
+
+/// A unit's current values, by register.
+pub struct Values<'a> {
+    map: &'a RegisterMap,
+}
+
+impl<'a> Values<'a> {
+    pub fn new(map: &'a RegisterMap) -> Self {
+        Values { map }
+    }
+
+    /// The scaled value of `reg`; `None` = invalid (not read yet, or rejected).
+    pub fn get(&self, reg: impl Into<RegId>) -> Option<f64> {
+        self.map.number(reg.into())
+    }
+
+    /// The value of one published path; `None` = invalid.
+    pub fn path_value(&self, q: Quantity) -> Option<f64> {
+        match q {
+            Quantity::Reg(id) => self.get(id),
+            Quantity::Derived(compute) => compute(self),
+        }
+    }
+}
+
+/// What identification found on a unit.
+#[derive(Clone, Debug)]
+pub struct Identity {
+    pub model: &'static Model,
+    pub serial: String,
+    pub firmware: String,
+    pub hardware: String,
+    /// The model code read from the device.
+    pub code: u16,
+    pub rated_power_w: Option<f64>,
+    /// What else identification saw, for the log line (e.g. the meter code and firmware).
+    pub details: String,
+}
+
+impl Identity {
+    /// Settings ident and service suffix: `<vendor>_<serial>` reduced to `[A-Za-z0-9_]`.
+    pub fn ident(&self) -> String {
+        ident_for(self.model.vendor, &self.serial)
+    }
+}
+
+/// `<vendor>_<serial>` with every character outside `[A-Za-z0-9_]` replaced, so it is a valid
+/// settings ident and bus-name element (the vendor prefix keeps it from starting with a digit).
+pub fn ident_for(vendor: &str, serial: &str) -> String {
+    let serial: String = serial
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    format!("{vendor}_{serial}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn idents_are_safe_bus_name_elements() {
+        assert_eq!(ident_for("growatt", "AB-12.3 x"), "growatt_AB_12_3_x");
+    }
+
+    #[test]
+    fn snake_case_follows_the_register_naming() {
+        assert_eq!(snake_case("Pv1EnergyToday"), "pv1_energy_today");
+        assert_eq!(snake_case("AcL1Power"), "ac_l1_power");
+        assert_eq!(snake_case("Power"), "power");
+    }
+}
