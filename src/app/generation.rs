@@ -11,6 +11,7 @@ use crate::cli::Options;
 use crate::devices::{GridMeter, LimitedInverter, PowerLimiter, RegisterWrite, RegisterWriter};
 use crate::limiter::{
     BatteryReadings, Controller, ExternalLimit, Mode, Reading, Setting, Settings as LimiterSettings,
+    Target,
 };
 use crate::registers::RegisterMap;
 use crate::vedbus::{
@@ -36,6 +37,13 @@ const WATCHED_PATHS: [&str; 7] = [
 /// Decisions are made on every fresh meter reading, and at least this often otherwise so that a
 /// stale meter or an expired /Ac/PowerLimit is noticed.
 const DECIDE_AT_LEAST_EVERY: Duration = Duration::from_millis(250);
+
+/// Which of the limiter's inputs it needs read as fast as the bus allows.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReadNeeds {
+    pub grid: bool,
+    pub pv: bool,
+}
 
 pub struct Generation {
     controller: Controller,
@@ -88,6 +96,23 @@ impl Generation {
             last_decided: None,
             pending: None,
         })
+    }
+
+    /// What the limiter needs read as fast as the bus allows: the grid power while it tracks the
+    /// site's demand (its own limiter holding a limit), the inverter's output while it limits.
+    /// Otherwise both are read at the ordinary pace (the publish interval, every few seconds).
+    pub fn needs(&self) -> ReadNeeds {
+        let tracking = self.controller.settings().mode == Mode::OwnLimiter
+            && matches!(self.controller.decision().target, Target::Limit(_));
+        ReadNeeds {
+            grid: tracking,
+            pv: tracking,
+        }
+    }
+
+    /// When [`decide`](Self::decide) must run at the latest without a fresh meter reading.
+    pub fn decide_by(&self) -> Option<Instant> {
+        self.last_decided.map(|t| t + DECIDE_AT_LEAST_EVERY)
     }
 
     /// The register write the controller wants made, if any.

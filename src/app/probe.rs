@@ -29,6 +29,8 @@ pub fn probe(opts: &Options, out: &mut impl Write) -> anyhow::Result<()> {
     let mut master = RtuMaster::open(&spec.port.path, settings)
         .with_context(|| format!("opening {}", spec.port.path))?;
     let mut buf = [0u16; 125];
+    let interval = opts.command_interval(spec.unit);
+    master.set_pacing(spec.unit, super::port::unit_pacing(None, interval));
     let identity = super::port::identify(&mut master, spec.unit)
         .with_context(|| format!("unit {} on {} does not answer", spec.unit, spec.port.path))?;
     let Some(id) = identity else {
@@ -38,6 +40,7 @@ pub fn probe(opts: &Options, out: &mut impl Write) -> anyhow::Result<()> {
             spec.port.path
         )
     };
+    master.set_pacing(spec.unit, super::port::unit_pacing(Some(id.model), interval));
     writeln!(
         out,
         "unit {} on {}: {}",
