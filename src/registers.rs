@@ -224,7 +224,7 @@ pub struct RegisterMap {
     limits: PackLimits,
     /// The period of `Fast` registers: `None` = as often as the bus allows.
     fast_age: Option<Duration>,
-    /// Due time of registers never read: before anything read since.
+    /// When the map was made: the due time reported for registers never read.
     created: Instant,
 }
 
@@ -289,13 +289,11 @@ impl RegisterMap {
         }
     }
 
-    /// When register `i` is due; `None` for a register read once.
-    fn due_at(&self, i: usize) -> Option<Instant> {
+    /// When register `i` is due: `None` for a register read once, `Some(None)` for one never
+    /// read (due before anything else).
+    fn due_at(&self, i: usize) -> Option<Option<Instant>> {
         let period = self.period(i)?;
-        Some(match self.read_at[i] {
-            None => self.created,
-            Some(t) => t + period,
-        })
+        Some(self.read_at[i].map(|t| t + period))
     }
 
     /// Due, or at least half-way there: worth taking into a read that is made anyway.
@@ -310,7 +308,10 @@ impl RegisterMap {
     /// When the next read of this device is due (it may be in the past); `None` if nothing is
     /// ever read again.
     pub fn next_due(&self) -> Option<Instant> {
-        (0..self.table.len()).filter_map(|i| self.due_at(i)).min()
+        (0..self.table.len())
+            .filter_map(|i| self.due_at(i))
+            .min()
+            .map(|due| due.unwrap_or(self.created))
     }
 
     /// Plans the next read, if one is due at `now`: the register due earliest, extended over
@@ -318,7 +319,7 @@ impl RegisterMap {
     pub fn next_read(&self, now: Instant) -> Option<Read> {
         let (seed, _) = (0..self.order.len())
             .filter_map(|pos| self.due_at(self.order[pos]).map(|due| (pos, due)))
-            .filter(|(_, due)| *due <= now)
+            .filter(|(_, due)| due.is_none_or(|t| t <= now))
             .min_by_key(|(_, due)| *due)?;
         let wanted = |pos: usize| self.worth_reading(self.order[pos], now);
         let seed_reg = &self.table[self.order[seed]];

@@ -6,6 +6,7 @@
 //!   plant <load W> <pv available W> [ramp W/s] | plant off
 //!   fault <unit> <offline|slow MS|crc|garbage|truncated|exception CODE|wrong-unit|late|none> [once]
 //!   writes
+//!   meter-silence on|off           the SDM230's 60 ms silence rule
 //! Runs until killed; stdin EOF leaves it serving (the demo runs it in the background).
 
 use std::io::BufRead;
@@ -13,11 +14,13 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use modbus_sim::{
-    FaultKind, LineSettings, Parity, Plant, RegisterKind, SimConfig, SimHandle, Simulator,
+    FaultKind, LineSettings, MeterSilence, Parity, Plant, RegisterKind, SimConfig, SimHandle,
+    Simulator,
 };
 
 const USAGE: &str = "usage: modbus-sim --link PATH [--baud 9600] [--even-parity] [--realistic] \
-[--turnaround-ms 20] [--meter-unit 2] [--growatt-unit 1] [--plant]";
+[--turnaround-ms 20] [--meter-unit 2] [--growatt-unit 1] [--plant] \
+[--meter-silence auto|on|off]";
 
 fn main() -> Result<()> {
     let mut args = pico_args::Arguments::from_env();
@@ -37,6 +40,12 @@ fn main() -> Result<()> {
     let meter_unit: u8 = args.opt_value_from_str("--meter-unit")?.unwrap_or(2);
     let growatt_unit: u8 = args.opt_value_from_str("--growatt-unit")?.unwrap_or(1);
     let plant = args.contains("--plant").then(Plant::default);
+    let meter_silence = match args.opt_value_from_str::<_, String>("--meter-silence")?.as_deref() {
+        None | Some("auto") => MeterSilence::WhenRealistic,
+        Some("on") => MeterSilence::Always,
+        Some("off") => MeterSilence::Never,
+        Some(other) => bail!("--meter-silence {other}: expected auto, on or off\n{USAGE}"),
+    };
     let rest = args.finish();
     if !rest.is_empty() {
         bail!("unexpected arguments {rest:?}\n{USAGE}");
@@ -49,6 +58,7 @@ fn main() -> Result<()> {
         turnaround: Duration::from_millis(turnaround_ms),
         plant,
         print_writes: true,
+        meter_silence,
     })
     .context("starting the simulator")?;
     // Replace a link left by an earlier run; refuse to clobber anything else.
@@ -147,6 +157,14 @@ fn command(sim: &SimHandle, line: &str) -> Result<Option<String>> {
                 _ => bail!("unknown fault {args:?}"),
             };
             sim.fault(unit, kind, !once);
+            Ok(None)
+        }
+        ["meter-silence", "on"] => {
+            sim.set_meter_silence(true);
+            Ok(None)
+        }
+        ["meter-silence", "off"] => {
+            sim.set_meter_silence(false);
             Ok(None)
         }
         ["writes"] => Ok(Some(

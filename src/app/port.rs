@@ -1099,13 +1099,13 @@ mod tests {
             interval: Duration::from_millis(400),
         };
         assert_eq!(
-            port.pacing(1),
+            port.pacing(0),
             Some(UnitPacing {
                 interval: Duration::from_millis(850),
                 ..strictest
             })
         );
-        assert_eq!(port.pacing(0), Some(UnitPacing { ..strictest }));
+        assert_eq!(port.pacing(1), Some(strictest));
         port.ensure_open(Instant::now()).unwrap();
         assert!(poll_until(&mut port, &Event::Online(0), Duration::from_secs(5)));
         assert!(poll_until(&mut port, &Event::Online(1), Duration::from_secs(5)));
