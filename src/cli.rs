@@ -367,10 +367,7 @@ mod tests {
         assert_eq!(o.command_interval(2), Some(Duration::ZERO));
         assert_eq!(o.command_interval(3), None);
         for bad in ["1", "1=x", "0=850", "1=20000", "1=850,"] {
-            assert!(
-                run(&["--command-interval", bad]).is_err(),
-                "{bad} accepted"
-            );
+            assert!(run(&["--command-interval", bad]).is_err(), "{bad} accepted");
         }
     }
 

@@ -459,7 +459,6 @@ impl RegisterMap {
     }
 }
 
-
 /// Plans and completes (with zeros) reads at `now` until every register read periodically has
 /// been read once: what one pass of the scheduler over a fresh map would read.
 #[cfg(test)]
@@ -706,7 +705,11 @@ mod tests {
         map.store(&input(0x46, 4), &[0; 4], t0);
         // At 16 s: the frequency has been due since 5 s, the energy since 15 s.
         let r = map.next_read(t0 + 16 * SEC).unwrap();
-        assert_eq!((r.addr, r.count), (0x46, 4), "the energy is worth taking along");
+        assert_eq!(
+            (r.addr, r.count),
+            (0x46, 4),
+            "the energy is worth taking along"
+        );
         map.store(&input(0x46, 2), &[0; 2], t0 + 16 * SEC);
         let r = map.next_read(t0 + 16 * SEC).unwrap();
         assert_eq!((r.addr, r.count), (0x48, 2));
@@ -740,7 +743,11 @@ mod tests {
             ..even
         };
         let reads = plan_all_due(&mut RegisterMap::new(&ODD, short), now);
-        assert!(reads.iter().all(|r| r.addr % 2 == 0 && r.count % 2 == 0 && r.count <= 4));
+        assert!(
+            reads
+                .iter()
+                .all(|r| r.addr % 2 == 0 && r.count % 2 == 0 && r.count <= 4)
+        );
         assert_eq!(reads.len(), 3);
     }
 

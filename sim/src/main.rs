@@ -40,7 +40,10 @@ fn main() -> Result<()> {
     let meter_unit: u8 = args.opt_value_from_str("--meter-unit")?.unwrap_or(2);
     let growatt_unit: u8 = args.opt_value_from_str("--growatt-unit")?.unwrap_or(1);
     let plant = args.contains("--plant").then(Plant::default);
-    let meter_silence = match args.opt_value_from_str::<_, String>("--meter-silence")?.as_deref() {
+    let meter_silence = match args
+        .opt_value_from_str::<_, String>("--meter-silence")?
+        .as_deref()
+    {
         None | Some("auto") => MeterSilence::WhenRealistic,
         Some("on") => MeterSilence::Always,
         Some("off") => MeterSilence::Never,

@@ -747,10 +747,16 @@ mod tests {
         let power = with_crc(&[2, FN_READ_INPUT, 0, 0x0C, 0, 2]);
         let t0 = Instant::now();
         // Answered; then at once again (inside 60 ms of that reply): ignored.
-        assert_eq!(exchange(&mut port, &power, Duration::from_millis(60)).len(), 9);
+        assert_eq!(
+            exchange(&mut port, &power, Duration::from_millis(60)).len(),
+            9
+        );
         assert!(exchange(&mut port, &power, Duration::from_millis(100)).is_empty());
         // After the silence it answers again, and the log has all three with their fate.
-        assert_eq!(exchange(&mut port, &power, Duration::from_millis(80)).len(), 9);
+        assert_eq!(
+            exchange(&mut port, &power, Duration::from_millis(80)).len(),
+            9
+        );
         let log = sim.requests_to(2, t0);
         assert_eq!(log.len(), 3, "{log:#?}");
         assert!(!log[0].ignored && log[0].replied_at.is_some());
@@ -760,8 +766,14 @@ mod tests {
         assert_eq!((log[0].function, log[0].addr, log[0].count), (4, 0x0C, 2));
         // Off: the same quick request is answered.
         sim.set_meter_silence(false);
-        assert_eq!(exchange(&mut port, &power, Duration::from_millis(60)).len(), 9);
-        assert_eq!(exchange(&mut port, &power, Duration::from_millis(60)).len(), 9);
+        assert_eq!(
+            exchange(&mut port, &power, Duration::from_millis(60)).len(),
+            9
+        );
+        assert_eq!(
+            exchange(&mut port, &power, Duration::from_millis(60)).len(),
+            9
+        );
     }
 
     #[test]

@@ -10,8 +10,8 @@ use log::{info, warn};
 use crate::cli::Options;
 use crate::devices::{GridMeter, LimitedInverter, PowerLimiter, RegisterWrite, RegisterWriter};
 use crate::limiter::{
-    BatteryReadings, Controller, ExternalLimit, Mode, Reading, Setting, Settings as LimiterSettings,
-    Target,
+    BatteryReadings, Controller, ExternalLimit, Mode, Reading, Setting,
+    Settings as LimiterSettings, Target,
 };
 use crate::registers::RegisterMap;
 use crate::vedbus::{

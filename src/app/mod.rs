@@ -363,8 +363,11 @@ impl App {
             Event::PortDown if self.opts.exit_on_fatal => {
                 bail!("serial port {} failed", self.ports[p].path)
             }
-            Event::Failed(_) | Event::Wrote { .. } | Event::Idle | Event::Busy | Event::PortDown => {
-            }
+            Event::Failed(_)
+            | Event::Wrote { .. }
+            | Event::Idle
+            | Event::Busy
+            | Event::PortDown => {}
         }
         Ok(())
     }

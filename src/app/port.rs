@@ -107,7 +107,10 @@ pub fn wait_for_line(fd: Option<RawFd>, until: Option<Instant>) {
 /// The pace of a unit of `model` on the bus (None: not identified yet, so the strictest of every
 /// supported model: whatever answers there is respected), with the command line's interval if
 /// one was given.
-pub fn unit_pacing(model: Option<&devices::Model>, interval_override: Option<Duration>) -> UnitPacing {
+pub fn unit_pacing(
+    model: Option<&devices::Model>,
+    interval_override: Option<Duration>,
+) -> UnitPacing {
     let timing = |m: &devices::Model| (m.bus.silence_before_request, m.bus.min_command_interval);
     let (silence, interval) = match model {
         Some(m) => timing(m),
@@ -474,7 +477,11 @@ impl Port {
     }
 
     /// What the bus could do at `now`, on the stack (no allocation per poll): the first `n`.
-    fn candidates(&self, now: Instant, write: Option<Write>) -> ([Candidate; MAX_CANDIDATES], usize) {
+    fn candidates(
+        &self,
+        now: Instant,
+        write: Option<Write>,
+    ) -> ([Candidate; MAX_CANDIDATES], usize) {
         let mut out = [Candidate {
             unit: 0,
             what: What::Read,
@@ -533,7 +540,12 @@ impl Port {
         let Some(read) = self.units[i].map.as_ref().and_then(|m| m.next_read(now)) else {
             return Event::Idle;
         };
-        let request = Request::read(function(read.access), self.units[i].id, read.addr, read.count);
+        let request = Request::read(
+            function(read.access),
+            self.units[i].id,
+            read.addr,
+            read.count,
+        );
         self.start(
             &request,
             Job::Read {
@@ -836,8 +848,10 @@ impl Port {
             if ready <= now {
                 break;
             }
-            if !self.start_read_ending_by(now, id, ready) {
-                meanwhile.wait(self, Some(ready), None);
+            match self.other_read(now, id, ready) {
+                OtherRead::Started => {}
+                OtherRead::At(t) => meanwhile.wait(self, Some(t.min(ready)), None),
+                OtherRead::None => meanwhile.wait(self, Some(ready), None),
             }
         }
         let master = self.master.as_mut().ok_or_else(port_closed)?;
@@ -845,7 +859,16 @@ impl Port {
         loop {
             let master = self.master.as_mut().ok_or_else(port_closed)?;
             match master.advance() {
-                Step::Done(result) => return result,
+                Step::Done(result) => {
+                    // Any valid answer shows the unit alive (a long set-up must not lose it).
+                    if result.is_ok()
+                        && let Some(unit) = self.units.iter_mut().find(|u| u.id == id)
+                        && unit.lifecycle.is_online()
+                    {
+                        unit.lifecycle.read_ok(Instant::now());
+                    }
+                    return result;
+                }
                 Step::Idle => return Err(port_closed()),
                 Step::Wait { until } => {
                     let fd = master.raw_fd();
@@ -855,24 +878,38 @@ impl Port {
         }
     }
 
-    /// Starts the most urgent due read of a unit other than `busy_id` that would end before
-    /// `by`; whether one was started.
-    fn start_read_ending_by(&mut self, now: Instant, busy_id: u8, by: Instant) -> bool {
+    /// While unit `busy_id` waits for its pace until `by`: starts the most urgent due read of
+    /// another unit that would end in time, or says when the next one could start.
+    fn other_read(&mut self, now: Instant, busy_id: u8, by: Instant) -> OtherRead {
         let (candidates, n) = self.candidates(now, None);
-        let best = candidates[..n]
+        let others = candidates[..n]
             .iter()
-            .filter(|c| c.what == What::Read && self.units[c.unit].id != busy_id)
+            .filter(|c| c.what == What::Read && self.units[c.unit].id != busy_id);
+        let startable = others
+            .clone()
             .filter(|c| c.due <= now && c.ready <= now && now + c.takes <= by)
             .min_by_key(|c| c.urgency())
             .copied();
-        match best {
-            Some(c) => {
-                let event = self.start_read(c.unit, now);
-                !matches!(event, Event::Idle | Event::PortDown)
+        let next = others
+            .map(|c| c.due.max(c.ready))
+            .filter(|&t| t > now)
+            .min()
+            .map_or(OtherRead::None, OtherRead::At);
+        match startable {
+            Some(c) if !matches!(self.start_read(c.unit, now), Event::Idle | Event::PortDown) => {
+                OtherRead::Started
             }
-            None => false,
+            _ => next,
         }
     }
+}
+
+/// What a session can do for the other units while its own unit waits.
+enum OtherRead {
+    Started,
+    /// The next one could start then.
+    At(Instant),
+    None,
 }
 
 fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
@@ -1038,7 +1075,9 @@ mod tests {
             if port.poll(now, None, &mut JustWait) == *want {
                 return true;
             }
-            let wake = port.next_wake(Instant::now(), None).map(|t| t.min(deadline));
+            let wake = port
+                .next_wake(Instant::now(), None)
+                .map(|t| t.min(deadline));
             wait_for_line(port.fd(), wake);
         }
         false
@@ -1107,8 +1146,16 @@ mod tests {
         );
         assert_eq!(port.pacing(1), Some(strictest));
         port.ensure_open(Instant::now()).unwrap();
-        assert!(poll_until(&mut port, &Event::Online(0), Duration::from_secs(5)));
-        assert!(poll_until(&mut port, &Event::Online(1), Duration::from_secs(5)));
+        assert!(poll_until(
+            &mut port,
+            &Event::Online(0),
+            Duration::from_secs(5)
+        ));
+        assert!(poll_until(
+            &mut port,
+            &Event::Online(1),
+            Duration::from_secs(5)
+        ));
         // The Growatt keeps the command line's interval; the meter has its own silence only.
         assert_eq!(
             port.pacing(0),
@@ -1151,10 +1198,16 @@ mod tests {
         // Earliest due first among what is ready.
         let meter = candidate(1, What::Read, t - ms(100), t);
         let inverter = candidate(0, What::Read, t - ms(300), t);
-        assert_eq!(choose(t, false, &[meter, inverter]).map(|c| c.unit), Some(0));
+        assert_eq!(
+            choose(t, false, &[meter, inverter]).map(|c| c.unit),
+            Some(0)
+        );
         // A unit not ready yet does not stop the others when it would be ready after them...
         let inverter_later = candidate(0, What::Read, t - ms(300), t + ms(200));
-        assert_eq!(choose(t, false, &[meter, inverter_later]).map(|c| c.unit), Some(1));
+        assert_eq!(
+            choose(t, false, &[meter, inverter_later]).map(|c| c.unit),
+            Some(1)
+        );
         // ...but a more urgent unit ready before the read would end keeps the bus free.
         let inverter_soon = candidate(0, What::Read, t - ms(300), t + ms(20));
         assert!(choose(t, false, &[meter, inverter_soon]).is_none());
@@ -1162,7 +1215,10 @@ mod tests {
         let pending = candidate(0, write, t - ms(10_000), t + ms(20));
         assert!(choose(t, false, &[meter, pending]).is_none());
         let pending_now = candidate(0, write, t - ms(10_000), t);
-        assert_eq!(choose(t, false, &[meter, pending_now]).map(|c| c.what), Some(write));
+        assert_eq!(
+            choose(t, false, &[meter, pending_now]).map(|c| c.what),
+            Some(write)
+        );
         // Nothing due: nothing.
         let later = candidate(1, What::Read, t + ms(5), t);
         assert!(choose(t, false, &[later]).is_none());
@@ -1174,8 +1230,14 @@ mod tests {
         let ms = |n: u64| Duration::from_millis(n);
         let probe = candidate(0, What::Probe, t - ms(500), t);
         let read = candidate(1, What::Read, t - ms(100), t);
-        assert_eq!(choose(t, false, &[probe, read]).map(|c| c.what), Some(What::Probe));
-        assert_eq!(choose(t, true, &[probe, read]).map(|c| c.what), Some(What::Read));
+        assert_eq!(
+            choose(t, false, &[probe, read]).map(|c| c.what),
+            Some(What::Probe)
+        );
+        assert_eq!(
+            choose(t, true, &[probe, read]).map(|c| c.what),
+            Some(What::Read)
+        );
         assert_eq!(choose(t, true, &[probe]).map(|c| c.what), Some(What::Probe));
     }
 }

@@ -40,7 +40,10 @@ pub fn probe(opts: &Options, out: &mut impl Write) -> anyhow::Result<()> {
             spec.port.path
         )
     };
-    master.set_pacing(spec.unit, super::port::unit_pacing(Some(id.model), interval));
+    master.set_pacing(
+        spec.unit,
+        super::port::unit_pacing(Some(id.model), interval),
+    );
     writeln!(
         out,
         "unit {} on {}: {}",

@@ -1,7 +1,8 @@
 //! The end-to-end and integration tests, one binary of modules (testkit/ holds what they
 //! share with the benchmarks and examples):
 //! - the real `dbus-modbus-client` binary against the simulator (the `modbus-sim` crate) on a
-//!   pty, a private dbus-daemon and the Victron stand-ins: [`devices`], [`faults`], [`limiter`];
+//!   pty, a private dbus-daemon and the Victron stand-ins: [`devices`], [`faults`], [`limiter`],
+//!   [`schedule`] (each device's pace, from the simulator's request log);
 //! - the RTU master against the simulator and the response parser: [`modbus_rtu`],
 //!   [`modbus_parser_fuzz`] (the simulator as a process is tested in its own crate, sim/tests:
 //!   Cargo hands a package's tests only that package's binaries);
@@ -23,6 +24,7 @@ mod install;
 mod limiter;
 mod modbus_parser_fuzz;
 mod modbus_rtu;
+mod schedule;
 mod setvalue_fuzz;
 mod vedbus_cli;
 mod vedbus_service;
