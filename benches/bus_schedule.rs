@@ -28,7 +28,10 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use modbus_sim::{FaultKind, Plant, RequestRecord, SimConfig, Simulator};
+use modbus_sim::{
+    FaultKind, GROWATT_SERIAL, METER_SERIAL, MeterSilence, Plant, RequestRecord, SimConfig,
+    Simulator,
+};
 use testkit::limiter::{BATTERY, DERATE_GENERATION, ENERGY_DIFFERENCE, VEBUS};
 use testkit::{
     FakeService, FakeSettings, INVERTER, METER, PrivateBus, Recorder, Rng, Setting, SettingValue,
@@ -209,6 +212,17 @@ fn run(command: &[String], ours: bool, scenario: Scenario, window: Duration) -> 
                 DERATE_GENERATION.to_string(),
                 Setting::new(SettingValue::Int(1)),
             ),
+            // The original's device settings, as it leaves them on a GX (its AddSetting calls
+            // are made without introspection data, which the stand-in refuses: pre-filled, the
+            // original reads them as they are).
+            (
+                format!("/Settings/Devices/pv_{GROWATT_SERIAL}/ClassAndVrmInstance"),
+                Setting::new(SettingValue::Str("pvinverter:40".into())),
+            ),
+            (
+                format!("/Settings/Devices/cg_{METER_SERIAL}/ClassAndVrmInstance"),
+                Setting::new(SettingValue::Str("grid:40".into())),
+            ),
         ],
     );
     let _battery = FakeService::start(
@@ -242,6 +256,11 @@ fn run(command: &[String], ours: bool, scenario: Scenario, window: Duration) -> 
         Simulator::start(SimConfig {
             realistic: true,
             plant: Some(plant),
+            // The original sends a request ~20 ms after the previous reply, which the users'
+            // meter answered for years; with Eastron's strict 60 ms the simulated meter would
+            // ignore it. Lenient for both (the daemon keeps its 60 ms anyway: see its shortest
+            // silence figure).
+            meter_silence: MeterSilence::Never,
             ..SimConfig::default()
         })
         .unwrap(),
@@ -279,6 +298,12 @@ fn run(command: &[String], ours: bool, scenario: Scenario, window: Duration) -> 
                     },
                     ..plant
                 }));
+                // A real inverter's output is never exactly its cap: a watt or two of noise.
+                if let Ok(ac) = sim.get(INVERTER, "ac_power")
+                    && ac > 10.0
+                {
+                    let _ = sim.set(INVERTER, "ac_power", ac + jitter(&mut rng) / 64.0);
+                }
                 std::thread::sleep(Duration::from_millis(20));
             }
         })

@@ -317,10 +317,12 @@ impl RegisterMap {
     /// Plans the next read, if one is due at `now`: the register due earliest, extended over
     /// neighbouring registers worth reading within the pack limits.
     pub fn next_read(&self, now: Instant) -> Option<Read> {
+        // Registers never read go first, in the table's order (a device file lists what
+        // matters most first).
         let (seed, _) = (0..self.order.len())
             .filter_map(|pos| self.due_at(self.order[pos]).map(|due| (pos, due)))
             .filter(|(_, due)| due.is_none_or(|t| t <= now))
-            .min_by_key(|(_, due)| *due)?;
+            .min_by_key(|&(pos, due)| (due, self.order[pos]))?;
         let wanted = |pos: usize| self.worth_reading(self.order[pos], now);
         let seed_reg = &self.table[self.order[seed]];
         let access = seed_reg.access;

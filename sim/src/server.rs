@@ -615,8 +615,11 @@ impl Server {
 
     /// Sends `reply`, the answer of `unit` (whatever a fault made of its bytes).
     fn send(&mut self, reply: &[u8], unit: u8) {
-        let _ = self.port.write_all(reply);
+        // Stamped before the write: no byte of the reply can be on the line earlier, so a
+        // silence measured from here is never longer than the real one (a thread preempted
+        // after its write must not make a punctual master look early).
         let now = Instant::now();
+        let _ = self.port.write_all(reply);
         self.last_reply_at = Some(now);
         self.shared.replies.fetch_add(1, Ordering::Relaxed);
         // The reply of the last request of its unit (a late reply is booked on the newest).

@@ -200,8 +200,15 @@ impl App {
                 let (p, u) = i.at;
                 self.ports[p].units[u].lifecycle.is_online()
             });
-            self.generation
-                .decide(Instant::now(), self.fresh_meter, inverter_online);
+            // The write in flight is the one the limiter asked for: its outcome is booked
+            // against it before anything new is decided.
+            let writing = self
+                .inverter
+                .is_some_and(|i| self.ports[i.at.0].writing() == Some(i.at.1));
+            if !writing {
+                self.generation
+                    .decide(Instant::now(), self.fresh_meter, inverter_online);
+            }
             self.publish_due();
             self.dispatch()?;
             self.handle_writes();
@@ -414,6 +421,15 @@ impl App {
                 offer: meter,
             });
         }
+        // On D-Bus first (values invalid until read): the inverter's set-up takes a few of its
+        // slow command slots.
+        if let (Some(dev), Some(map)) = (
+            self.devices.get_mut(&(p, u)),
+            self.ports[p].units[u].map.as_ref(),
+        ) && let Err(e) = dev.go_online(map)
+        {
+            error!("{e}");
+        }
         if let Some(inverter) = offer.and_then(|o| o.inverter)
             && self.inverter.is_none_or(|i| i.at == (p, u))
         {
@@ -442,14 +458,6 @@ impl App {
             }
             // The meter was read meanwhile: the limiter starts from its latest reading.
             self.feed_limiter_from_maps();
-        }
-        let Some(map) = &self.ports[p].units[u].map else {
-            return;
-        };
-        if let Some(dev) = self.devices.get_mut(&(p, u))
-            && let Err(e) = dev.go_online(map)
-        {
-            error!("{e}");
         }
     }
 

@@ -399,6 +399,14 @@ impl Port {
         self.units.get(unit).map(|u| u.pacing)
     }
 
+    /// The unit a limit write is in flight to, if one is.
+    pub fn writing(&self) -> Option<usize> {
+        match self.job {
+            Some(Job::Write { unit, .. }) => Some(unit),
+            _ => None,
+        }
+    }
+
     /// The serial line to poll while a transaction is in flight.
     pub fn fd(&self) -> Option<RawFd> {
         self.job.and(self.master.as_ref()?.raw_fd())

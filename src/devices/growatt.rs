@@ -109,8 +109,8 @@ pub static REGISTERS: [Register; Reg::ALL.len()] = [
     input("inverter_temperature", 93, S16, 0.1, every(10)),
     input("ipm_temperature", 94, S16, 0.1, every(10)),
     input("boost_temperature", 95, S16, 0.1, every(10)),
-    input("derating_mode", 104, U16, 1.0, every(10)),
-    input("fault_code", 105, U16, 1.0, every(10)),
+    input("derating_mode", 104, U16, 1.0, every(5)),
+    input("fault_code", 105, U16, 1.0, every(5)),
     holding(
         "active_power_rate",
         HR_ACTIVE_POWER_RATE,
