@@ -29,8 +29,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use modbus_sim::{
-    FaultKind, GROWATT_SERIAL, METER_SERIAL, MeterSilence, Plant, RequestRecord, SimConfig,
-    Simulator,
+    FaultKind, GROWATT_SERIAL, METER_SERIAL, MeterSilence, Plant, RegisterKind, RequestRecord,
+    SimConfig, Simulator,
 };
 use testkit::limiter::{BATTERY, DERATE_GENERATION, ENERGY_DIFFERENCE, VEBUS};
 use testkit::{
@@ -64,6 +64,8 @@ struct Figures {
     secs: f64,
     cpu_s: f64,
     ctx_switches: u64,
+    /// The process's own sleeps (the rest: preemption by other processes on a busy machine).
+    voluntary: u64,
     requests: usize,
     meter_rps: f64,
     growatt_rps: f64,
@@ -87,12 +89,13 @@ impl Figures {
     }
 }
 
-/// CPU time (s) and context switches of every thread of `pid`.
-fn cpu_and_switches(pid: u32) -> (f64, u64) {
+/// CPU time (s) and context switches (all, voluntary) of every thread of `pid`.
+fn cpu_and_switches(pid: u32) -> (f64, u64, u64) {
     let mut cpu_ns = 0u64;
     let mut switches = 0u64;
+    let mut voluntary = 0u64;
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return (0.0, 0);
+        return (0.0, 0, 0);
     };
     for task in tasks.flatten() {
         let dir = task.path();
@@ -105,19 +108,22 @@ fn cpu_and_switches(pid: u32) -> (f64, u64) {
         }
         if let Ok(s) = std::fs::read_to_string(dir.join("status")) {
             for line in s.lines() {
-                if line.starts_with("voluntary_ctxt_switches")
-                    || line.starts_with("nonvoluntary_ctxt_switches")
-                {
-                    switches += line
-                        .split_whitespace()
+                let count = || {
+                    line.split_whitespace()
                         .nth(1)
                         .and_then(|v| v.parse::<u64>().ok())
-                        .unwrap_or(0);
+                        .unwrap_or(0)
+                };
+                if line.starts_with("voluntary_ctxt_switches") {
+                    voluntary += count();
+                    switches += count();
+                } else if line.starts_with("nonvoluntary_ctxt_switches") {
+                    switches += count();
                 }
             }
         }
     }
-    (cpu_ns as f64 / 1e9, switches)
+    (cpu_ns as f64 / 1e9, switches, voluntary)
 }
 
 /// /Ac/Power updates per service prefix (grid, pvinverter), from ItemsChanged and
@@ -223,6 +229,26 @@ fn run(command: &[String], ours: bool, scenario: Scenario, window: Duration) -> 
                 format!("/Settings/Devices/cg_{METER_SERIAL}/ClassAndVrmInstance"),
                 Setting::new(SettingValue::Str("grid:40".into())),
             ),
+            (
+                format!("/Settings/Devices/pv_{GROWATT_SERIAL}/Enabled"),
+                Setting::new(SettingValue::Int(1)),
+            ),
+            (
+                format!("/Settings/Devices/cg_{METER_SERIAL}/Enabled"),
+                Setting::new(SettingValue::Int(1)),
+            ),
+            (
+                format!("/Settings/Devices/pv_{GROWATT_SERIAL}/Position"),
+                Setting::new(SettingValue::Int(0)),
+            ),
+            (
+                format!("/Settings/Devices/pv_{GROWATT_SERIAL}/CustomName"),
+                Setting::new(SettingValue::Str(String::new())),
+            ),
+            (
+                format!("/Settings/Devices/cg_{METER_SERIAL}/CustomName"),
+                Setting::new(SettingValue::Str(String::new())),
+            ),
         ],
     );
     let _battery = FakeService::start(
@@ -246,6 +272,18 @@ fn run(command: &[String], ours: bool, scenario: Scenario, window: Duration) -> 
             ("/DeviceInstance", Value::Int(276)),
         ],
     );
+    // systemcalc: the original takes the grid and PV power for its limiter from here. Updated
+    // once a second from the simulator, as systemcalc's own timer does.
+    let system = Arc::new(FakeService::start(
+        &bus.address,
+        "com.victronenergy.system",
+        &[
+            ("/Ac/Grid/L1/Power", Value::Double(0.0)),
+            ("/Ac/PvOnGrid/L1/Power", Value::Double(0.0)),
+            ("/Dc/Battery/Power", Value::Double(-500.0)),
+            ("/Dc/Battery/Soc", Value::Double(95.0)),
+        ],
+    ));
     let asleep = scenario == Scenario::Asleep;
     let plant = Plant {
         load_w: 600.0,
@@ -298,13 +336,32 @@ fn run(command: &[String], ours: bool, scenario: Scenario, window: Duration) -> 
                     },
                     ..plant
                 }));
-                // A real inverter's output is never exactly its cap: a watt or two of noise.
+                // A real inverter's output is never exactly its cap: a watt or two of noise on
+                // what the inverter reports (input 35..36, 0.1 W), around its simulated output.
                 if let Ok(ac) = sim.get(INVERTER, "ac_power")
                     && ac > 10.0
                 {
-                    let _ = sim.set(INVERTER, "ac_power", ac + jitter(&mut rng) / 64.0);
+                    let tenths = ((ac + jitter(&mut rng) / 64.0) * 10.0).round().max(0.0) as u32;
+                    let _ = sim.set_raw(INVERTER, RegisterKind::Input, 35, (tenths >> 16) as u16);
+                    let _ = sim.set_raw(INVERTER, RegisterKind::Input, 36, tenths as u16);
                 }
                 std::thread::sleep(Duration::from_millis(20));
+            }
+        })
+    };
+    let systemcalc = {
+        let (sim, system) = (sim.clone(), system.clone());
+        Worker::spawn(move |stop| {
+            while !stop.load(Ordering::SeqCst) {
+                let get = |unit, name| sim.get(unit, name).map_or(Value::Invalid, Value::Double);
+                system.set("/Ac/Grid/L1/Power", get(METER, "power"));
+                let pv = if asleep {
+                    Value::Invalid
+                } else {
+                    get(INVERTER, "ac_power")
+                };
+                system.set("/Ac/PvOnGrid/L1/Power", pv);
+                std::thread::sleep(Duration::from_secs(1));
             }
         })
     };
@@ -322,15 +379,16 @@ fn run(command: &[String], ours: bool, scenario: Scenario, window: Duration) -> 
     // Past start-up: identification, set-up, the limiter's first decisions.
     std::thread::sleep(Duration::from_secs(5));
     let pid = child.id();
-    let (cpu0, ctx0) = cpu_and_switches(pid);
+    let (cpu0, ctx0, vol0) = cpu_and_switches(pid);
     let from = Instant::now();
     std::thread::sleep(window);
-    let (cpu1, ctx1) = cpu_and_switches(pid);
+    let (cpu1, ctx1, vol1) = cpu_and_switches(pid);
     let to = Instant::now();
     let exited = child.try_wait().ok().flatten();
     let _ = child.kill();
     let _ = child.wait();
     drop(noise);
+    drop(systemcalc);
     let log: Vec<RequestRecord> = sim
         .requests()
         .into_iter()
@@ -345,6 +403,7 @@ fn run(command: &[String], ours: bool, scenario: Scenario, window: Duration) -> 
         secs,
         cpu_s: cpu1 - cpu0,
         ctx_switches: ctx1 - ctx0,
+        voluntary: vol1 - vol0,
         requests: log.len(),
         meter_rps: count(METER),
         growatt_rps: count(INVERTER),
@@ -388,12 +447,13 @@ fn ms(d: Option<Duration>) -> String {
 
 fn print(label: &str, f: &Figures) {
     println!(
-        "  {label:<9} CPU {:6.2} ms/s {:6.0} µs/transaction | {:6.1} context switches/s | \
+        "  {label:<9} CPU {:6.2} ms/s {:6.0} µs/transaction | {:6.1} context switches/s ({:5.1} voluntary) | \
          requests/s meter {:4.1} Growatt {:4.1} | shortest interval meter {} (silence after \
          its reply {}, {} ignored), Growatt {} | /Ac/Power updates/s grid {:4.2} pvinverter {:4.2}",
         f.cpu_ms_per_s(),
         f.cpu_us_per_transaction(),
         f.ctx_per_s(),
+        f.voluntary as f64 / f.secs,
         f.meter_rps,
         f.growatt_rps,
         ms(f.meter_min_interval),

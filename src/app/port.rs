@@ -427,13 +427,13 @@ impl Port {
             return earliest(lost, master.next_deadline());
         }
         let (candidates, n) = self.candidates(now, write);
+        // Whatever was startable was started by the last poll; a candidate still startable is
+        // held for a more urgent one, whose own (future) time is the wake-up.
         let work = candidates[..n]
             .iter()
             .map(|c| c.due.max(c.ready))
-            .min()
-            // Whatever was startable was started by the last poll; a candidate still startable
-            // is one whose slot is kept for another: its turn comes with that one's.
-            .map(|t| t.max(now + Duration::from_millis(1)));
+            .filter(|&t| t > now)
+            .min();
         earliest(lost, work)
     }
 

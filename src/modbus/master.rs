@@ -231,7 +231,8 @@ impl RtuMaster<TTYPort> {
         self.line = None;
         self.phase = Phase::Idle;
         self.wake_at = None;
-        let port = open_port(&path, self.settings)?;
+        let mut port = open_port(&path, self.settings)?;
+        port.prepare()?;
         self.line_quiet_since = port.now();
         self.line = Some(port);
         Ok(())
@@ -249,7 +250,10 @@ impl<L: Line + AsRawFd> RtuMaster<L> {
 impl<L: Line> RtuMaster<L> {
     /// Wraps an open line (e.g. one end of `TTYPort::pair()`, or a scripted line); `reopen`
     /// needs a path, so it fails on such a master. The line's settings are left as they are.
-    pub fn from_port(line: L, settings: SerialSettings) -> Self {
+    pub fn from_port(mut line: L, settings: SerialSettings) -> Self {
+        if let Err(e) = line.prepare() {
+            log::warn!("serial line: cannot make it non-blocking: {e}");
+        }
         let now = line.now();
         // Until the first request the assembler holds no reply (`reply` is None).
         let nothing = Request::WriteSingle {
@@ -497,7 +501,8 @@ impl<L: Line> RtuMaster<L> {
         state.stats.requests += 1;
         state.stats.bytes_out += frame.len() as u64;
         let sent = line.send(frame);
-        let sent_at = line.now();
+        // The line takes the frame at once; its last byte leaves a wire time later.
+        let sent_at = line.now().max(now + self.settings.wire_time(frame.len()));
         self.line_quiet_since = sent_at;
         if let Err(e) = sent {
             state.stats.bus_time += sent_at.saturating_duration_since(now);

@@ -67,14 +67,8 @@ impl Watcher {
                 ),
             )?;
         }
-        bus::add_match(
-            &ch,
-            &format!("type='signal',interface='{BUSITEM}',member='ItemsChanged'"),
-        )?;
-        bus::add_match(
-            &ch,
-            &format!("type='signal',interface='{BUSITEM}',member='PropertiesChanged'"),
-        )?;
+        // Value signals come through one match per watched service (`appeared`): a match on
+        // every ItemsChanged would wake the daemon for each service on the bus, its own too.
         let mut w = Watcher {
             ch,
             prefixes: prefixes.iter().map(|p| p.to_string()).collect(),

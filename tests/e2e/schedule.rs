@@ -126,12 +126,13 @@ fn while_limiting_the_meter_keeps_its_silence_and_the_growatt_its_interval() {
     assert!(meter >= 20, "{meter} meter requests");
     assert!(growatt >= 10, "{growatt} Growatt requests");
     assert!(writes >= 2, "{writes} limit writes");
-    // Tracking: the limiter's inputs at the devices' pace, the PV reading among them.
+    // Tracking: the PV reading takes a good share of the Growatt's slots (the rest: its other
+    // registers at their ages and the limit writes), not one every few seconds.
     let ac_reads = log
         .iter()
         .filter(|r| r.unit == INVERTER && r.function == FN_READ_INPUT && r.addr == AC_BLOCK)
         .count();
-    assert!(ac_reads * 2 >= growatt, "{ac_reads} of {growatt}");
+    assert!(ac_reads * 3 >= growatt, "{ac_reads} AC reads of {growatt}");
     assert!(rig.has(&grid_name()) && rig.has(&pv_name()));
 }
 
