@@ -494,7 +494,17 @@ fn main() {
             .map_or("not given (--original CMD or ORIGINAL_CMD)".into(), |c| c
                 .join(" "))
     );
+    // `--scenario tracking|off|asleep`: one scenario only.
+    let only = value("--scenario");
     for scenario in [Scenario::Tracking, Scenario::LimiterOff, Scenario::Asleep] {
+        let key = match scenario {
+            Scenario::Tracking => "tracking",
+            Scenario::LimiterOff => "off",
+            Scenario::Asleep => "asleep",
+        };
+        if only.as_deref().is_some_and(|o| o != key) {
+            continue;
+        }
         let window = Duration::from_secs(if scenario == Scenario::Asleep {
             night_secs
         } else {

@@ -139,6 +139,26 @@ struct Serving<'a> {
     error: Option<vedbus::Error>,
 }
 
+impl<'a> Serving<'a> {
+    fn new(
+        port: usize,
+        devices: &'a mut BTreeMap<(usize, usize), Published>,
+        settings: &'a mut Settings,
+        poller: &'a mut Poller,
+        publish_interval: Duration,
+    ) -> Self {
+        Serving {
+            port,
+            devices,
+            settings,
+            watcher: None,
+            poller,
+            publish_interval,
+            error: None,
+        }
+    }
+}
+
 impl Meanwhile for Serving<'_> {
     fn wait(&mut self, port: &Port, until: Option<Instant>, fd: Option<std::os::fd::RawFd>) {
         let now = Instant::now();
@@ -277,15 +297,14 @@ impl App {
             }
             for _ in 0..POLLS_PER_TURN {
                 let write = self.write_for(p);
-                let mut serving = Serving {
-                    port: p,
-                    devices: &mut self.devices,
-                    settings: &mut self.settings,
-                    watcher: Some(self.generation.watcher()),
-                    poller: &mut self.poller,
-                    publish_interval: self.opts.publish_interval,
-                    error: None,
-                };
+                let mut serving = Serving::new(
+                    p,
+                    &mut self.devices,
+                    &mut self.settings,
+                    &mut self.poller,
+                    self.opts.publish_interval,
+                );
+                serving.watcher = Some(self.generation.watcher());
                 let event = self.ports[p].poll(Instant::now(), write, &mut serving);
                 if let Some(e) = serving.error {
                     return Err(e).context("D-Bus");
@@ -439,15 +458,13 @@ impl App {
             });
             self.generation.attach_inverter(&inverter);
             let generation = &mut self.generation;
-            let mut serving = Serving {
-                port: p,
-                devices: &mut self.devices,
-                settings: &mut self.settings,
-                watcher: None,
-                poller: &mut self.poller,
-                publish_interval: self.opts.publish_interval,
-                error: None,
-            };
+            let mut serving = Serving::new(
+                p,
+                &mut self.devices,
+                &mut self.settings,
+                &mut self.poller,
+                self.opts.publish_interval,
+            );
             let done =
                 self.ports[p].with_unit(u, &mut serving, |regs| generation.set_up_inverter(regs));
             if let Some(e) = serving.error {
@@ -538,15 +555,13 @@ impl App {
             && self.ports[p].units[u].lifecycle.is_online()
         {
             let generation = &mut self.generation;
-            let mut serving = Serving {
-                port: p,
-                devices: &mut self.devices,
-                settings: &mut self.settings,
-                watcher: None,
-                poller: &mut self.poller,
-                publish_interval: self.opts.publish_interval,
-                error: None,
-            };
+            let mut serving = Serving::new(
+                p,
+                &mut self.devices,
+                &mut self.settings,
+                &mut self.poller,
+                self.opts.publish_interval,
+            );
             self.ports[p].with_unit(u, &mut serving, |regs| {
                 generation.shutdown(regs, Instant::now())
             });

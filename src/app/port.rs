@@ -524,11 +524,11 @@ impl Port {
                 (None, Some(read)) => (What::Read, read),
                 (None, None) => continue,
             };
-            let reply_bytes = match (&u.map, what) {
-                (Some(map), What::Read) => map
-                    .next_read(due.max(now))
-                    .map_or(9, |r| 5 + 2 * u32::from(r.count)),
-                _ => 9,
+            // Its last read's duration, or a short read's (planning the read here would cost
+            // more than the estimate is worth).
+            let takes = match what {
+                What::Read if !u.last_read_time.is_zero() => u.last_read_time,
+                _ => takes(u.id, 9),
             };
             if let Some(slot) = out.get_mut(n) {
                 *slot = Candidate {
@@ -536,7 +536,7 @@ impl Port {
                     what,
                     due,
                     ready: master.ready_at(u.id),
-                    takes: takes(u.id, reply_bytes),
+                    takes,
                 };
                 n += 1;
             }
@@ -668,8 +668,8 @@ impl Port {
                     }
                 }
                 unit.lifecycle.read_ok(done);
+                unit.last_read_time = done.saturating_duration_since(started);
                 if read.fast {
-                    unit.last_read_time = done.saturating_duration_since(started);
                     unit.apply_fast_pace();
                 }
                 if unit.failures > 0 {

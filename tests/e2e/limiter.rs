@@ -21,7 +21,7 @@ const SETTLE: Duration = Duration::from_secs(4);
 /// house load minus that (testkit/README.md), which proves the D-Bus inputs reach the decision.
 const MULTI_IN_W: f64 = 200.0;
 
-fn battery_discharging() -> Vec<(&'static str, Value)> {
+pub(crate) fn battery_discharging() -> Vec<(&'static str, Value)> {
     vec![
         ("/Dc/0/Power", Value::Double(-500.0)),
         ("/Dc/0/Voltage", Value::Double(53.0)),
@@ -30,7 +30,7 @@ fn battery_discharging() -> Vec<(&'static str, Value)> {
     ]
 }
 
-fn vebus_inverting() -> Vec<(&'static str, Value)> {
+pub(crate) fn vebus_inverting() -> Vec<(&'static str, Value)> {
     vec![
         ("/Ac/ActiveIn/P", Value::Double(MULTI_IN_W)),
         ("/State", Value::Int(9)),

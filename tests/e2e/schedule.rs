@@ -8,9 +8,10 @@
 use std::time::{Duration, Instant};
 
 use modbus_sim::{METER_SILENCE, Plant, RequestRecord};
-use testkit::{INVERTER, METER, Rig, Value, grid_name, pv_name, wait_for};
+use testkit::{INVERTER, METER, Rig, grid_name, pv_name, wait_for};
 
 use crate::EXE;
+use crate::limiter::{battery_discharging, vebus_inverting};
 
 /// Generous: how long a status change may take on a loaded machine.
 const WAIT: Duration = Duration::from_secs(20);
@@ -19,25 +20,6 @@ const GROWATT_INTERVAL: Duration = Duration::from_millis(400);
 /// The Growatt's AC block (input 35..41), which carries the limiter's PV reading.
 const AC_BLOCK: u16 = 35;
 const FN_READ_INPUT: u8 = 4;
-
-fn battery_discharging() -> Vec<(&'static str, Value)> {
-    vec![
-        ("/Dc/0/Power", Value::Double(-500.0)),
-        ("/Dc/0/Voltage", Value::Double(53.0)),
-        ("/Soc", Value::Double(95.0)),
-        ("/DeviceInstance", Value::Int(512)),
-    ]
-}
-
-fn vebus_inverting() -> Vec<(&'static str, Value)> {
-    vec![
-        ("/Ac/ActiveIn/P", Value::Double(200.0)),
-        ("/State", Value::Int(9)),
-        ("/Leds/Bulk", Value::Int(0)),
-        ("/Leds/Absorption", Value::Int(0)),
-        ("/DeviceInstance", Value::Int(276)),
-    ]
-}
 
 fn start(args: &[&str]) -> Rig {
     let plant = Plant {
