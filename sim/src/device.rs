@@ -3,9 +3,7 @@
 
 use std::time::Duration;
 
-use crate::bank::{
-    Bank, EXCEPTION_ILLEGAL_ADDRESS, EXCEPTION_ILLEGAL_FUNCTION, RegisterKind,
-};
+use crate::bank::{Bank, EXCEPTION_ILLEGAL_ADDRESS, EXCEPTION_ILLEGAL_FUNCTION, RegisterKind};
 use crate::growatt::{self, GrowattProfile, GrowattValues, Memory};
 use crate::plant::{self, Plant};
 use crate::sdm230::{self, MeterProfile, MeterValues};
@@ -314,10 +312,16 @@ mod tests {
             tlx.read(RegisterKind::Holding, 209, 15),
             Err(EXCEPTION_ILLEGAL_FUNCTION)
         );
-        assert_eq!(tlx.write_holding(209, &[1]), Err(EXCEPTION_ILLEGAL_FUNCTION));
+        assert_eq!(
+            tlx.write_holding(209, &[1]),
+            Err(EXCEPTION_ILLEGAL_FUNCTION)
+        );
         let serial = tlx.read(RegisterKind::Holding, 3001, 5).unwrap();
         assert_eq!(serial[0], u16::from_be_bytes(*b"NT"));
-        assert_eq!(tlx.read(RegisterKind::Holding, 43, 2).unwrap(), [5200, 0x0201]);
+        assert_eq!(
+            tlx.read(RegisterKind::Holding, 43, 2).unwrap(),
+            [5200, 0x0201]
+        );
         // The meter: Illegal Data Address, and no identification block when told so.
         let mut meter = Device::meter(2, &MeterProfile::SDM230_NO_IDENT);
         assert_eq!(
@@ -325,7 +329,10 @@ mod tests {
             Err(EXCEPTION_ILLEGAL_ADDRESS)
         );
         let mut sdm630 = Device::meter(2, &MeterProfile::SDM630);
-        assert_eq!(sdm630.read(RegisterKind::Holding, 0xFC02, 1).unwrap(), [112]);
+        assert_eq!(
+            sdm630.read(RegisterKind::Holding, 0xFC02, 1).unwrap(),
+            [112]
+        );
     }
 
     #[test]

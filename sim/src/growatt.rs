@@ -131,7 +131,12 @@ pub struct Memory {
 impl Memory {
     /// Applies a holding write with the unit's semantics: the documented ranges of HR2, HR3 and
     /// HR123 (exception 3 otherwise), a locked HR2, and the count of non-volatile writes.
-    pub(crate) fn write(&mut self, holding: &mut Bank, addr: u16, values: &[u16]) -> Result<(), u8> {
+    pub(crate) fn write(
+        &mut self,
+        holding: &mut Bank,
+        addr: u16,
+        values: &[u16],
+    ) -> Result<(), u8> {
         for (a, &v) in (addr..).zip(values) {
             let valid = match a {
                 HR_MEMORY_STATE => v <= 1,

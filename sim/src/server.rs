@@ -15,14 +15,14 @@ use crate::bank::{
     EXCEPTION_ILLEGAL_ADDRESS, EXCEPTION_ILLEGAL_FUNCTION, EXCEPTION_ILLEGAL_VALUE, RegisterKind,
 };
 use crate::device::{Device, step_plant};
-use crate::growatt::GrowattProfile;
-use crate::sdm230::MeterProfile;
 use crate::frame::{
     FN_READ_HOLDING, FN_READ_INPUT, FN_WRITE_MULTIPLE, FN_WRITE_SINGLE, crc_ok, crc16, request_len,
     with_crc,
 };
+use crate::growatt::GrowattProfile;
 use crate::plant::Plant;
 use crate::rng::Rng;
+use crate::sdm230::MeterProfile;
 use crate::timing::LineSettings;
 
 /// How many holding-register writes the log keeps.
@@ -222,7 +222,9 @@ impl Simulator {
             .ok_or_else(|| std::io::Error::other("pty slave has no name"))?;
         let shared = Arc::new(Shared {
             state: Mutex::new(SimState {
-                meter: config.meter_unit.map(|u| (u, Device::meter(u, &config.meter))),
+                meter: config
+                    .meter_unit
+                    .map(|u| (u, Device::meter(u, &config.meter))),
                 growatt: config
                     .growatt_unit
                     .map(|u| (u, Device::growatt_as(u, &config.growatt))),
@@ -345,7 +347,9 @@ impl SimHandle {
         if d.power_up() {
             Ok(())
         } else {
-            Err(SimError::NoSuchValue("power-up of a mains-powered device".into()))
+            Err(SimError::NoSuchValue(
+                "power-up of a mains-powered device".into(),
+            ))
         }
     }
 
