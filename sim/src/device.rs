@@ -27,6 +27,8 @@ pub struct Device {
     absent_range: u8,
     /// A Growatt's HR2 semantics.
     memory: Option<Memory>,
+    /// What an inverter can deliver, W, whatever its registers say (0 for a meter).
+    nameplate_w: f64,
 }
 
 impl Device {
@@ -37,7 +39,7 @@ impl Device {
     pub fn meter(unit: u8, profile: &MeterProfile) -> Self {
         let (input, holding) = sdm230::banks(unit, profile);
         let model = Model::Meter(MeterValues::default());
-        Self::new(model, input, holding, EXCEPTION_ILLEGAL_ADDRESS, None)
+        Self::new(model, input, holding, EXCEPTION_ILLEGAL_ADDRESS, None, 0.0)
     }
 
     pub fn growatt(unit: u8) -> Self {
@@ -57,6 +59,7 @@ impl Device {
             holding,
             EXCEPTION_ILLEGAL_FUNCTION,
             Some(memory),
+            profile.nameplate_w,
         )
     }
 
@@ -66,6 +69,7 @@ impl Device {
         holding: Bank,
         absent_range: u8,
         memory: Option<Memory>,
+        nameplate_w: f64,
     ) -> Self {
         let mut d = Self {
             model,
@@ -74,6 +78,7 @@ impl Device {
             input_overrides: Vec::new(),
             absent_range,
             memory,
+            nameplate_w,
         };
         d.refresh();
         d
@@ -213,7 +218,7 @@ impl Device {
             Model::Meter(m) => m.refresh(&mut self.input),
             Model::Growatt(g) => {
                 g.refresh(&mut self.input);
-                growatt::refresh_applied_cap(&mut self.input, &mut self.holding);
+                growatt::refresh_applied_cap(&mut self.input, &mut self.holding, self.nameplate_w);
             }
         }
         for &(addr, value) in &self.input_overrides {
@@ -224,7 +229,8 @@ impl Device {
 
 /// Steps the plant model: `inverter` follows its power rate, `meter` sees the difference.
 pub(crate) fn step_plant(plant: &Plant, dt: Duration, meter: &mut Device, inverter: &mut Device) {
-    let (rate, rated_w) = plant::inverter_limits(&mut inverter.holding);
+    let rate = plant::power_rate(&mut inverter.holding);
+    let rated_w = inverter.nameplate_w;
     if let (Model::Meter(m), Model::Growatt(g)) = (&mut meter.model, &mut inverter.model) {
         plant.step(dt, rate, rated_w, m, g);
     }

@@ -22,14 +22,14 @@ pub const HR_MEMORY_STATE: u16 = 2;
 /// HR3: active power rate in percent of the rated power; 255 = not limited.
 pub const HR_POWER_RATE: u16 = 3;
 /// HR6..7: rated apparent power in 0.1 VA.
-pub(crate) const HR_RATED_VA: u16 = 6;
+const HR_RATED_VA: u16 = 6;
 /// HR3 after a power-up with HR2 = 0, and as the unit leaves the factory: not limited.
 pub const POWER_RATE_UNLIMITED: u16 = 255;
 /// The holding registers HR2 governs (G120 HR2 text).
 const REMEMBERED_BY_HR2: [u16; 4] = [3, 4, 5, 99];
 
 /// One Growatt model as the simulator serves it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct GrowattProfile {
     /// The name `--growatt-model` and the `model` command take.
     pub name: &'static str,
@@ -37,6 +37,8 @@ pub struct GrowattProfile {
     pub device_type: u16,
     /// HR44: trackers in the high byte, output phases in the low byte.
     pub trackers_phases: u16,
+    /// What the unit can deliver, W: the plant's ceiling and the cap of inputs 101–103.
+    pub nameplate_w: f64,
     /// HR6–7 in 0.1 VA; 0 for a unit that does not fill it in.
     pub rated_va_tenths: u32,
     /// The holding ranges the unit answers, `(first, end)` with `end` exclusive; a read anywhere
@@ -56,6 +58,7 @@ impl GrowattProfile {
         name: "min-4200tl-xe",
         device_type: GROWATT_DEVICE_TYPE,
         trackers_phases: 0x0201,
+        nameplate_w: 4200.0,
         rated_va_tenths: GROWATT_RATED_VA_TENTHS,
         holding_ranges: &[(0, 125), (125, 250), (3000, 3125)],
         memory_state: 0,
@@ -68,6 +71,7 @@ impl GrowattProfile {
         name: "min-6000tl-x",
         device_type: 5200,
         trackers_phases: 0x0201,
+        nameplate_w: 6000.0,
         rated_va_tenths: 60_000,
         holding_ranges: &[(0, 125), (3000, 3125)],
         memory_state: 0,
@@ -79,6 +83,7 @@ impl GrowattProfile {
         name: "mid-15ktl3-x",
         device_type: 5001,
         trackers_phases: 0x0203,
+        nameplate_w: 15000.0,
         rated_va_tenths: 150_000,
         holding_ranges: &[(0, 125), (125, 250)],
         memory_state: 0,
@@ -90,6 +95,7 @@ impl GrowattProfile {
         name: "sph-5000tl-bl",
         device_type: 3502,
         trackers_phases: 0x0201,
+        nameplate_w: 5000.0,
         rated_va_tenths: 50_000,
         holding_ranges: &[(0, 125), (1000, 1125)],
         memory_state: 0,
@@ -387,17 +393,10 @@ impl GrowattValues {
 }
 
 /// Inputs 101–103: the output cap the unit applies (HR3 in percent, 255 = 100 %) and that cap in
-/// 0.1 W of the rated power.
-pub(crate) fn refresh_applied_cap(input: &mut Bank, holding: &mut Bank) {
+/// 0.1 W of its nameplate power.
+pub(crate) fn refresh_applied_cap(input: &mut Bank, holding: &mut Bank, nameplate_w: f64) {
     let rate = holding.get(HR_POWER_RATE).map_or(100, |r| r.min(100));
-    let cap_tenths = rated_w(holding) * f64::from(rate) / 100.0 * 10.0;
+    let cap_tenths = nameplate_w * f64::from(rate) / 100.0 * 10.0;
     input.set(101, rate);
     input.set_u32(102, cap_tenths.round() as u32);
-}
-
-/// The rated power in W the holding registers declare.
-pub(crate) fn rated_w(holding: &mut Bank) -> f64 {
-    holding
-        .get_u32(HR_RATED_VA)
-        .map_or(0.0, |tenths| f64::from(tenths) / 10.0)
 }

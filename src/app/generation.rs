@@ -67,6 +67,8 @@ struct Driven {
     writes_persist: bool,
     /// Read time of the last read-back compared with the controller's belief.
     compared_at: Option<Instant>,
+    /// A read-back differed: after the set-up the current decision is written at once.
+    reapply: bool,
     last_write: Option<Instant>,
 }
 
@@ -212,6 +214,7 @@ impl Generation {
             set_up_due: None,
             writes_persist: persisted,
             compared_at: None,
+            reapply: false,
             last_write: self.inverter.as_ref().and_then(|d| d.last_write),
         });
         self.pending = None;
@@ -297,6 +300,7 @@ impl Generation {
                  {believed} % (a reset or another master): set-up and decision re-applied"
             );
             d.set_up_due = Some(now);
+            d.reapply = true;
         }
     }
 
@@ -320,13 +324,16 @@ impl Generation {
         let (limiter, rated) = (d.limiter, d.rating.watts);
         match limiter.set_up(regs, self.set_up_target(rated)) {
             Ok(report) => {
+                let reapply = self.inverter.as_ref().is_some_and(|d| d.reapply);
                 match report.held {
-                    Some(setting) => self.controller.inverter_reinitialised(setting),
-                    None => self.controller.inverter_lost(),
+                    Some(setting) if !reapply => self.controller.inverter_reinitialised(setting),
+                    // Found changed (or unreadable): the decision goes out at once.
+                    _ => self.controller.setting_unknown(),
                 }
                 if let Some(d) = &mut self.inverter {
                     d.set_up_at = Some(now);
                     d.set_up_due = None;
+                    d.reapply = false;
                     d.writes_persist = report.writes_persist;
                 }
             }

@@ -276,10 +276,14 @@ impl App {
         let Some(map) = &self.ports[p].units[u].map else {
             return;
         };
-        if let Some(dev) = self.devices.get_mut(&(p, u))
-            && let Err(e) = dev.go_online(map)
-        {
-            error!("{e}");
+        if let Some(dev) = self.devices.get_mut(&(p, u)) {
+            // The limiter's paths as the set-up left them, from the first moment on the bus.
+            if self.inverter.is_some_and(|i| i.at == (p, u)) {
+                self.generation.publish(dev.service());
+            }
+            if let Err(e) = dev.go_online(map) {
+                error!("{e}");
+            }
         }
     }
 

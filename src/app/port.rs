@@ -39,8 +39,9 @@ pub struct Unit {
     retry_at: Option<Instant>,
     /// Failed reads in a row.
     failures: u8,
-    /// Logged once per identification episode, not per probe.
-    unsupported_logged: bool,
+    /// Why the unit is not driven, as last logged: each reason is logged once per
+    /// identification episode, not per probe (empty: it answers as no supported model).
+    refusal_logged: Option<String>,
     /// Plausibility of its readings; kept across lost/found (a new guard would accept any
     /// counter value as a first reading), replaced when another device answers at the address.
     guard: Option<Guard>,
@@ -55,7 +56,7 @@ impl Unit {
             map: None,
             retry_at: None,
             failures: 0,
-            unsupported_logged: false,
+            refusal_logged: None,
             guard: None,
         }
     }
@@ -378,7 +379,7 @@ impl Port {
         match result {
             Ok(Recognition::Found(identity)) => {
                 master.set_timeout_cap(id, None);
-                unit.unsupported_logged = false;
+                unit.refusal_logged = None;
                 if let Some(old) = &unit.identity
                     && old.serial != identity.serial
                 {
@@ -408,12 +409,12 @@ impl Port {
                 Event::Online(i)
             }
             Ok(Recognition::Other) => {
-                if !unit.unsupported_logged {
+                if unit.refusal_logged.as_deref() != Some("") {
                     warn!(
                         "{}: unit {id} answers but is not a supported model (see --models)",
                         self.path
                     );
-                    unit.unsupported_logged = true;
+                    unit.refusal_logged = Some(String::new());
                 }
                 unit.lifecycle.probe_failed(now);
                 Event::Failed(i)
@@ -421,9 +422,9 @@ impl Port {
             // Nothing is published and nothing written: the unit is probed like one that does
             // not answer, the reason logged once per episode.
             Ok(Recognition::Unsupported { why, .. }) => {
-                if !unit.unsupported_logged {
+                if unit.refusal_logged.as_ref() != Some(&why) {
                     warn!("{}: unit {id}: {why}", self.path);
-                    unit.unsupported_logged = true;
+                    unit.refusal_logged = Some(why);
                 }
                 unit.lifecycle.probe_failed(now);
                 Event::Failed(i)

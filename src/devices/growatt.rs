@@ -386,13 +386,12 @@ pub fn rating(hr6_7_w: f64, cli_w: Option<f64>, code: u16) -> Rating {
     if let Some(w) = cli_w {
         return known(w, "from --rated-power (HR6-7 read 0)".into());
     }
-    match device_type(code).and_then(|t| t.largest_w.map(|w| (t, w))) {
-        Some((t, w)) => known(
+    match device_type(code).and_then(|t| t.largest_w) {
+        Some(w) => known(
             w,
             format!(
-                "the largest of device type {code} ({}), as HR6-7 read 0: give --rated-power \
-                 for this unit's own",
-                t.family
+                "the largest of device type {code}'s family, as HR6-7 read 0; --rated-power \
+                 gives this unit's own"
             ),
         ),
         None => Rating {

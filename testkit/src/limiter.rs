@@ -40,11 +40,25 @@ impl Rig {
         battery: &[(&'static str, Value)],
         vebus: &[(&'static str, Value)],
     ) -> Rig {
+        let sim = SimConfig::default();
+        Rig::start_limiter_with(exe, sim, plant, daemon_args, battery, vebus)
+    }
+
+    /// [`start_limiter`](Self::start_limiter) with these simulated devices (`sim`'s timing and
+    /// plant are set here).
+    pub fn start_limiter_with(
+        exe: &str,
+        sim: SimConfig,
+        plant: Plant,
+        daemon_args: &[&str],
+        battery: &[(&'static str, Value)],
+        vebus: &[(&'static str, Value)],
+    ) -> Rig {
         let opts = RigOptions {
             sim: SimConfig {
                 realistic: true,
                 plant: Some(plant),
-                ..SimConfig::default()
+                ..sim
             },
             args: daemon_args.iter().map(|a| a.to_string()).collect(),
             services: vec![

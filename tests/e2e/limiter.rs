@@ -14,14 +14,14 @@ use testkit::{Client, INVERTER, METER, Rig, SETTINGS_SERVICE, Value, pv_name, wa
 use crate::EXE;
 
 /// Generous: how long a write or status change may take on a loaded machine.
-const WAIT: Duration = Duration::from_secs(15);
+pub(crate) const WAIT: Duration = Duration::from_secs(15);
 /// The plant's inverter ramps at 1000 W/s: long enough for the biggest step here to settle.
 const SETTLE: Duration = Duration::from_secs(4);
 /// The battery discharges and the MultiPlus draws 200 W from its AC input: the demand is the
 /// house load minus that (testkit/README.md), which proves the D-Bus inputs reach the decision.
-const MULTI_IN_W: f64 = 200.0;
+pub(crate) const MULTI_IN_W: f64 = 200.0;
 
-fn battery_discharging() -> Vec<(&'static str, Value)> {
+pub(crate) fn battery_discharging() -> Vec<(&'static str, Value)> {
     vec![
         ("/Dc/0/Power", Value::Double(-500.0)),
         ("/Dc/0/Voltage", Value::Double(53.0)),
@@ -30,7 +30,7 @@ fn battery_discharging() -> Vec<(&'static str, Value)> {
     ]
 }
 
-fn vebus_inverting() -> Vec<(&'static str, Value)> {
+pub(crate) fn vebus_inverting() -> Vec<(&'static str, Value)> {
     vec![
         ("/Ac/ActiveIn/P", Value::Double(MULTI_IN_W)),
         ("/State", Value::Int(9)),
@@ -40,7 +40,7 @@ fn vebus_inverting() -> Vec<(&'static str, Value)> {
     ]
 }
 
-fn plant(load_w: f64) -> Plant {
+pub(crate) fn plant(load_w: f64) -> Plant {
     Plant {
         load_w,
         pv_available_w: 3500.0,
@@ -59,7 +59,7 @@ fn start(daemon_args: &[&str]) -> Rig {
 }
 
 /// Enables the limiter and waits for its first limit (500 W load less the MultiPlus' draw).
-fn enable_and_wait_first_limit(rig: &Rig) -> usize {
+pub(crate) fn enable_and_wait_first_limit(rig: &Rig) -> usize {
     // The simulated inverter starts at 0 W: let it reach the available PV first.
     assert!(wait_for(WAIT, || rig
         .sim
