@@ -11,7 +11,7 @@
 
 use std::time::{Duration, Instant};
 
-use log::{info, warn};
+use log::{debug, info, warn};
 
 use crate::cli::Options;
 use crate::devices::{
@@ -69,6 +69,8 @@ struct Driven {
     compared_at: Option<Instant>,
     /// A read-back differed: after the set-up the current decision is written at once.
     reapply: bool,
+    /// Set-ups in a row that got no answer.
+    set_up_failures: u32,
     last_write: Option<Instant>,
 }
 
@@ -215,6 +217,7 @@ impl Generation {
             writes_persist: persisted,
             compared_at: None,
             reapply: false,
+            set_up_failures: 0,
             last_write: self.inverter.as_ref().and_then(|d| d.last_write),
         });
         self.pending = None;
@@ -334,16 +337,27 @@ impl Generation {
                     d.set_up_at = Some(now);
                     d.set_up_due = None;
                     d.reapply = false;
+                    d.set_up_failures = 0;
                     d.writes_persist = report.writes_persist;
                 }
             }
             Err(e) => {
-                warn!("limiter: the inverter's set-up got {e}; nothing written, retrying");
+                // Once per identification; the retries every SET_UP_RETRY only at debug level.
+                if self
+                    .inverter
+                    .as_ref()
+                    .is_some_and(|d| d.set_up_failures == 0)
+                {
+                    warn!("limiter: the inverter's set-up got {e}; nothing written, retrying");
+                } else {
+                    debug!("limiter: the inverter's set-up got {e} again");
+                }
                 self.controller.inverter_lost();
                 self.pending = None;
                 if let Some(d) = &mut self.inverter {
                     d.set_up_at = None;
                     d.set_up_due = Some(now + SET_UP_RETRY);
+                    d.set_up_failures = d.set_up_failures.saturating_add(1);
                 }
             }
         }
