@@ -763,7 +763,7 @@ fn clear_memory_state(regs: &mut dyn RegisterWriter, hr2: u16, may_write: bool) 
                  outside urgent export protection",
                 register_label(HR_MEMORY_STATE),
                 written.map_or_else(|e| e.to_string(), |()| "ok".into()),
-                read_back.map_or_else(|e| e.to_string(), |v| v.to_string()),
+                shown_read(HR_MEMORY_STATE, read_back),
             );
             true
         }
@@ -824,8 +824,7 @@ fn keep(regs: &mut dyn RegisterWriter, want: RegisterWrite, why: &str) -> bool {
 impl GrowattLimiter {
     /// The G100 registers, read and logged without writing (no rated power).
     fn log_g100(&self, regs: &mut dyn RegisterReader) {
-        let mut show =
-            |addr| read_one(regs, addr).map_or_else(|e| e.to_string(), |v| shown(addr, v));
+        let mut show = |addr| shown_read(addr, read_one(regs, addr));
         let (source, rate, failsafe) = (
             show(HR_EXPORT_LIMIT_SOURCE),
             show(HR_EXPORT_LIMIT_RATE),
@@ -932,6 +931,22 @@ impl PowerLimiter for GrowattLimiter {
     }
 }
 
+/// An optional text block for `--probe`: quoted, or "absent".
+fn optional_text(regs: &mut dyn RegisterReader, (addr, words): (u16, usize)) -> String {
+    let mut block = [0u16; 15];
+    let block = &mut block[..words.min(15)];
+    if read_optional(regs, addr, block) {
+        format!("{:?}", decode_text(block))
+    } else {
+        "absent".into()
+    }
+}
+
+/// A one-register read for `--probe`: the value as the documents read it, or the error.
+fn shown_read(addr: u16, read: Result<u16, AccessError>) -> String {
+    read.map_or_else(|e| e.to_string(), |v| shown(addr, v))
+}
+
 /// `--probe`: the registers that decide identification and the set-up, and what the daemon
 /// does with each.
 fn explain(
@@ -1003,25 +1018,15 @@ fn explain(
         "serial (10 characters)",
         "names the service when HR209-223 has no serial".into(),
     );
-    let mut block = [0u16; SERIAL_209.1];
     line(
         "HR209-223",
-        if read_optional(regs, SERIAL_209.0, &mut block) {
-            format!("{:?}", decode_text(&block))
-        } else {
-            "absent".into()
-        },
+        optional_text(regs, SERIAL_209),
         "serial (30 characters, TL3/MID group)",
         "names the service when it holds one (as before)".into(),
     );
-    let mut block = [0u16; SERIAL_3001.1];
     line(
         "HR3001-3015",
-        if read_optional(regs, SERIAL_3001.0, &mut block) {
-            format!("{:?}", decode_text(&block))
-        } else {
-            "absent".into()
-        },
+        optional_text(regs, SERIAL_3001),
         "serial (30 characters, TL-X)",
         "names the service when the other two are blank".into(),
     );
@@ -1029,7 +1034,7 @@ fn explain(
     let hr2 = read_one(regs, HR_MEMORY_STATE);
     line(
         "HR2",
-        hr2.map_or_else(|e| e.to_string(), |v| v.to_string()),
+        shown_read(HR_MEMORY_STATE, hr2),
         "PF CMD memory state: 1 = HR3 writes kept in non-volatile memory",
         match hr2 {
             Ok(0) => "leaves it (limit writes are volatile)".into(),
@@ -1041,7 +1046,7 @@ fn explain(
     let hr3 = read_one(regs, HR_ACTIVE_POWER_RATE);
     line(
         "HR3",
-        hr3.map_or_else(|e| e.to_string(), |v| v.to_string()),
+        shown_read(HR_ACTIVE_POWER_RATE, hr3),
         "active power rate, % of rated; 255 = not limited",
         match hr3.map(hr3_percent) {
             Ok(Some(p)) => format!("starts from {p} %; reads it back every 10 s"),
@@ -1052,7 +1057,7 @@ fn explain(
     let hr42 = read_one(regs, HR_G100_FAILSAFE);
     line(
         "HR42",
-        hr42.map_or_else(|e| e.to_string(), |v| v.to_string()),
+        shown_read(HR_G100_FAILSAFE, hr42),
         "G100 fail-safe enable",
         match hr42 {
             Ok(0) => "warns: the inverter does not enforce G100 by itself".into(),
@@ -1091,12 +1096,7 @@ fn explain(
             (None, _) => "not written (no rated power)".into(),
             (_, Err(_)) => "not written while unreadable".into(),
         };
-        line(
-            register,
-            held.map_or_else(|e| e.to_string(), |v| shown(addr, v)),
-            meaning,
-            action,
-        );
+        line(register, shown_read(addr, held), meaning, action);
     }
     let mut ir = [0u16; 3];
     line(
