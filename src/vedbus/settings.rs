@@ -144,12 +144,7 @@ impl Settings {
             append_variant(a, &v)
         })?;
         match reply.get1::<i32>() {
-            Some(0) => {
-                if let Some(t) = self.tracked.get_mut(path) {
-                    *t = v;
-                }
-                Ok(())
-            }
+            Some(0) => self.settle(path, v),
             Some(code) => Err(Error::Setting {
                 path: path.to_string(),
                 code,
@@ -159,7 +154,8 @@ impl Settings {
     }
 
     /// Reads a setting (GetValue). A setting this client follows takes the value read as its
-    /// last known one (localsettings may have stored another value than the one written).
+    /// last known one (localsettings may have stored another value than the one written, e.g. a
+    /// bumped instance).
     pub fn get_value(&mut self, path: &str) -> Result<Value, Error> {
         let reply = bus::call(
             &self.ch,
@@ -171,10 +167,22 @@ impl Settings {
         )?;
         let v = read_value(&mut reply.iter_init())
             .ok_or_else(|| Error::BadReply(format!("GetValue {path}")))?;
-        if let Some(known) = self.tracked.get_mut(path) {
-            *known = v.clone();
-        }
+        self.settle(path, v.clone())?;
         Ok(v)
+    }
+
+    /// After a write or read of `path` that leaves it at `v`: the signals localsettings sent
+    /// before its reply (a creation, earlier writes) waited in the queue during the blocking
+    /// call and are older than `v`. They are handled now, and the changes of `path` they report
+    /// dropped, so that the owner does not see the setting go back and forth (a service
+    /// re-registering with a stale instance).
+    fn settle(&mut self, path: &str, v: Value) -> Result<(), Error> {
+        bus::dispatch(self, |s| &s.ch, Self::handle)?;
+        self.changes.retain(|(p, _)| p != path);
+        if let Some(known) = self.tracked.get_mut(path) {
+            *known = v;
+        }
+        Ok(())
     }
 
     /// Follows a setting this client does not own (another service's, e.g. systemcalc's

@@ -188,6 +188,17 @@ fn the_originals_settings_are_adopted_once_and_a_second_start_changes_nothing() 
         })
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
+    // Each service appeared once, with its adopted instance: no flapping while localsettings'
+    // signals about the adoption arrive.
+    std::thread::sleep(Duration::from_millis(500));
+    for service in [&grid, &pv] {
+        let names = rig.monitor.lock().names.clone();
+        let appearances = names
+            .iter()
+            .filter(|(_, n, up)| n == service && *up)
+            .count();
+        assert_eq!(appearances, 1, "{service}: {names:?}");
+    }
     let log = rig.daemon.log();
     for old in [&meter_old, &pv_old] {
         assert_eq!(
@@ -391,6 +402,15 @@ fn the_meter_takes_victrons_roles_with_position_exactly_where_victron_has_it() {
         rig.settings().get(&setting_path(&meter_ident, "Position")),
         Some(SettingValue::Int(1))
     );
+    // Each switch is one disappearance and one appearance, no flapping.
+    let names = rig.monitor.lock().names.clone();
+    for (service, times) in [(&grid, 2), (&as_pv, 1), (&as_ev, 1), (&as_genset, 1)] {
+        let up = names
+            .iter()
+            .filter(|(_, n, up)| n == service && *up)
+            .count();
+        assert_eq!(up, times, "{service}: {names:?}");
+    }
     // The limiter let the meter go while it was not the grid meter, and took it back.
     let log = rig.daemon.log();
     assert_eq!(
