@@ -531,7 +531,14 @@ fn median_interval(times: &[std::time::Instant]) -> Duration {
 
 #[test]
 fn refresh_time_is_the_interval_at_which_power_is_published() {
-    let rig = start(RigOptions::default());
+    // The bus at 9600 baud with real transaction times, as a GX has it.
+    let rig = start(RigOptions {
+        sim: SimConfig {
+            realistic: true,
+            ..SimConfig::default()
+        },
+        ..RigOptions::default()
+    });
     // New powers much faster than anything is published, so every publish carries a change.
     let sim = rig.sim.clone();
     let _vary = Worker::spawn(move |stop| {
