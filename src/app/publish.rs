@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use log::{info, warn};
 
 use crate::cli::Options;
-use crate::devices::{Identity, Model, PathDef, Unit};
+use crate::devices::{BusTiming, Identity, Model, PathDef, Unit};
 use crate::registers::RegisterMap;
 use crate::vedbus::{
     self, BusAddress, DeviceConfig, DeviceService, Format, Pump, Service, Settings, Value, Writable,
@@ -108,12 +108,11 @@ impl Published {
             Writable::No,
         );
         svc.add_path("/NrOfPhases", Value::Int(1), Format::Plain, Writable::No);
-        // How often /Ac/Power reaches the bus (hub4control paces its loop on it): every publish
-        // carries a fresh reading, as the power registers are read more often than that
-        // (docs/reference/victron.md §8).
+        // How often /Ac/Power reaches the bus (hub4control paces its loop on it): at every
+        // publish, unless the unit cannot be asked that often (docs/reference/victron.md §8).
         svc.add_path(
             "/RefreshTime",
-            Value::Int(refresh_time_ms(opts.publish_interval)),
+            Value::Int(refresh_time_ms(opts.publish_interval, model.bus)),
             Format::unit("ms", 0),
             Writable::No,
         );
@@ -261,9 +260,12 @@ impl Published {
     }
 }
 
-/// `/RefreshTime` in ms: the publish interval, which paces every value on the bus.
-fn refresh_time_ms(publish_interval: Duration) -> i32 {
-    i32::try_from(publish_interval.as_millis()).unwrap_or(i32::MAX)
+/// `/RefreshTime` in ms: the publish interval, which paces every value on the bus, or the
+/// unit's shortest interval between commands if that is longer (its power cannot be read more
+/// often).
+fn refresh_time_ms(publish_interval: Duration, bus: BusTiming) -> i32 {
+    let interval = publish_interval.max(bus.min_command_interval);
+    i32::try_from(interval.as_millis()).unwrap_or(i32::MAX)
 }
 
 #[cfg(test)]
@@ -280,5 +282,16 @@ mod tests {
         assert_eq!(text(42), "42");
         let error = PathDef::derived("/ErrorCode", Unit::Code, |_| None);
         assert_eq!(vedbus::format_text(&Value::Int(7), format(&error)), "7");
+    }
+
+    #[test]
+    fn refresh_time_is_the_publish_interval_unless_the_unit_is_slower() {
+        let publish = Duration::from_millis(200);
+        assert_eq!(refresh_time_ms(publish, BusTiming::FRAMING_ONLY), 200);
+        let paced = BusTiming {
+            min_command_interval: Duration::from_millis(400),
+            ..BusTiming::FRAMING_ONLY
+        };
+        assert_eq!(refresh_time_ms(publish, paced), 400);
     }
 }
