@@ -212,7 +212,12 @@ impl Generation {
 
     fn refresh_battery(&mut self) {
         let w = &self.watcher;
-        let system = w.value_of(SYSTEM, "/ActiveBatteryService").map(|(v, _)| v);
+        // While the system's scan is in flight its choice is unknown: no battery, not a guess.
+        static UNKNOWN: Value = Value::Invalid;
+        let system = w.services(SYSTEM).next().map(|_| {
+            w.value_of(SYSTEM, "/ActiveBatteryService")
+                .map_or(&UNKNOWN, |(v, _)| v)
+        });
         let candidates = || {
             BATTERY_SOURCES
                 .iter()
@@ -223,7 +228,7 @@ impl Generation {
         if chosen != self.battery_service.as_deref() {
             match chosen {
                 Some(name) => info!("limiter: battery readings from {name}"),
-                None => info!("limiter: no battery service (the system uses none)"),
+                None => info!("limiter: no battery service (none chosen, or not known yet)"),
             }
             self.battery_service = chosen.map(str::to_string);
         }
@@ -430,10 +435,11 @@ fn service_class(name: &str) -> &str {
 }
 
 /// The service the limiter takes its battery readings from (docs/reference/victron.md §9):
-/// the system's `/ActiveBatteryService` (`<class>/<DeviceInstance>`; invalid = no battery) when
-/// the system publishes it; without a system service, the `BatteryService` setting
-/// (`nobattery`, `<class>/<DeviceInstance>`, or automatic: systemcalc's rule among connected
-/// battery services, a BMS first, then a Lynx parallel, then the lowest DeviceInstance).
+/// the system's `/ActiveBatteryService` (`<class>/<DeviceInstance>`; invalid = no battery, as
+/// while the system's values are not read yet) when a system service is there; without one,
+/// the `BatteryService` setting (`nobattery`, `<class>/<DeviceInstance>`, or automatic:
+/// systemcalc's rule among connected battery services, a BMS first, then a Lynx parallel, then
+/// the lowest DeviceInstance).
 fn chosen_battery<'a, I: Iterator<Item = Candidate<'a>>>(
     system: Option<&'a Value>,
     setting: &Value,

@@ -502,6 +502,12 @@ fn the_limiter_reads_the_battery_the_system_chose() {
         1,
         "{log}"
     );
+    // Never the first, not even while the system's values were being read at start.
+    assert_eq!(
+        lines_containing(&log, &format!("battery readings from {FIRST}")),
+        0,
+        "{log}"
+    );
 
     // The system switches to the first: its charging battery now holds the limit at full power.
     rig.service(&system.0).set(
