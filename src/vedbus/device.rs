@@ -1,4 +1,4 @@
-//! The device-level duties every driver shares (spec §3, §6; docs/reference/victron.md §2–§5):
+//! The device-level duties every driver shares (docs/reference/victron.md §2–§5):
 //! instance allocation before registration, adopting the replaced driver's settings, the
 //! mandatory paths, `/CustomName` and `/Position` mirrored both ways with their settings, and
 //! roles as Victron's energy meters have them: a `/Role` change rebuilds the service under the
