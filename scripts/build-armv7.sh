@@ -18,31 +18,17 @@ TARGET=armv7-unknown-linux-gnueabihf
 GLIBC_MAX=2.28
 ZIGLANG_VERSION=0.17.1
 ZIGBUILD_VERSION=0.24.1
-SUDO=""
-[ "$(id -u)" -eq 0 ] || SUDO="sudo"
-
 scripts/setup.sh
 
-need_apt() {
-    local missing=()
-    for p in "$@"; do
-        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-    done
-    if [ ${#missing[@]} -gt 0 ]; then
-        echo "build-armv7: installing ${missing[*]}"
-        # One failing index (a mirror mid-sync) must not stop the install of the others.
-        $SUDO apt-get update -qq || true
-        DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-    fi
-}
+# shellcheck source=scripts/lib/apt.sh
+. scripts/lib/apt.sh
 
 # armhf libdbus for linking (and, with its armhf libc, for qemu-arm in smoke-armv7.sh).
 if ! dpkg --print-foreign-architectures | grep -qx armhf; then
     echo "build-armv7: adding dpkg architecture armhf"
     $SUDO dpkg --add-architecture armhf
-    $SUDO apt-get update -qq || true
 fi
-need_apt libdbus-1-3:armhf binutils
+apt_install --no-install-recommends -- libdbus-1-3:armhf binutils
 
 rustup target list --installed | grep -qx "$TARGET" || rustup target add "$TARGET"
 

@@ -27,11 +27,9 @@ SMOKE_PUBLISH=${SMOKE_PUBLISH:-1}
 [ -x "$BIN" ] || scripts/build-armv7.sh
 
 if ! command -v qemu-arm >/dev/null 2>&1; then
-    echo "smoke-armv7: installing qemu-user"
-    SUDO=""
-    [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-    $SUDO apt-get update -qq || true
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends qemu-user >/dev/null
+    # shellcheck source=scripts/lib/apt.sh
+    . scripts/lib/apt.sh
+    apt_install --no-install-recommends -- qemu-user
 fi
 echo "smoke-armv7: $(qemu-arm --version | head -n 1)"
 
