@@ -11,8 +11,8 @@ use log::{info, warn};
 
 use super::model::{
     AccessError, BusTiming, Identity, LimitedInverter, LimiterOffer, Model, PathDef, PowerLimiter,
-    RegisterReader, RegisterWrite, RegisterWriter, Roles, Unit, Values, read_if_present,
-    register_names,
+    RegisterReader, RegisterWrite, RegisterWriter, Roles, Unit, Values, original_ident,
+    read_if_present, register_names,
 };
 use super::plausibility::{Bound, Rule, kwh_per_s};
 use crate::limiter::strategy::fraction_of_rated_floor;
@@ -338,6 +338,9 @@ fn identity(hr0_44: &[u16; IDENT_READ.1], hr209_223: Option<&[u16]>) -> Option<I
     let known = lookup(KNOWN_DEVICE_TYPES, code);
     Some(Identity {
         model: &MODEL,
+        original_ident: hr209_223
+            .and_then(original_text)
+            .and_then(|text| original_ident("pv", &text)),
         serial,
         details: format!(
             "device type {code} {}, rated {rated:.0} W, firmware {firmware}",
@@ -348,6 +351,19 @@ fn identity(hr0_44: &[u16; IDENT_READ.1], hr209_223: Option<&[u16]>) -> Option<I
         code,
         rated_power_w: Some(rated),
     })
+}
+
+/// HR209–223 as the Python original decoded it for its settings ident: the bytes high first,
+/// trailing NULs stripped, nothing else (spaces kept); `None` where its ASCII decoding would
+/// have failed (docs/reference/growatt.md §6).
+fn original_text(words: &[u16]) -> Option<String> {
+    let mut bytes: Vec<u8> = words.iter().flat_map(|w| w.to_be_bytes()).collect();
+    while bytes.last() == Some(&0) {
+        bytes.pop();
+    }
+    bytes
+        .is_ascii()
+        .then(|| bytes.into_iter().map(char::from).collect())
 }
 
 /// The limiter's strategy for a Growatt: HR3 takes the limit in whole percent of rated power,
@@ -425,9 +441,11 @@ impl PowerLimiter for GrowattLimiter {
 pub static MODEL: Model = Model {
     name: "Growatt MIN/MID TL-X",
     vendor: "growatt",
+    // A PV inverter only, the limiter's: read-only /Role, never a generic meter.
     roles: Roles {
         default: "pvinverter",
         allowed: &["pvinverter"],
+        generic_meter: false,
     },
     registers: &REGISTERS,
     limits: LIMITS,
@@ -435,7 +453,8 @@ pub static MODEL: Model = Model {
     plausibility: &PLAUSIBILITY,
     identify,
     bus: BusTiming::FRAMING_ONLY,
-    refresh_time_ms: 1000,
+    // The Python original's ("made it up"; docs/reference/victron.md §4).
+    product_id: 0xB089,
     limiter: LimiterOffer {
         grid_meter: None,
         inverter: Some(LimitedInverter {
@@ -495,6 +514,24 @@ mod tests {
         hr[23..28].copy_from_slice(&[0x5158, 0x4142, 0x3132, 0x3334, 0x3536]); // "QXAB123456"
         hr[43] = 5100;
         hr
+    }
+
+    #[test]
+    fn the_original_ident_is_hr209_223_as_the_original_read_it() {
+        let hr = ident_block();
+        let ident = |hr209: Option<&[u16]>| identity(&hr, hr209).unwrap().original_ident;
+        let mut words = [0u16; 15];
+        words[..2].copy_from_slice(&[0x4e45, 0x5731]); // "NEW1", NUL padded
+        assert_eq!(ident(Some(&words)).as_deref(), Some("pv_NEW1"));
+        // Blank: the original's ident was `pv_`, while the daemon's serial comes from HR23.
+        let blank = identity(&hr, Some(&[0; 15])).unwrap();
+        assert_eq!(blank.original_ident.as_deref(), Some("pv_"));
+        assert_eq!(blank.serial, "QXAB123456");
+        // Space padding is kept by the original: no ident it could have stored settings under.
+        words[2] = 0x2020;
+        assert_eq!(ident(Some(&words)), None);
+        // Without HR209–223 the original never started.
+        assert_eq!(ident(None), None);
     }
 
     #[test]

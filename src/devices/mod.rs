@@ -14,9 +14,9 @@ pub mod plausibility;
 pub mod sdm230;
 
 pub use model::{
-    AccessError, BusTiming, GridMeter, Identity, LimitedInverter, LimiterOffer, Model, PathDef,
-    PowerLimiter, Quantity, RegisterReader, RegisterWrite, RegisterWriter, Roles, Unit, Values,
-    ident_for,
+    AccessError, BusTiming, ENERGY_METER_ROLES, GridMeter, Identity, LimitedInverter, LimiterOffer,
+    Model, PathDef, PowerLimiter, Quantity, RegisterReader, RegisterWrite, RegisterWriter, Roles,
+    Unit, Values, ident_for, original_ident,
 };
 
 /// The supported models, in the order identification tries them.

@@ -6,8 +6,8 @@
 use std::time::Duration;
 
 use super::model::{
-    AccessError, BusTiming, GridMeter, Identity, LimiterOffer, Model, PathDef, RegisterReader,
-    Roles, Unit, Values, read_if_present, register_names,
+    AccessError, BusTiming, ENERGY_METER_ROLES, GridMeter, Identity, LimiterOffer, Model, PathDef,
+    RegisterReader, Unit, Values, original_ident, read_if_present, register_names,
 };
 use super::plausibility::{Bound, Rule, kwh_per_s};
 use crate::registers::{
@@ -162,9 +162,12 @@ fn identify(regs: &mut dyn RegisterReader) -> Result<Option<Identity>, AccessErr
 fn identity([hi, lo, code, fw]: [u16; 4]) -> Identity {
     let serial = decode_number(U32, &[hi, lo]).unwrap_or(0.0) as u64;
     let firmware = format!("{:X}.{:02X}", fw >> 8, fw & 0xFF);
+    let serial = serial.to_string();
     Identity {
         model: &MODEL,
-        serial: serial.to_string(),
+        // The original keyed the meter by the same decimal serial (docs/reference/victron.md §4).
+        original_ident: original_ident("cg", &serial),
+        serial,
         details: format!("meter code {code:#06x}, firmware {firmware}"),
         firmware,
         hardware: format!("{code:04X}"),
@@ -176,18 +179,16 @@ fn identity([hi, lo, code, fw]: [u16; 4]) -> Identity {
 pub static MODEL: Model = Model {
     name: "Eastron SDM230",
     vendor: "eastron",
-    roles: Roles {
-        default: "grid",
-        allowed: &["grid", "pvinverter", "acload", "genset"],
-    },
+    // Any of Victron's energy-meter roles, grid by default.
+    roles: ENERGY_METER_ROLES,
     registers: &REGISTERS,
     limits: LIMITS,
     paths: &PATHS,
     plausibility: &PLAUSIBILITY,
     identify,
     bus: BusTiming::FRAMING_ONLY,
-    // The meter's power is read as often as the bus allows; 100 ms is the usual cycle at 9600 baud.
-    refresh_time_ms: 100,
+    // The Python original's id ("assigned by Victron Support" per community drivers, unverified).
+    product_id: 0xB023,
     limiter: LimiterOffer {
         grid_meter: Some(GridMeter {
             power: Power.id(),
