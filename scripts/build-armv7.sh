@@ -7,6 +7,11 @@
 #   service uses it, so it is always there). Here Debian's armhf libdbus-1-3 serves for linking
 #   only, through a private pkg-config file, so that nothing else of the armhf tree (its
 #   glibc 2.36 in particular) is on the link path.
+# - The armhf libraries (libdbus-1-3 and what it needs at run time, for qemu-arm in
+#   smoke-armv7.sh) are downloaded from Debian's archive and unpacked into target/armhf-sysroot,
+#   not installed: multiarch installs need the armhf and amd64 versions of each shared package to
+#   match, and a mirror mid-sync (an amd64 security update whose armhf index is stale) made that
+#   impossible for hours.
 # - Then: prints the size and the highest GLIBC symbol version, fails above 2.28, and packs
 #   target/dist/dbus-modbus-client/ (binary, install.sh, uninstall.sh, service/, and the
 #   architecture-independent gui-v2 plugin gui-v2/DynamicGeneration.json from
@@ -23,12 +28,29 @@ scripts/setup.sh
 # shellcheck source=scripts/lib/apt.sh
 . scripts/lib/apt.sh
 
-# armhf libdbus for linking (and, with its armhf libc, for qemu-arm in smoke-armv7.sh).
-if ! dpkg --print-foreign-architectures | grep -qx armhf; then
-    echo "build-armv7: adding dpkg architecture armhf"
-    $SUDO dpkg --add-architecture armhf
+apt_install --no-install-recommends -- binutils
+
+# armhf libdbus for linking, with its run-time closure for qemu-arm, unpacked from the archive.
+sysroot=$PWD/target/armhf-sysroot
+libdbus=$sysroot/usr/lib/arm-linux-gnueabihf/libdbus-1.so.3
+if [ ! -e "$libdbus" ]; then
+    if ! dpkg --print-foreign-architectures | grep -qx armhf; then
+        echo "build-armv7: adding dpkg architecture armhf"
+        $SUDO dpkg --add-architecture armhf
+    fi
+    # One failing index (a mirror mid-sync) must not stop the download from the others.
+    $SUDO apt-get -o Acquire::Retries=3 update -qq || true
+    # The closure of hard dependencies; libelogind0 is only an alternative to libsystemd0.
+    mapfile -t debs < <(apt-cache depends --recurse --no-recommends --no-suggests --no-conflicts \
+        --no-breaks --no-replaces --no-enhances libdbus-1-3:armhf |
+        grep -v -e '^ ' -e '<' -e '^libelogind' | sort -u)
+    echo "build-armv7: unpacking ${debs[*]} into $sysroot"
+    downloads=$(mktemp -d)
+    (cd "$downloads" && apt-get -o Acquire::Retries=3 download -qq "${debs[@]}")
+    rm -rf "$sysroot"
+    for deb in "$downloads"/*.deb; do dpkg-deb -x "$deb" "$sysroot"; done
+    rm -rf "$downloads"
 fi
-apt_install --no-install-recommends -- libdbus-1-3:armhf binutils
 
 rustup target list --installed | grep -qx "$TARGET" || rustup target add "$TARGET"
 
@@ -39,7 +61,6 @@ if ! python3 -m ziglang version >/dev/null 2>&1 || ! command -v cargo-zigbuild >
 fi
 
 # Link-only view of libdbus: one library, one .pc file.
-libdbus=/usr/lib/arm-linux-gnueabihf/libdbus-1.so.3
 [ -e "$libdbus" ] || { echo "build-armv7: $libdbus missing" >&2; exit 1; }
 link_dir=$PWD/target/armv7-link
 mkdir -p "$link_dir"
