@@ -32,8 +32,9 @@ apt_install --no-install-recommends -- binutils
 
 # armhf libdbus for linking, with its run-time closure for qemu-arm, unpacked from the archive.
 sysroot=$PWD/target/armhf-sysroot
-libdbus=$sysroot/usr/lib/arm-linux-gnueabihf/libdbus-1.so.3
-if [ ! -e "$libdbus" ]; then
+# Under lib/ or usr/lib/, depending on the release's packaging.
+find_libdbus() { find "$sysroot" -name libdbus-1.so.3 2>/dev/null | head -n 1; }
+if [ -z "$(find_libdbus)" ]; then
     if ! dpkg --print-foreign-architectures | grep -qx armhf; then
         echo "build-armv7: adding dpkg architecture armhf"
         $SUDO dpkg --add-architecture armhf
@@ -46,6 +47,7 @@ if [ ! -e "$libdbus" ]; then
         grep -v -e '^ ' -e '<' -e '^libelogind' | sort -u)
     echo "build-armv7: unpacking ${debs[*]} into $sysroot"
     downloads=$(mktemp -d)
+    chmod a+rwx "$downloads" # apt downloads as its _apt user
     (cd "$downloads" && apt-get -o Acquire::Retries=3 download -qq "${debs[@]}")
     rm -rf "$sysroot"
     for deb in "$downloads"/*.deb; do dpkg-deb -x "$deb" "$sysroot"; done
@@ -61,7 +63,8 @@ if ! python3 -m ziglang version >/dev/null 2>&1 || ! command -v cargo-zigbuild >
 fi
 
 # Link-only view of libdbus: one library, one .pc file.
-[ -e "$libdbus" ] || { echo "build-armv7: $libdbus missing" >&2; exit 1; }
+libdbus=$(find_libdbus)
+[ -n "$libdbus" ] || { echo "build-armv7: $libdbus missing" >&2; exit 1; }
 link_dir=$PWD/target/armv7-link
 mkdir -p "$link_dir"
 ln -sf "$libdbus" "$link_dir/libdbus-1.so"
