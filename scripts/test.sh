@@ -10,7 +10,7 @@ scripts/setup.sh
 cargo fmt --all --check
 cargo clippy --workspace --all-targets -- -D warnings
 cargo test --workspace --all-targets
-shellcheck scripts/*.sh .ci/run install.sh uninstall.sh service/run service/log/run service/enable.sh
+shellcheck -x scripts/*.sh scripts/lib/*.sh .ci/run install.sh uninstall.sh service/run service/log/run service/enable.sh
 scripts/test-gui.sh
 
 # The README's first command must stay true: it has to show both services with live values.

@@ -33,7 +33,20 @@ pub const EXPORT_LIMIT: &str = "/Settings/DynamicGeneration/ExportLimit";
 
 const BATTERY: &str = "com.victronenergy.battery";
 const VEBUS: &str = "com.victronenergy.vebus";
-const WATCHED_PATHS: [&str; 7] = [
+/// systemcalc's service: which battery service the system uses.
+const SYSTEM: &str = "com.victronenergy.system";
+/// The user's battery-monitor choice, systemcalc's setting (docs/reference/victron.md §9).
+pub const BATTERY_SERVICE: &str = "/Settings/SystemSetup/BatteryService";
+/// Services the system may take its battery readings from (systemcalc: battery, vebus, and an
+/// acsystem, multi or inverter with its own SoC); the limiter watches them and the system.
+const BATTERY_SOURCES: [&str; 5] = [
+    BATTERY,
+    VEBUS,
+    "com.victronenergy.acsystem",
+    "com.victronenergy.multi",
+    "com.victronenergy.inverter",
+];
+const WATCHED_PATHS: [&str; 13] = [
     "/Dc/0/Power",
     "/Dc/0/Voltage",
     "/Soc",
@@ -41,6 +54,13 @@ const WATCHED_PATHS: [&str; 7] = [
     "/State",
     "/Leds/Bulk",
     "/Leds/Absorption",
+    // Which service is the battery: the system's choice, or systemcalc's own rule without it.
+    "/ActiveBatteryService",
+    "/DeviceInstance",
+    "/Connected",
+    "/ProductName",
+    "/Mgmt/Connection",
+    "/Info/MaxChargeVoltage",
 ];
 /// Decisions are made on every fresh meter reading, and at least this often otherwise so that a
 /// stale meter or an expired /Ac/PowerLimit is noticed.
@@ -86,6 +106,10 @@ pub struct Generation {
     persistent_writes: u64,
     /// The last "no limit" reason logged, so that each is logged once.
     no_limit_logged: Option<String>,
+    /// [`BATTERY_SERVICE`], followed (it is systemcalc's, never created here).
+    battery_setting: Value,
+    /// The service the battery readings come from, for one log line per change.
+    battery_service: Option<String>,
 }
 
 impl Generation {
@@ -111,7 +135,10 @@ impl Generation {
         for (def, v) in defs.iter().zip(&values) {
             apply(&mut limiter, &def.path, v);
         }
-        let watcher = Watcher::connect(bus, &[BATTERY, VEBUS], &WATCHED_PATHS)?;
+        let battery_setting = settings.follow(BATTERY_SERVICE)?;
+        let mut watched = BATTERY_SOURCES.to_vec();
+        watched.push(SYSTEM);
+        let watcher = Watcher::connect(bus, &watched, &WATCHED_PATHS)?;
         info!(
             "limiter: mode {:?}, energyDifference {}, derateGeneration {}, export limit {:.0} W",
             limiter.mode,
@@ -127,6 +154,8 @@ impl Generation {
             pending: None,
             persistent_writes: 0,
             no_limit_logged: None,
+            battery_setting,
+            battery_service: None,
         })
     }
 
@@ -156,6 +185,11 @@ impl Generation {
 
     /// A change of one of the limiter's settings (from localsettings). Returns whether it was one.
     pub fn apply_setting(&mut self, path: &str, v: &Value) -> bool {
+        if path == BATTERY_SERVICE {
+            info!("limiter: {BATTERY_SERVICE} = {v:?}");
+            self.battery_setting = v.clone();
+            return true;
+        }
         if ![ENERGY_DIFFERENCE, DERATE_GENERATION, MODE, EXPORT_LIMIT].contains(&path) {
             return false;
         }
@@ -365,14 +399,39 @@ impl Generation {
 
     fn refresh_battery(&mut self) {
         let w = &self.watcher;
+        // While the system's scan is in flight its choice is unknown: no battery, not a guess.
+        static UNKNOWN: Value = Value::Invalid;
+        let system = w.services(SYSTEM).next().map(|_| {
+            w.value_of(SYSTEM, "/ActiveBatteryService")
+                .map_or(&UNKNOWN, |(v, _)| v)
+        });
+        let candidates = || {
+            BATTERY_SOURCES
+                .iter()
+                .flat_map(|class| w.services(class))
+                .map(|name| candidate(w, name))
+        };
+        let chosen = chosen_battery(system, &self.battery_setting, candidates);
+        if chosen != self.battery_service.as_deref() {
+            match chosen {
+                Some(name) => info!("limiter: battery readings from {name}"),
+                None => info!("limiter: no battery service (none chosen, or not known yet)"),
+            }
+            self.battery_service = chosen.map(str::to_string);
+        }
         let get = |prefix: &str, path: &str| {
             w.get(prefix, path)
                 .and_then(|(v, at)| v.as_f64().map(|x| Reading::new(x, at)))
         };
+        let battery = |path: &str| {
+            chosen
+                .and_then(|name| w.value_of(name, path))
+                .and_then(|(v, at)| v.as_f64().map(|x| Reading::new(x, at)))
+        };
         self.controller.on_battery(BatteryReadings {
-            power: get(BATTERY, "/Dc/0/Power"),
-            voltage: get(BATTERY, "/Dc/0/Voltage"),
-            soc: get(BATTERY, "/Soc"),
+            power: battery("/Dc/0/Power"),
+            voltage: battery("/Dc/0/Voltage"),
+            soc: battery("/Soc"),
             multi_in: get(VEBUS, "/Ac/ActiveIn/P"),
             vebus_state: get(VEBUS, "/State"),
             led_bulk: get(VEBUS, "/Leds/Bulk"),
@@ -565,7 +624,17 @@ impl Generation {
         svc.set("/dynamicGenerationStatus", Value::Text(self.status_text()));
         svc.set("/dynamicGenerationPower", watts(decision.limit_w()));
         svc.set("/dynamicGenerationMaxPower", watts(applied));
-        svc.set("/Ac/PowerLimit", watts(applied));
+        // Invalid = "power limiting is not supported" (dbus-fronius), which is what a writer
+        // sees outside external mode: its writes are refused (docs/reference/limiter.md §4).
+        let external = self.controller.settings().mode == Mode::External;
+        svc.set(
+            "/Ac/PowerLimit",
+            if external {
+                watts(applied)
+            } else {
+                Value::Invalid
+            },
+        );
         svc.set_writable("/Ac/PowerLimit", self.power_limit_writable());
         svc.set(
             "/Internal/LimitWrites",
@@ -597,6 +666,78 @@ fn protects_export(setting: Setting, held: Option<Setting>, decision: &Decision)
     let lowering = held.is_none_or(|h| setting < h);
     let exporting = decision.grid_w.is_none_or(|grid| grid < 0.0);
     decision.target == Target::FailSafe || (lowering && exporting)
+}
+
+/// A watched service that may supply the battery readings, as systemcalc sees it.
+#[derive(Clone, Copy, Debug)]
+struct Candidate<'a> {
+    name: &'a str,
+    instance: Option<i32>,
+    /// `/Connected` = 1 with `/ProductName` and `/Mgmt/Connection` present (systemcalc's
+    /// `_remove_unconnected_services`).
+    connected: bool,
+    /// Publishes `/Info/MaxChargeVoltage`: a BMS, preferred by the automatic choice.
+    bms: bool,
+}
+
+fn candidate<'a>(w: &'a Watcher, name: &'a str) -> Candidate<'a> {
+    let get = |path: &str| w.value_of(name, path).map(|(v, _)| v);
+    let present = |path: &str| get(path).is_some_and(Value::is_valid);
+    Candidate {
+        name,
+        instance: get("/DeviceInstance").and_then(Value::as_i32),
+        connected: get("/Connected").and_then(Value::as_i32) == Some(1)
+            && present("/ProductName")
+            && present("/Mgmt/Connection"),
+        bms: get("/Info/MaxChargeVoltage").is_some(),
+    }
+}
+
+/// `com.victronenergy.battery` of `com.victronenergy.battery.ttyO1`: the class systemcalc names
+/// a choice by.
+fn service_class(name: &str) -> &str {
+    match name.match_indices('.').nth(2) {
+        Some((i, _)) => &name[..i],
+        None => name,
+    }
+}
+
+/// The service the limiter takes its battery readings from (docs/reference/victron.md §9):
+/// the system's `/ActiveBatteryService` (`<class>/<DeviceInstance>`; invalid = no battery, as
+/// while the system's values are not read yet) when a system service is there; without one,
+/// the `BatteryService` setting (`nobattery`, `<class>/<DeviceInstance>`, or automatic:
+/// systemcalc's rule among connected battery services, a BMS first, then a Lynx parallel, then
+/// the lowest DeviceInstance).
+fn chosen_battery<'a, I: Iterator<Item = Candidate<'a>>>(
+    system: Option<&'a Value>,
+    setting: &Value,
+    candidates: impl Fn() -> I,
+) -> Option<&'a str> {
+    let by_instance = |choice: &str| {
+        let (class, instance) = choice.split_once('/')?;
+        let instance = instance.trim().parse::<i32>().ok()?;
+        candidates()
+            .find(|c| service_class(c.name) == class && c.instance == Some(instance))
+            .map(|c| c.name)
+    };
+    if let Some(active) = system {
+        return active.as_str().and_then(by_instance);
+    }
+    match setting.as_str() {
+        Some("nobattery") => None,
+        Some(choice) if choice.contains('/') => by_instance(choice),
+        _ => candidates()
+            .filter(|c| c.connected && service_class(c.name) == BATTERY)
+            .min_by_key(|c| {
+                (
+                    !c.bms,
+                    !c.name.starts_with("com.victronenergy.battery.lynxparallel"),
+                    c.instance.unwrap_or(i32::MAX),
+                    c.name,
+                )
+            })
+            .map(|c| c.name),
+    }
 }
 
 /// Applies one setting value to the limiter's settings; false (nothing changed) when the value
@@ -668,6 +809,86 @@ mod tests {
             t + PERSISTENT_WRITE_INTERVAL
         ));
         assert!(write_allowed(true, false, None, t));
+    }
+
+    fn battery(name: &'static str, instance: i32) -> Candidate<'static> {
+        Candidate {
+            name,
+            instance: Some(instance),
+            connected: true,
+            bms: false,
+        }
+    }
+
+    #[test]
+    fn the_battery_is_the_one_the_system_chose() {
+        let shunt = battery("com.victronenergy.battery.ttyO1", 512);
+        let bms = battery("com.victronenergy.battery.socketcan_can0", 513);
+        let multi = Candidate {
+            name: "com.victronenergy.vebus.ttyS4",
+            instance: Some(276),
+            connected: true,
+            bms: false,
+        };
+        let all = [shunt, bms, multi];
+        let choose = |system: Option<&'static Value>, setting: &Value| {
+            chosen_battery(system, setting, || all.iter().copied())
+        };
+        let text = |s: &str| -> &'static Value { Box::leak(Box::new(Value::from(s))) };
+        let automatic = Value::from("default");
+        // The system's choice wins over the setting, by class and DeviceInstance.
+        assert_eq!(
+            choose(Some(text("com.victronenergy.battery/513")), &automatic),
+            Some(bms.name)
+        );
+        assert_eq!(
+            choose(Some(text("com.victronenergy.vebus/276")), &automatic),
+            Some(multi.name)
+        );
+        // The system uses none, or one that is gone: none, no fallback.
+        assert_eq!(choose(Some(&Value::Invalid), &automatic), None);
+        assert_eq!(
+            choose(Some(text("com.victronenergy.battery/9")), &automatic),
+            None
+        );
+        // Without the system: the setting.
+        assert_eq!(
+            choose(None, &Value::from("com.victronenergy.battery/513")),
+            Some(bms.name)
+        );
+        assert_eq!(choose(None, &Value::from("nobattery")), None);
+        // Automatic: the lowest DeviceInstance among connected batteries, a BMS first.
+        assert_eq!(choose(None, &automatic), Some(shunt.name));
+        assert_eq!(choose(None, &Value::Invalid), Some(shunt.name));
+        let with_bms = [shunt, Candidate { bms: true, ..bms }];
+        assert_eq!(
+            chosen_battery(None, &automatic, || with_bms.iter().copied()),
+            Some(bms.name)
+        );
+        let unplugged = [Candidate {
+            connected: false,
+            ..shunt
+        }];
+        assert_eq!(
+            chosen_battery(None, &automatic, || unplugged.iter().copied()),
+            None
+        );
+    }
+
+    #[test]
+    fn service_classes_are_the_first_three_name_elements() {
+        assert_eq!(
+            service_class("com.victronenergy.battery.ttyO1"),
+            "com.victronenergy.battery"
+        );
+        assert_eq!(
+            service_class("com.victronenergy.battery.lynxparallel.x"),
+            "com.victronenergy.battery"
+        );
+        assert_eq!(
+            service_class("com.victronenergy.system"),
+            "com.victronenergy.system"
+        );
     }
 
     #[test]

@@ -95,6 +95,8 @@ pub struct App {
     fresh_meter: bool,
     /// Scratch buffer for accepted SetValue writes, reused every iteration.
     writes: Vec<(String, crate::vedbus::Value)>,
+    /// A `/Role` write or a device setting arrived: a unit may have changed its role.
+    roles_touched: bool,
 }
 
 impl App {
@@ -113,6 +115,7 @@ impl App {
             devices: BTreeMap::new(),
             port_down_logged: vec![false; n],
             writes: Vec::new(),
+            roles_touched: false,
             generation,
             meter: None,
             inverter: None,
@@ -135,6 +138,7 @@ impl App {
             self.pump(if busy { BUSY_PUMP } else { IDLE_PUMP })?;
             self.handle_writes();
             self.handle_setting_changes();
+            self.follow_roles();
         }
         info!("stopping");
         self.shutdown();
@@ -264,15 +268,7 @@ impl App {
             self.generation.attach_inverter(&inverter, rating);
             self.set_up_inverter(p, u);
         }
-        if let Some(meter) = offer.and_then(|o| o.grid_meter)
-            && self.meter.is_none_or(|m| m.at == (p, u))
-        {
-            self.meter = Some(LimiterUnit {
-                at: (p, u),
-                offer: meter,
-            });
-            self.ports[p].preferred = Some(u);
-        }
+        self.follow_meter_role((p, u));
         let Some(map) = &self.ports[p].units[u].map else {
             return;
         };
@@ -295,6 +291,36 @@ impl App {
             .is_none()
         {
             generation.inverter_lost();
+        }
+    }
+
+    /// The limiter's grid meter is the first unit offering one while it publishes as `grid`: a
+    /// meter switched to another role (pvinverter, acload…) measures something else, so the
+    /// limiter lets it go (and fails safe), and takes it back when it is grid again.
+    fn follow_meter_role(&mut self, at: (usize, usize)) {
+        let Some(dev) = self.devices.get(&at) else {
+            return;
+        };
+        let is_grid = dev.class() == "grid";
+        let ours = self.meter.is_some_and(|m| m.at == at);
+        match dev.model().limiter.grid_meter {
+            Some(offer) if is_grid && (ours || self.meter.is_none()) => {
+                if !ours {
+                    info!("limiter: grid meter {}", dev.service_name());
+                }
+                self.meter = Some(LimiterUnit { at, offer });
+                self.ports[at.0].preferred = Some(at.1);
+            }
+            _ if ours && !is_grid => {
+                warn!(
+                    "limiter: {} is no longer the grid meter; no grid readings",
+                    dev.service_name()
+                );
+                self.meter = None;
+                self.ports[at.0].preferred = None;
+                self.generation.meter_lost();
+            }
+            _ => {}
         }
     }
 
@@ -335,6 +361,7 @@ impl App {
             if let Err(e) = dev.take_writes(&mut self.settings, &mut self.writes) {
                 warn!("{e}");
             }
+            self.roles_touched |= self.writes.iter().any(|(path, _)| path == "/Role");
             if self.inverter.is_some_and(|i| i.at == *key) {
                 for (path, value) in &self.writes {
                     if path == "/Ac/PowerLimit" {
@@ -352,12 +379,32 @@ impl App {
                 continue;
             }
             for dev in self.devices.values_mut() {
-                match dev.apply_setting(&path, &value) {
-                    Ok(true) => break,
+                match dev.apply_setting(&mut self.settings, &path, &value) {
+                    Ok(true) => {
+                        self.roles_touched = true;
+                        break;
+                    }
                     Ok(false) => {}
                     Err(e) => warn!("{e}"),
                 }
             }
+        }
+    }
+
+    /// After writes and setting changes: a unit whose role changed may gain or lose its place
+    /// as the limiter's grid meter.
+    fn follow_roles(&mut self) {
+        if !std::mem::take(&mut self.roles_touched) {
+            return;
+        }
+        let online: Vec<(usize, usize)> = self
+            .devices
+            .keys()
+            .copied()
+            .filter(|&(p, u)| self.ports[p].units[u].lifecycle.is_online())
+            .collect();
+        for at in online {
+            self.follow_meter_role(at);
         }
     }
 

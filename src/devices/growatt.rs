@@ -17,7 +17,8 @@ use log::{debug, info, warn};
 use super::model::{
     AccessError, BusTiming, Explained, IdentifyContext, Identity, LimitedInverter, LimiterOffer,
     Model, PathDef, PowerLimiter, Rating, Recognition, RegisterReader, RegisterWrite,
-    RegisterWriter, Roles, SetUpReport, SetUpTarget, Unit, Values, read_if_present, register_names,
+    RegisterWriter, Roles, SetUpReport, SetUpTarget, Unit, Values, original_ident, read_if_present,
+    register_names,
 };
 use super::plausibility::{Bound, Rule, kwh_per_s};
 use crate::limiter::strategy::fraction_of_rated_floor;
@@ -421,15 +422,16 @@ fn read_optional(regs: &mut dyn RegisterReader, addr: u16, words: &mut [u16]) ->
     false
 }
 
-/// The serial the unit is named by: HR209–223, else HR23–27, else HR3001–3015, the first that
-/// holds one. The order keeps every unit this daemon published before under its name.
-fn serial(regs: &mut dyn RegisterReader, hr0_44: &[u16; IDENT_READ.1]) -> String {
-    let mut block = [0u16; SERIAL_209.1];
-    if read_optional(regs, SERIAL_209.0, &mut block) {
-        let text = decode_text(&block);
-        if !text.is_empty() {
-            return text;
-        }
+/// The serial the unit is named by: HR209–223 (`hr209`, when the unit has it), else HR23–27,
+/// else HR3001–3015, the first that holds one. The order keeps every unit this daemon published
+/// before under its name.
+fn serial(
+    regs: &mut dyn RegisterReader,
+    hr0_44: &[u16; IDENT_READ.1],
+    hr209: Option<&[u16]>,
+) -> String {
+    if let Some(text) = hr209.map(decode_text).filter(|t| !t.is_empty()) {
+        return text;
     }
     let old = decode_text(&hr0_44[SERIAL_23.0..SERIAL_23.1]);
     if !old.is_empty() {
@@ -461,19 +463,21 @@ fn identify(
         Ok(note) => note,
         Err(why) => return Ok(unsupported(why)),
     };
-    let serial = serial(regs, &hr);
+    let mut block = [0u16; SERIAL_209.1];
+    let hr209 = read_optional(regs, SERIAL_209.0, &mut block).then_some(&block[..]);
+    let serial = serial(regs, &hr, hr209);
     if serial.is_empty() {
         return Ok(unsupported(format!(
             "Growatt device type {code} has no serial number in HR209-223, HR23-27 or \
              HR3001-3015 to name its service by"
         )));
     }
-    Ok(Recognition::Found(identity(
-        &hr,
-        serial,
-        note,
-        ctx.rated_power_w,
-    )))
+    let mut id = identity(&hr, serial, note, ctx.rated_power_w);
+    // Without HR209–223 the original never started, so it stored no settings.
+    id.original_ident = hr209
+        .and_then(original_text)
+        .and_then(|text| original_ident("pv", &text));
+    Ok(Recognition::Found(id))
 }
 
 /// The identity in holding 0..=44, named by `serial`.
@@ -498,7 +502,21 @@ fn identity(
         hardware: decode_text(&hr0_44[12..15]),
         code,
         rating: Some(rating),
+        original_ident: None,
     }
+}
+
+/// HR209–223 as the Python original decoded it for its settings ident: the bytes high first,
+/// trailing NULs stripped, nothing else (spaces kept); `None` where its ASCII decoding would
+/// have failed (docs/reference/growatt.md §6).
+fn original_text(words: &[u16]) -> Option<String> {
+    let mut bytes: Vec<u8> = words.iter().flat_map(|w| w.to_be_bytes()).collect();
+    while bytes.last() == Some(&0) {
+        bytes.pop();
+    }
+    bytes
+        .is_ascii()
+        .then(|| bytes.into_iter().map(char::from).collect())
 }
 
 /// Growatt status (input 0) → Victron/Fronius /StatusCode (docs/reference/victron.md §7).
@@ -1118,9 +1136,11 @@ fn explain(
 pub static MODEL: Model = Model {
     name: "Growatt MIN/MID TL-X",
     vendor: "growatt",
+    // A PV inverter only, the limiter's: read-only /Role, never a generic meter.
     roles: Roles {
         default: "pvinverter",
         allowed: &["pvinverter"],
+        generic_meter: false,
     },
     registers: &REGISTERS,
     limits: LIMITS,
@@ -1129,7 +1149,8 @@ pub static MODEL: Model = Model {
     identify,
     explain,
     bus: BusTiming::FRAMING_ONLY,
-    refresh_time_ms: 1000,
+    // The Python original's ("made it up"; docs/reference/victron.md §4).
+    product_id: 0xB089,
     limiter: LimiterOffer {
         grid_meter: None,
         inverter: Some(LimitedInverter {
@@ -1384,6 +1405,27 @@ mod tests {
             identify(&mut u, &ctx(&[], None)),
             Ok(Recognition::Unsupported { .. })
         ));
+    }
+
+    #[test]
+    fn the_original_ident_is_hr209_223_as_the_original_read_it() {
+        let mut u = unit();
+        u.holding.extend((209..).zip(text("NEW1", 15)));
+        assert_eq!(
+            found(&mut u, None).original_ident.as_deref(),
+            Some("pv_NEW1")
+        );
+        // Blank: the original's ident was `pv_`, while the daemon's serial comes from HR23.
+        u.holding.extend((209..224).map(|a| (a, 0)));
+        let blank = found(&mut u, None);
+        assert_eq!(blank.original_ident.as_deref(), Some("pv_"));
+        assert_eq!(blank.serial, "QXAB123456");
+        // Space padding is kept by the original: no ident it could have stored settings under.
+        u.holding.extend((209..).zip(text("NEW1  ", 15)));
+        assert_eq!(found(&mut u, None).original_ident, None);
+        // Without HR209–223 the original never started.
+        u.holding.retain(|a, _| !(209..224).contains(a));
+        assert_eq!(found(&mut u, None).original_ident, None);
     }
 
     #[test]

@@ -14,9 +14,10 @@ pub mod plausibility;
 pub mod sdm230;
 
 pub use model::{
-    AccessError, BusTiming, Explained, GridMeter, IdentifyContext, Identity, LimitedInverter,
-    LimiterOffer, Model, PathDef, PowerLimiter, Quantity, Rating, Recognition, RegisterReader,
-    RegisterWrite, RegisterWriter, Roles, SetUpReport, SetUpTarget, Unit, Values, ident_for,
+    AccessError, BusTiming, ENERGY_METER_ROLES, Explained, GridMeter, IdentifyContext, Identity,
+    LimitedInverter, LimiterOffer, Model, PathDef, PowerLimiter, Quantity, Rating, Recognition,
+    RegisterReader, RegisterWrite, RegisterWriter, Roles, SetUpReport, SetUpTarget, Unit, Values,
+    ident_for, original_ident,
 };
 
 /// The supported models, in the order identification tries them.

@@ -98,8 +98,9 @@ pub struct Model {
     /// what the daemon does with them.
     pub explain: Explain,
     pub bus: BusTiming,
-    /// `/RefreshTime` (ms): how often the main measurement is refreshed.
-    pub refresh_time_ms: i32,
+    /// `/ProductId`: the id the Python original published for the model, so that VRM and the
+    /// GUI see the same product after the upgrade (docs/reference/victron.md §4).
+    pub product_id: u16,
     pub limiter: LimiterOffer,
 }
 
@@ -131,8 +132,26 @@ impl Model {
 #[derive(Clone, Copy, Debug)]
 pub struct Roles {
     pub default: &'static str,
+    /// The roles a user may choose (`/AllowedRoles`); with one, `/Role` is read-only.
     pub allowed: &'static [&'static str],
+    /// A generic energy meter, as Victron's own meters: it says so (`/IsGenericEnergyMeter`) in
+    /// any role but grid (docs/reference/victron.md §5).
+    pub generic_meter: bool,
 }
+
+/// Victron's energy-meter roles (dbus-modbus-client `EnergyMeter.role_names`), default first.
+pub const ENERGY_METER_ROLES: Roles = Roles {
+    default: "grid",
+    allowed: &[
+        "grid",
+        "pvinverter",
+        "genset",
+        "acload",
+        "evcharger",
+        "heatpump",
+    ],
+    generic_meter: true,
+};
 
 /// How a unit wants the bus paced beyond the Modbus RTU framing every unit gets (3.5 characters of
 /// silence around each frame). Zero means nothing more.
@@ -503,6 +522,10 @@ pub struct Identity {
     pub rating: Option<Rating>,
     /// What else identification saw, for the log line (e.g. the meter code and firmware).
     pub details: String,
+    /// The settings ident the Python original used for this unit (`cg_<serial>`,
+    /// `pv_<text>`), from the registers exactly as it read them; its settings are adopted on the
+    /// first start (docs/reference/victron.md §4). `None` when it could have stored none.
+    pub original_ident: Option<String>,
 }
 
 /// An inverter's rated power as identification settled it.
@@ -536,6 +559,16 @@ pub fn ident_for(vendor: &str, serial: &str) -> String {
     format!("{vendor}_{serial}")
 }
 
+/// `<prefix>_<serial>` as the Python original formed its settings ident, if it is one
+/// localsettings takes (`[A-Za-z0-9_]`): with anything else the original could not have stored
+/// settings under it.
+pub fn original_ident(prefix: &str, serial: &str) -> Option<String> {
+    let valid = serial
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    valid.then(|| format!("{prefix}_{serial}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -543,6 +576,18 @@ mod tests {
     #[test]
     fn idents_are_safe_bus_name_elements() {
         assert_eq!(ident_for("growatt", "AB-12.3 x"), "growatt_AB_12_3_x");
+    }
+
+    #[test]
+    fn original_idents_are_kept_only_where_settings_could_exist() {
+        assert_eq!(
+            original_ident("cg", "21034567").as_deref(),
+            Some("cg_21034567")
+        );
+        // A blank serial gave `pv_`, still a valid ident.
+        assert_eq!(original_ident("pv", "").as_deref(), Some("pv_"));
+        assert_eq!(original_ident("pv", "AB 12"), None);
+        assert_eq!(original_ident("pv", "AB\0\0CD"), None);
     }
 
     #[test]

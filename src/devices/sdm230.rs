@@ -7,8 +7,9 @@
 use std::time::Duration;
 
 use super::model::{
-    AccessError, BusTiming, Explained, GridMeter, IdentifyContext, Identity, LimiterOffer, Model,
-    PathDef, Recognition, RegisterReader, Roles, Unit, Values, read_if_present, register_names,
+    AccessError, BusTiming, ENERGY_METER_ROLES, Explained, GridMeter, IdentifyContext, Identity,
+    LimiterOffer, Model, PathDef, Recognition, RegisterReader, Unit, Values, original_ident,
+    read_if_present, register_names,
 };
 use super::plausibility::{Bound, Rule, kwh_per_s};
 use crate::registers::{
@@ -242,9 +243,12 @@ fn identify(
 fn identity([hi, lo, code, fw]: [u16; 4], what: String) -> Identity {
     let serial = decode_number(U32, &[hi, lo]).unwrap_or(0.0) as u64;
     let firmware = format!("{:X}.{:02X}", fw >> 8, fw & 0xFF);
+    let serial = serial.to_string();
     Identity {
         model: &MODEL,
-        serial: serial.to_string(),
+        // The original keyed the meter by the same decimal serial (docs/reference/victron.md §4).
+        original_ident: original_ident("cg", &serial),
+        serial,
         details: format!("{what}, firmware {firmware}"),
         firmware,
         hardware: code.to_string(),
@@ -267,6 +271,8 @@ fn identity_without_block(unit: u8, voltage: f64, frequency: f64) -> Identity {
         hardware: String::new(),
         code: 0,
         rating: None,
+        // The original needed the block to answer: it never stored settings for such a meter.
+        original_ident: None,
     }
 }
 
@@ -323,10 +329,8 @@ fn explain(regs: &mut dyn RegisterReader, ctx: &IdentifyContext, _: f64) -> Vec<
 pub static MODEL: Model = Model {
     name: "Eastron SDM230",
     vendor: "eastron",
-    roles: Roles {
-        default: "grid",
-        allowed: &["grid", "pvinverter", "acload", "genset"],
-    },
+    // Any of Victron's energy-meter roles, grid by default.
+    roles: ENERGY_METER_ROLES,
     registers: &REGISTERS,
     limits: LIMITS,
     paths: &PATHS,
@@ -334,8 +338,8 @@ pub static MODEL: Model = Model {
     identify,
     explain,
     bus: BusTiming::FRAMING_ONLY,
-    // The meter's power is read as often as the bus allows; 100 ms is the usual cycle at 9600 baud.
-    refresh_time_ms: 100,
+    // The Python original's id ("assigned by Victron Support" per community drivers, unverified).
+    product_id: 0xB023,
     limiter: LimiterOffer {
         grid_meter: Some(GridMeter {
             power: Power.id(),

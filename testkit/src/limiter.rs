@@ -7,7 +7,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use modbus_sim::{Plant, SimConfig};
 
-use crate::rig::{INVERTER, Rig, RigOptions, pv_name};
+use crate::rig::{INVERTER, Rig, RigOptions, ServiceSpec, pv_name};
 use crate::{SETTINGS_SERVICE, Value, wait_for};
 
 /// The Growatt's active power rate register.
@@ -40,19 +40,32 @@ impl Rig {
         battery: &[(&'static str, Value)],
         vebus: &[(&'static str, Value)],
     ) -> Rig {
-        let sim = SimConfig::default();
-        Rig::start_limiter_with(exe, sim, plant, daemon_args, battery, vebus)
+        let services = vec![
+            (BATTERY.to_string(), battery.to_vec()),
+            (VEBUS.to_string(), vebus.to_vec()),
+        ];
+        Rig::start_limiter_with(exe, plant, daemon_args, services)
     }
 
-    /// [`start_limiter`](Self::start_limiter) with these simulated devices (`sim`'s timing and
-    /// plant are set here).
+    /// [`Rig::start_limiter`] with any Victron services beside the daemon (several batteries,
+    /// a system service).
     pub fn start_limiter_with(
+        exe: &str,
+        plant: Plant,
+        daemon_args: &[&str],
+        services: Vec<ServiceSpec>,
+    ) -> Rig {
+        Rig::start_limiter_on(exe, SimConfig::default(), plant, daemon_args, services)
+    }
+
+    /// [`Rig::start_limiter_with`] on these simulated devices (`sim`'s timing and plant are set
+    /// here).
+    pub fn start_limiter_on(
         exe: &str,
         sim: SimConfig,
         plant: Plant,
         daemon_args: &[&str],
-        battery: &[(&'static str, Value)],
-        vebus: &[(&'static str, Value)],
+        services: Vec<ServiceSpec>,
     ) -> Rig {
         let opts = RigOptions {
             sim: SimConfig {
@@ -61,10 +74,7 @@ impl Rig {
                 ..sim
             },
             args: daemon_args.iter().map(|a| a.to_string()).collect(),
-            services: vec![
-                (BATTERY.to_string(), battery.to_vec()),
-                (VEBUS.to_string(), vebus.to_vec()),
-            ],
+            services,
             ..RigOptions::default()
         };
         let rig = Rig::start(exe, opts);

@@ -90,9 +90,10 @@ fn common(want: &mut BTreeMap<&'static str, Want>, unit: u8, tty: &str) {
         Want::TextContaining(format!("{tty} unit {unit}")),
     );
     want.insert("/Connected", int(1));
-    want.insert("/ProductId", int(0xFFFF));
     want.insert("/CustomName", text(""));
     want.insert("/NrOfPhases", int(1));
+    // Every value reaches the bus at the publish interval (200 ms by default).
+    want.insert("/RefreshTime", int(200));
 }
 
 /// The grid service as the simulator's meter values say it must be.
@@ -132,14 +133,23 @@ fn grid_expected(rig: &Rig) -> BTreeMap<&'static str, Want> {
     w.insert("/ProductName", text("Eastron SDM230"));
     w.insert("/FirmwareVersion", text("1.02"));
     w.insert("/HardwareVersion", text(&METER_CODE.to_string()));
-    w.insert("/RefreshTime", int(100));
+    // The Python original's product id.
+    w.insert("/ProductId", int(0xB023));
     w.insert("/Role", text("grid"));
+    // Victron's energy-meter roles (dbus-modbus-client EnergyMeter).
     w.insert(
         "/AllowedRoles",
         Want::Exact(Value::TextList(
-            ["grid", "pvinverter", "acload", "genset"]
-                .map(String::from)
-                .to_vec(),
+            [
+                "grid",
+                "pvinverter",
+                "genset",
+                "acload",
+                "evcharger",
+                "heatpump",
+            ]
+            .map(String::from)
+            .to_vec(),
         )),
     );
     common(&mut w, METER, rig.port());
@@ -209,13 +219,16 @@ fn pv_expected(rig: &Rig) -> BTreeMap<&'static str, Want> {
     w.insert("/ProductName", text("Growatt MIN/MID TL-X"));
     w.insert("/FirmwareVersion", text("GH1.0"));
     w.insert("/HardwareVersion", text("ZBAA.3"));
-    w.insert("/RefreshTime", int(1000));
+    // The Python original's product id; a PV inverter only, so /Role is read-only.
+    w.insert("/ProductId", int(0xB089));
+    w.insert("/Role", text("pvinverter"));
     // The limiter's paths, with the limiter not configured (settings at their defaults): the
-    // inverter at 100 % after the G100 set-up, nothing written since.
+    // inverter at 100 % after the G100 set-up, nothing written since. In this mode nobody else
+    // may limit: /Ac/PowerLimit is invalid, as dbus-fronius publishes an unsupported limit.
     w.insert("/dynamicGenerationStatus", text("Not Configured"));
     w.insert("/dynamicGenerationPower", Want::Exact(Value::Invalid));
     w.insert("/dynamicGenerationMaxPower", num(4200.0, "W", 1e-9));
-    w.insert("/Ac/PowerLimit", num(4200.0, "W", 1e-9));
+    w.insert("/Ac/PowerLimit", Want::Exact(Value::Invalid));
     w.insert("/Internal/LimitWrites", int(0));
     w.insert("/Internal/NonVolatileLimitWrites", int(0));
     common(&mut w, INVERTER, rig.port());
@@ -337,8 +350,8 @@ fn every_published_path_and_value_matches_the_simulator() {
         Some(SettingValue::Str("pvinverter:20".into()))
     );
 
-    // Growatt status → Victron status codes (/StatusCode, Fronius numbering), with the fault
-    // code alongside.
+    // Growatt status → Victron status codes (/StatusCode, Fronius numbering and texts), with
+    // the fault code alongside.
     let pv = pv_name();
     let status = |status: i32, derating: i32, fault: i32| {
         rig.sim.set(INVERTER, "status", status.into()).unwrap();
@@ -355,12 +368,23 @@ fn every_published_path_and_value_matches_the_simulator() {
                 Value::Int(v)
             );
         }
-        rig.value(&pv, "/StatusCode")
+        let text: String = rig
+            .client
+            .busitem(&pv, "/StatusCode", "GetText")
+            .unwrap()
+            .read1()
+            .unwrap();
+        (rig.value(&pv, "/StatusCode"), text)
     };
-    assert_eq!(status(3, 0, 117), Value::Int(10), "fault → error");
-    assert_eq!(status(0, 0, 0), Value::Int(8), "waiting → standby");
-    assert_eq!(status(1, 7, 0), Value::Int(12), "derating → throttled");
-    assert_eq!(status(1, 0, 0), Value::Int(7), "normal → running");
+    let code = |c: i32, t: &str| (Value::Int(c), t.to_string());
+    assert_eq!(status(3, 0, 117), code(10, "Error"), "fault → error");
+    assert_eq!(status(0, 0, 0), code(8, "Standby"), "waiting → standby");
+    assert_eq!(
+        status(1, 7, 0),
+        code(12, "Running (Throttled)"),
+        "derating → throttled"
+    );
+    assert_eq!(status(1, 0, 0), code(7, "Running"), "normal → running");
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -56,14 +56,11 @@ fn start_limiter(growatt: GrowattProfile, args: &[&str]) -> Rig {
         growatt,
         ..SimConfig::default()
     };
-    Rig::start_limiter_with(
-        EXE,
-        sim,
-        plant(500.0),
-        args,
-        &battery_discharging(),
-        &vebus_inverting(),
-    )
+    let services = vec![
+        (BATTERY.to_string(), battery_discharging()),
+        (VEBUS.to_string(), vebus_inverting()),
+    ];
+    Rig::start_limiter_on(EXE, sim, plant(500.0), args, services)
 }
 
 fn number(v: &Value) -> Option<f64> {

@@ -135,9 +135,10 @@ fn load_steps_write_hr3_once_and_sigterm_restores_full_power_once() {
         as_f64(&rig.value(&pv_name(), "/dynamicGenerationMaxPower")),
         applied
     );
-    // Not the owner of /Ac/PowerLimit in limiter mode: refused, shows the applied limit.
+    // Not the owner of /Ac/PowerLimit in limiter mode: invalid ("not supported" for others)
+    // and refused; the applied limit is on /dynamicGenerationMaxPower.
     assert_ne!(rig.set_power_limit(1000.0), 0);
-    assert_eq!(as_f64(&rig.value(&pv_name(), "/Ac/PowerLimit")), applied);
+    assert_eq!(rig.value(&pv_name(), "/Ac/PowerLimit"), Value::Invalid);
     let limiter_writes = rig.hr3_writes().len();
     assert_eq!(
         rig.value(&pv_name(), "/Internal/LimitWrites"),
