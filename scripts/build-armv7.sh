@@ -64,7 +64,7 @@ fi
 
 # Link-only view of libdbus: one library, one .pc file.
 libdbus=$(find_libdbus)
-[ -n "$libdbus" ] || { echo "build-armv7: $libdbus missing" >&2; exit 1; }
+[ -n "$libdbus" ] || { echo "build-armv7: no libdbus-1.so.3 in $sysroot" >&2; exit 1; }
 link_dir=$PWD/target/armv7-link
 mkdir -p "$link_dir"
 ln -sf "$libdbus" "$link_dir/libdbus-1.so"
