@@ -15,11 +15,11 @@ use log::{error, info, warn};
 
 use crate::cli::Options;
 use crate::devices::lifecycle::Timing;
-use crate::devices::{GridMeter, LimitedInverter};
+use crate::devices::{GridMeter, LimitedInverter, Rating};
 use crate::modbus::{Parity, SerialSettings};
 use crate::vedbus::{BusAddress, Pump, Settings, pump_all};
 use generation::Generation;
-use port::{Event, Port};
+use port::{Event, IdentifyOverrides, Port};
 use publish::Published;
 
 /// How long start-up waits for com.victronenergy.settings before giving up (runit restarts us).
@@ -54,13 +54,17 @@ pub fn build_ports(opts: &Options) -> Vec<Port> {
     let mut ports: Vec<(usize, Port)> = by_path
         .into_iter()
         .map(|(path, (baud, units, order))| {
-            let port = Port::new(
+            let mut port = Port::new(
                 path,
                 serial_settings(opts, baud),
                 &units,
                 Timing::default(),
                 opts.max_transaction,
             );
+            port.overrides = IdentifyOverrides {
+                forced: opts.forced_models.clone(),
+                rated_power_w: opts.rated_power_w,
+            };
             (order, port)
         })
         .collect();
@@ -196,8 +200,12 @@ impl App {
                 if let Some(meter) = self.meter.filter(|m| m.at == (p, unit)) {
                     self.generation.on_meter(&meter.offer, map);
                     self.fresh_meter = true;
-                } else if let Some(inverter) = self.inverter.filter(|i| i.at == (p, unit)) {
-                    self.generation.on_inverter(&inverter.offer, map);
+                } else if let Some(inverter) = self.inverter.filter(|i| i.at == (p, unit))
+                    && self
+                        .generation
+                        .on_inverter(&inverter.offer, map, Instant::now())
+                {
+                    self.set_up_inverter(p, unit);
                 }
             }
             // The only writes the schedule makes are the limiter's.
@@ -217,6 +225,10 @@ impl App {
         let Some(identity) = unit.identity.clone() else {
             return;
         };
+        let rating = identity.rating.clone().unwrap_or_else(|| Rating {
+            watts: None,
+            source: format!("{} gives no rated power", identity.model.name),
+        });
         let connection = format!("Modbus RTU {} unit {}", self.ports[p].path, unit.id);
         let same = self
             .devices
@@ -253,23 +265,32 @@ impl App {
                 at: (p, u),
                 offer: inverter,
             });
-            self.generation.attach_inverter(&inverter);
-            let generation = &mut self.generation;
-            if self.ports[p]
-                .with_unit(u, |regs| generation.set_up_inverter(regs))
-                .is_none()
-            {
-                generation.inverter_lost();
-            }
+            self.generation.attach_inverter(&inverter, rating);
+            self.set_up_inverter(p, u);
         }
         self.follow_meter_role((p, u));
         let Some(map) = &self.ports[p].units[u].map else {
             return;
         };
-        if let Some(dev) = self.devices.get_mut(&(p, u))
-            && let Err(e) = dev.go_online(map)
+        if let Some(dev) = self.devices.get_mut(&(p, u)) {
+            // The limiter's paths as the set-up left them, from the first moment on the bus.
+            if self.inverter.is_some_and(|i| i.at == (p, u)) {
+                self.generation.publish(dev.service());
+            }
+            if let Err(e) = dev.go_online(map) {
+                error!("{e}");
+            }
+        }
+    }
+
+    /// The limiter's set-up of the inverter at (`p`, `u`), now, outside the schedule.
+    fn set_up_inverter(&mut self, p: usize, u: usize) {
+        let generation = &mut self.generation;
+        if self.ports[p]
+            .with_unit(u, |regs| generation.set_up_inverter(regs, Instant::now()))
+            .is_none()
         {
-            error!("{e}");
+            generation.inverter_lost();
         }
     }
 

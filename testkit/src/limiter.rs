@@ -55,11 +55,23 @@ impl Rig {
         daemon_args: &[&str],
         services: Vec<ServiceSpec>,
     ) -> Rig {
+        Rig::start_limiter_on(exe, SimConfig::default(), plant, daemon_args, services)
+    }
+
+    /// [`Rig::start_limiter_with`] on these simulated devices (`sim`'s timing and plant are set
+    /// here).
+    pub fn start_limiter_on(
+        exe: &str,
+        sim: SimConfig,
+        plant: Plant,
+        daemon_args: &[&str],
+        services: Vec<ServiceSpec>,
+    ) -> Rig {
         let opts = RigOptions {
             sim: SimConfig {
                 realistic: true,
                 plant: Some(plant),
-                ..SimConfig::default()
+                ..sim
             },
             args: daemon_args.iter().map(|a| a.to_string()).collect(),
             services,

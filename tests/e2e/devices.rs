@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 
 use dbus::arg::{PropMap, Variant};
 use modbus_sim::{
-    FaultKind, GROWATT_SERIAL, METER_SERIAL, RegisterKind, SimConfig, SimHandle, Simulator,
+    FaultKind, GROWATT_SERIAL, METER_CODE, METER_SERIAL, RegisterKind, SimConfig, SimHandle,
+    Simulator,
 };
 use testkit::{
     Client, Daemon, FakeSettings, INVERTER, METER, PrivateBus, Rig, RigOptions, SettingValue,
@@ -131,7 +132,7 @@ fn grid_expected(rig: &Rig) -> BTreeMap<&'static str, Want> {
     w.insert("/DeviceInstance", int(40));
     w.insert("/ProductName", text("Eastron SDM230"));
     w.insert("/FirmwareVersion", text("1.02"));
-    w.insert("/HardwareVersion", text("0084"));
+    w.insert("/HardwareVersion", text(&METER_CODE.to_string()));
     // The Python original's product id.
     w.insert("/ProductId", int(0xB023));
     w.insert("/Role", text("grid"));
@@ -202,7 +203,11 @@ fn pv_expected(rig: &Rig) -> BTreeMap<&'static str, Want> {
     );
     w.insert("/Internal/DeratingMode", int(g("derating") as i32));
     w.insert("/Internal/InverterStatus", int(g("status") as i32));
+    // HR3 = 255 (not limited, as the unit powers up): 100 %.
     w.insert("/Internal/ActivePowerRate", num(100.0, "%", 1e-9));
+    w.insert("/Internal/RealOutputPercent", num(100.0, "%", 1e-9));
+    w.insert("/Internal/OutputMaxPowerLimited", num(4200.0, "W", 1e-9));
+    w.insert("/Internal/ExportLimit/FailSafeEnabled", int(1));
     w.insert("/Internal/ExportLimit/Source", int(1));
     w.insert("/Internal/ExportLimit/Rate", num(87.6, "%", 1e-6));
     w.insert("/Internal/ExportLimit/FailSafeRate", num(87.6, "%", 1e-6));
@@ -225,6 +230,7 @@ fn pv_expected(rig: &Rig) -> BTreeMap<&'static str, Want> {
     w.insert("/dynamicGenerationMaxPower", num(4200.0, "W", 1e-9));
     w.insert("/Ac/PowerLimit", Want::Exact(Value::Invalid));
     w.insert("/Internal/LimitWrites", int(0));
+    w.insert("/Internal/NonVolatileLimitWrites", int(0));
     common(&mut w, INVERTER, rig.port());
     w
 }
@@ -619,14 +625,14 @@ fn night_start_publishes_the_meter_and_the_inverter_when_it_wakes() {
 #[test]
 fn unsupported_unit_is_logged_once_and_the_others_are_published() {
     let mut rig = start(|sim, _| {
-        // A device type code of 0 at unit 1: it answers, but as no model we support.
+        // A device type code of 0 at unit 1: a Growatt, but none the table lets us drive.
         sim.set_raw(INVERTER, RegisterKind::Holding, 43, 0).unwrap();
     });
     assert!(
         rig.wait_service(&grid_name(), ONLINE_WAIT),
         "no grid service"
     );
-    let needle = format!("unit {INVERTER} answers but is not a supported model");
+    let needle = format!("unit {INVERTER}: Growatt device type 0 ");
     assert!(rig.daemon.wait_log(&needle, TIMEOUT), "no log line");
     // Probed again every 3 s: still one line, still running, nothing published for it.
     std::thread::sleep(Duration::from_secs(7));
@@ -814,11 +820,15 @@ fn probe_prints_identity_and_registers_and_fails_clearly_on_silence() {
     assert!(out.contains("rated power 4200 W"), "{out}");
     assert!(out.contains("energy_total"), "{out}");
 
-    // A unit that answers as no supported model.
+    // A unit of a device type the daemon does not drive: explained, and an error.
     sim.set_raw(INVERTER, RegisterKind::Holding, 43, 0).unwrap();
-    let (code, _, err) = run(&["-s", tty, "-P", "1"]);
+    let (code, out, err) = run(&["-s", tty, "-P", "1"]);
     assert_ne!(code, 0);
-    assert!(err.contains("not a supported model"), "{err}");
+    assert!(
+        err.contains("device type 0") && err.contains("not driven"),
+        "{err}"
+    );
+    assert!(out.contains("HR43") && out.contains("refuses it"), "{out}");
 
     // Nobody at unit 9; a unit that stopped answering; a port that does not exist.
     let (code, out, err) = run(&["-s", tty, "-P", "9"]);
