@@ -7,6 +7,11 @@
 #   service uses it, so it is always there). Here Debian's armhf libdbus-1-3 serves for linking
 #   only, through a private pkg-config file, so that nothing else of the armhf tree (its
 #   glibc 2.36 in particular) is on the link path.
+# - The armhf libraries (libdbus-1-3 and what it needs at run time, for qemu-arm in
+#   smoke-armv7.sh) are downloaded from Debian's archive and unpacked into target/armhf-sysroot,
+#   not installed: multiarch installs need the armhf and amd64 versions of each shared package to
+#   match, and a mirror mid-sync (an amd64 security update whose armhf index is stale) made that
+#   impossible for hours.
 # - Then: prints the size and the highest GLIBC symbol version, fails above 2.28, and packs
 #   target/dist/dbus-modbus-client/ (binary, install.sh, uninstall.sh, service/, and the
 #   architecture-independent gui-v2 plugin gui-v2/DynamicGeneration.json from
@@ -18,31 +23,36 @@ TARGET=armv7-unknown-linux-gnueabihf
 GLIBC_MAX=2.28
 ZIGLANG_VERSION=0.17.1
 ZIGBUILD_VERSION=0.24.1
-SUDO=""
-[ "$(id -u)" -eq 0 ] || SUDO="sudo"
-
 scripts/setup.sh
 
-need_apt() {
-    local missing=()
-    for p in "$@"; do
-        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-    done
-    if [ ${#missing[@]} -gt 0 ]; then
-        echo "build-armv7: installing ${missing[*]}"
-        # One failing index (a mirror mid-sync) must not stop the install of the others.
-        $SUDO apt-get update -qq || true
-        DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-    fi
-}
+# shellcheck source=scripts/lib/apt.sh
+. scripts/lib/apt.sh
 
-# armhf libdbus for linking (and, with its armhf libc, for qemu-arm in smoke-armv7.sh).
-if ! dpkg --print-foreign-architectures | grep -qx armhf; then
-    echo "build-armv7: adding dpkg architecture armhf"
-    $SUDO dpkg --add-architecture armhf
-    $SUDO apt-get update -qq || true
+apt_install --no-install-recommends -- binutils
+
+# armhf libdbus for linking, with its run-time closure for qemu-arm, unpacked from the archive.
+sysroot=$PWD/target/armhf-sysroot
+# Under lib/ or usr/lib/, depending on the release's packaging.
+find_libdbus() { find "$sysroot" -name libdbus-1.so.3 2>/dev/null | head -n 1; }
+if [ -z "$(find_libdbus)" ]; then
+    if ! dpkg --print-foreign-architectures | grep -qx armhf; then
+        echo "build-armv7: adding dpkg architecture armhf"
+        $SUDO dpkg --add-architecture armhf
+    fi
+    # One failing index (a mirror mid-sync) must not stop the download from the others.
+    $SUDO apt-get -o Acquire::Retries=3 update -qq || true
+    # The closure of hard dependencies; libelogind0 is only an alternative to libsystemd0.
+    mapfile -t debs < <(apt-cache depends --recurse --no-recommends --no-suggests --no-conflicts \
+        --no-breaks --no-replaces --no-enhances libdbus-1-3:armhf |
+        grep -v -e '^ ' -e '<' -e '^libelogind' | sort -u)
+    echo "build-armv7: unpacking ${debs[*]} into $sysroot"
+    downloads=$(mktemp -d)
+    chmod a+rwx "$downloads" # apt downloads as its _apt user
+    (cd "$downloads" && apt-get -o Acquire::Retries=3 download -qq "${debs[@]}")
+    rm -rf "$sysroot"
+    for deb in "$downloads"/*.deb; do dpkg-deb -x "$deb" "$sysroot"; done
+    rm -rf "$downloads"
 fi
-need_apt libdbus-1-3:armhf binutils
 
 rustup target list --installed | grep -qx "$TARGET" || rustup target add "$TARGET"
 
@@ -53,8 +63,8 @@ if ! python3 -m ziglang version >/dev/null 2>&1 || ! command -v cargo-zigbuild >
 fi
 
 # Link-only view of libdbus: one library, one .pc file.
-libdbus=/usr/lib/arm-linux-gnueabihf/libdbus-1.so.3
-[ -e "$libdbus" ] || { echo "build-armv7: $libdbus missing" >&2; exit 1; }
+libdbus=$(find_libdbus)
+[ -n "$libdbus" ] || { echo "build-armv7: no libdbus-1.so.3 in $sysroot" >&2; exit 1; }
 link_dir=$PWD/target/armv7-link
 mkdir -p "$link_dir"
 ln -sf "$libdbus" "$link_dir/libdbus-1.so"

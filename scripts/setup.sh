@@ -15,23 +15,8 @@ gui_pkgs=(qt6-base-dev-tools qt6-declarative-dev-tools qt6-declarative-dev qml6-
   qml6-module-qtqml-models qml6-module-qtqml-workerscript qml6-module-qtquick python3-pyqt6
   python3-pyqt6.qtquick)
 
-# apt_install [apt-get options...] -- packages...: installs those not installed yet.
-apt_install() {
-  local opts=()
-  while [ "$1" != "--" ]; do opts+=("$1"); shift; done
-  shift
-  local missing=()
-  for p in "$@"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-  done
-  if [ ${#missing[@]} -gt 0 ]; then
-    echo "setup: installing ${missing[*]}"
-    local SUDO=""
-    [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-    $SUDO apt-get update -qq || true
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${opts[@]}" "${missing[@]}" >/dev/null
-  fi
-}
+# shellcheck source=scripts/lib/apt.sh
+. "$(dirname "$0")/lib/apt.sh"
 apt_install -- "${pkgs[@]}"
 apt_install --no-install-recommends -- "${gui_pkgs[@]}"
 

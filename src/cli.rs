@@ -27,6 +27,11 @@ Options:
                              registers and exit
       --export-limit W       G100 export limit in W (default 3680)
       --rated-power W        inverter rated power if it cannot be read from the inverter
+                             (HR6-7 reads 0)
+      --force-model VENDOR:CODE[,...]
+                             drive a unit reporting CODE (Growatt device type, Eastron meter
+                             code) as VENDOR's model although its table refuses or lacks it,
+                             e.g. growatt:5300
       --power-limit-timeout S  /Ac/PowerLimit keep-alive in external mode (default 60)
       --stale-grid S         grid reading age that triggers the G100 fail-safe (default 5)
       --publish-interval MS  minimum time between D-Bus updates of one service (default 200)
@@ -62,6 +67,8 @@ pub struct Options {
     pub dbus: Option<String>,
     pub export_limit_w: f64,
     pub rated_power_w: Option<f64>,
+    /// `--force-model`: `(vendor, code)` pairs.
+    pub forced_models: Vec<(String, u16)>,
     pub power_limit_timeout: Duration,
     pub stale_grid: Duration,
     pub publish_interval: Duration,
@@ -150,6 +157,27 @@ fn parse_unit(s: &str) -> Result<u8, CliError> {
         Ok(u) if (1..=247).contains(&u) => Ok(u),
         _ => Err(err(format!("bad unit id '{s}': expected 1..247"))),
     }
+}
+
+/// Parses `VENDOR:CODE[,VENDOR:CODE...]`, the vendors those of the supported models.
+pub fn parse_forced_models(list: &str) -> Result<Vec<(String, u16)>, CliError> {
+    list.split(',')
+        .map(|item| {
+            let bad = || {
+                let vendors: Vec<&str> = crate::devices::vendors().collect();
+                err(format!(
+                    "bad --force-model '{item}': expected VENDOR:CODE, VENDOR one of {}",
+                    vendors.join(", ")
+                ))
+            };
+            let (vendor, code) = item.split_once(':').ok_or_else(bad)?;
+            if !crate::devices::vendors().any(|v| v == vendor) {
+                return Err(bad());
+            }
+            let code = code.parse::<u16>().map_err(|_| bad())?;
+            Ok((vendor.to_string(), code))
+        })
+        .collect()
 }
 
 fn parse_positive(name: &str, s: &str) -> Result<f64, CliError> {
@@ -246,6 +274,10 @@ pub fn parse(args: Vec<OsString>) -> Result<Command, CliError> {
     let rated_power_w = opt(&mut args, "--rated-power")?
         .map(|v| parse_positive("rated power", &v))
         .transpose()?;
+    let forced_models = opt(&mut args, "--force-model")?
+        .map(|v| parse_forced_models(&v))
+        .transpose()?
+        .unwrap_or_default();
     let power_limit_timeout = opt(&mut args, "--power-limit-timeout")?
         .map(|v| parse_secs("power limit timeout", &v))
         .transpose()?
@@ -304,6 +336,7 @@ pub fn parse(args: Vec<OsString>) -> Result<Command, CliError> {
         dbus,
         export_limit_w,
         rated_power_w,
+        forced_models,
         power_limit_timeout,
         stale_grid,
         publish_interval,
@@ -401,6 +434,16 @@ mod tests {
     }
 
     #[test]
+    fn force_model_takes_vendor_code_pairs() {
+        let o = options(&["--force-model", "growatt:5300,eastron:112"]);
+        assert_eq!(
+            o.forced_models,
+            [("growatt".to_string(), 5300), ("eastron".to_string(), 112)]
+        );
+        assert!(options(&[]).forced_models.is_empty());
+    }
+
+    #[test]
     fn bad_arguments_are_clear_errors() {
         for bad in [
             &["-r", "fast"][..],
@@ -410,6 +453,10 @@ mod tests {
             &["-m", "tcp"],
             &["--parity", "odd"],
             &["--export-limit", "-5"],
+            &["--force-model", "growatt"],
+            &["--force-model", "sma:5100"],
+            &["--force-model", "growatt:x"],
+            &["--force-model", "growatt:5100,eastron:70000"],
             &["--bogus"],
             &["-s"],
         ] {

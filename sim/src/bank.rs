@@ -43,6 +43,13 @@ impl Bank {
         })
     }
 
+    /// Whether a defined block holds `addr`.
+    pub fn contains(&self, addr: u16) -> bool {
+        self.blocks.iter().any(|(start, regs)| {
+            addr >= *start && u32::from(addr) < u32::from(*start) + regs.len() as u32
+        })
+    }
+
     pub fn read(&mut self, addr: u16, count: u16) -> Result<&[u16], u8> {
         self.block_mut(addr, count)
             .map(|r| &*r)

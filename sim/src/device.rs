@@ -3,10 +3,10 @@
 
 use std::time::Duration;
 
-use crate::bank::{Bank, RegisterKind};
-use crate::growatt::{self, GrowattValues};
+use crate::bank::{Bank, EXCEPTION_ILLEGAL_ADDRESS, EXCEPTION_ILLEGAL_FUNCTION, RegisterKind};
+use crate::growatt::{self, GrowattProfile, GrowattValues, Memory};
 use crate::plant::{self, Plant};
-use crate::sdm230::{self, MeterValues};
+use crate::sdm230::{self, MeterProfile, MeterValues};
 
 #[derive(Debug, Clone)]
 pub enum Model {
@@ -22,28 +22,120 @@ pub struct Device {
     pub holding: Bank,
     /// Raw input register overrides (`set_raw`), applied after every refresh.
     input_overrides: Vec<(u16, u16)>,
+    /// The exception a read of a range the device lacks is answered with: Illegal Function on
+    /// a Growatt (docs/reference/growatt.md §2), Illegal Data Address on an Eastron meter.
+    absent_range: u8,
+    /// A Growatt's HR2 semantics.
+    memory: Option<Memory>,
+    /// What an inverter can deliver, W, whatever its registers say (0 for a meter).
+    nameplate_w: f64,
 }
 
 impl Device {
     pub fn sdm230(unit: u8) -> Self {
-        let (input, holding) = sdm230::banks(unit);
-        Self::new(Model::Meter(MeterValues::default()), input, holding)
+        Self::meter(unit, &MeterProfile::default())
+    }
+
+    pub fn meter(unit: u8, profile: &MeterProfile) -> Self {
+        let (input, holding) = sdm230::banks(unit, profile);
+        let model = Model::Meter(MeterValues::default());
+        Self::new(model, input, holding, EXCEPTION_ILLEGAL_ADDRESS, None, 0.0)
     }
 
     pub fn growatt(unit: u8) -> Self {
-        let (input, holding) = growatt::banks(unit);
-        Self::new(Model::Growatt(GrowattValues::default()), input, holding)
+        Self::growatt_as(unit, &GrowattProfile::default())
     }
 
-    fn new(model: Model, input: Bank, holding: Bank) -> Self {
+    pub fn growatt_as(unit: u8, profile: &GrowattProfile) -> Self {
+        let (input, holding) = growatt::banks(unit, profile);
+        let memory = Memory {
+            locked: profile.memory_state_locked,
+            nonvolatile_writes: 0,
+        };
+        let model = Model::Growatt(GrowattValues::default());
+        Self::new(
+            model,
+            input,
+            holding,
+            EXCEPTION_ILLEGAL_FUNCTION,
+            Some(memory),
+            profile.nameplate_w,
+        )
+    }
+
+    fn new(
+        model: Model,
+        input: Bank,
+        holding: Bank,
+        absent_range: u8,
+        memory: Option<Memory>,
+        nameplate_w: f64,
+    ) -> Self {
         let mut d = Self {
             model,
             input,
             holding,
             input_overrides: Vec::new(),
+            absent_range,
+            memory,
+            nameplate_w,
         };
         d.refresh();
         d
+    }
+
+    /// A Modbus read of `count` registers at `addr`: the words, or the exception code (the
+    /// device's absent-range exception when no range of it holds `addr`).
+    pub fn read(&mut self, kind: RegisterKind, addr: u16, count: u16) -> Result<Vec<u16>, u8> {
+        let absent = self.absent_range;
+        let bank = match kind {
+            RegisterKind::Holding => &mut self.holding,
+            RegisterKind::Input => &mut self.input,
+        };
+        if !bank.contains(addr) {
+            return Err(absent);
+        }
+        bank.read(addr, count).map(<[u16]>::to_vec)
+    }
+
+    /// A Modbus write of holding registers, with the device's semantics (a Growatt's HR2).
+    pub fn write_holding(&mut self, addr: u16, values: &[u16]) -> Result<(), u8> {
+        if !self.holding.contains(addr) {
+            return Err(self.absent_range);
+        }
+        match &mut self.memory {
+            Some(memory) => memory.write(&mut self.holding, addr, values)?,
+            None => self.holding.write(addr, values)?,
+        }
+        self.refresh();
+        Ok(())
+    }
+
+    /// A night on a PV-powered unit: what returns to its initial value at the next power-up.
+    /// False for a device that is not PV-powered.
+    pub fn power_up(&mut self) -> bool {
+        let Some(memory) = &self.memory else {
+            return false;
+        };
+        memory.power_up(&mut self.holding);
+        self.refresh();
+        true
+    }
+
+    /// Writes of remembered registers made while HR2 read 1 (0 for a meter).
+    pub fn nonvolatile_writes(&self) -> u64 {
+        self.memory.as_ref().map_or(0, |m| m.nonvolatile_writes)
+    }
+
+    /// Locks (or unlocks) a Growatt's HR2 against writes; false for a meter.
+    pub fn lock_memory_state(&mut self, locked: bool) -> bool {
+        match &mut self.memory {
+            Some(memory) => {
+                memory.locked = locked;
+                true
+            }
+            None => false,
+        }
     }
 
     /// Sets a named quantity (see [`Device::names`]); false for an unknown name.
@@ -90,7 +182,11 @@ impl Device {
     /// Writes a raw register; input overrides stick across refreshes.
     pub fn set_raw(&mut self, kind: RegisterKind, addr: u16, value: u16) -> Result<(), u8> {
         match kind {
-            RegisterKind::Holding => self.holding.write(addr, &[value]),
+            RegisterKind::Holding => {
+                self.holding.write(addr, &[value])?;
+                self.refresh();
+                Ok(())
+            }
             RegisterKind::Input => {
                 self.input.write(addr, &[value])?;
                 self.input_overrides.retain(|(a, _)| *a != addr);
@@ -120,7 +216,10 @@ impl Device {
     pub fn refresh(&mut self) {
         match &self.model {
             Model::Meter(m) => m.refresh(&mut self.input),
-            Model::Growatt(g) => g.refresh(&mut self.input),
+            Model::Growatt(g) => {
+                g.refresh(&mut self.input);
+                growatt::refresh_applied_cap(&mut self.input, &mut self.holding, self.nameplate_w);
+            }
         }
         for &(addr, value) in &self.input_overrides {
             self.input.set(addr, value);
@@ -130,7 +229,8 @@ impl Device {
 
 /// Steps the plant model: `inverter` follows its power rate, `meter` sees the difference.
 pub(crate) fn step_plant(plant: &Plant, dt: Duration, meter: &mut Device, inverter: &mut Device) {
-    let (rate, rated_w) = plant::inverter_limits(&mut inverter.holding);
+    let rate = plant::power_rate(&mut inverter.holding);
+    let rated_w = inverter.nameplate_w;
     if let (Model::Meter(m), Model::Growatt(g)) = (&mut meter.model, &mut inverter.model) {
         plant.step(dt, rate, rated_w, m, g);
     }
@@ -141,7 +241,7 @@ pub(crate) fn step_plant(plant: &Plant, dt: Duration, meter: &mut Device, invert
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bank::EXCEPTION_ILLEGAL_ADDRESS;
+    use crate::bank::EXCEPTION_ILLEGAL_VALUE;
 
     #[test]
     fn reads_must_stay_inside_a_block() {
@@ -179,6 +279,66 @@ mod tests {
         g.set("pv_power", 1000.0);
         assert!((g.get("pv_power").unwrap() - 1000.0).abs() < 1e-9);
         assert_eq!(g.get("pv1_power"), Some(550.0));
+    }
+
+    #[test]
+    fn hr2_decides_what_a_night_resets_and_what_is_stored() {
+        let mut g = Device::growatt(1);
+        assert_eq!(g.holding.get(3), Some(255), "factory: not limited");
+        g.write_holding(3, &[40]).unwrap();
+        assert_eq!(g.nonvolatile_writes(), 0);
+        assert!(g.power_up());
+        assert_eq!(g.holding.get(3), Some(255), "HR2 = 0: back to 255");
+        g.write_holding(2, &[1]).unwrap();
+        g.write_holding(3, &[40]).unwrap();
+        assert_eq!(g.nonvolatile_writes(), 1);
+        g.power_up();
+        assert_eq!(g.holding.get(3), Some(40), "HR2 = 1: kept");
+        // A locked HR2 acknowledges the write and stays 1.
+        g.lock_memory_state(true);
+        g.write_holding(2, &[0]).unwrap();
+        assert_eq!(g.holding.get(2), Some(1));
+        // Outside the documented ranges: Illegal Data Value.
+        assert_eq!(g.write_holding(3, &[101]), Err(EXCEPTION_ILLEGAL_VALUE));
+        assert_eq!(g.write_holding(123, &[(-1001i16) as u16]), Err(3));
+        g.write_holding(123, &[(-1000i16) as u16]).unwrap();
+        // The cap it applies, inputs 101–103: 40 % of 4200 W.
+        assert_eq!(g.input.get(101), Some(40));
+        assert_eq!(g.input.get_u32(102), Some(16_800));
+        let mut meter = Device::sdm230(2);
+        assert!(!meter.power_up());
+    }
+
+    #[test]
+    fn ranges_a_unit_lacks_answer_its_exception() {
+        let mut xe = Device::growatt(1);
+        assert!(xe.read(RegisterKind::Holding, 209, 15).is_ok());
+        let mut tlx = Device::growatt_as(1, &GrowattProfile::MIN_6000TL_X);
+        assert_eq!(
+            tlx.read(RegisterKind::Holding, 209, 15),
+            Err(EXCEPTION_ILLEGAL_FUNCTION)
+        );
+        assert_eq!(
+            tlx.write_holding(209, &[1]),
+            Err(EXCEPTION_ILLEGAL_FUNCTION)
+        );
+        let serial = tlx.read(RegisterKind::Holding, 3001, 5).unwrap();
+        assert_eq!(serial[0], u16::from_be_bytes(*b"NT"));
+        assert_eq!(
+            tlx.read(RegisterKind::Holding, 43, 2).unwrap(),
+            [5200, 0x0201]
+        );
+        // The meter: Illegal Data Address, and no identification block when told so.
+        let mut meter = Device::meter(2, &MeterProfile::SDM230_NO_IDENT);
+        assert_eq!(
+            meter.read(RegisterKind::Holding, 0xFC00, 4),
+            Err(EXCEPTION_ILLEGAL_ADDRESS)
+        );
+        let mut sdm630 = Device::meter(2, &MeterProfile::SDM630);
+        assert_eq!(
+            sdm630.read(RegisterKind::Holding, 0xFC02, 1).unwrap(),
+            [112]
+        );
     }
 
     #[test]

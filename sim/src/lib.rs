@@ -24,11 +24,11 @@ pub use bank::{
 pub use device::{Device, Model};
 pub use growatt::{
     GROWATT_CONTROL_FIRMWARE, GROWATT_DEVICE_TYPE, GROWATT_FIRMWARE, GROWATT_RATED_VA_TENTHS,
-    GROWATT_SERIAL, GrowattValues,
+    GROWATT_SERIAL, GrowattProfile, GrowattValues, POWER_RATE_UNLIMITED,
 };
 pub use plant::Plant;
 pub use rng::Rng;
-pub use sdm230::{METER_CODE, METER_FIRMWARE, METER_SERIAL, MeterValues};
+pub use sdm230::{METER_CODE, METER_FIRMWARE, METER_SERIAL, MeterProfile, MeterValues};
 pub use server::{
     FaultKind, METER_SILENCE, MeterSilence, REQUEST_LOG_LEN, RequestRecord, SimConfig, SimError,
     SimHandle, Simulator, WRITE_LOG_LEN, WriteRecord,

@@ -6,6 +6,13 @@
 //!   plant <load W> <pv available W> [ramp W/s] | plant off
 //!   fault <unit> <offline|slow MS|crc|garbage|truncated|exception CODE|wrong-unit|late|none> [once]
 //!   writes
+//!   model <unit> <name>            another device at the unit, fresh from the factory
+//!                                  (min-4200tl-xe, min-6000tl-x, mid-15ktl3-x, sph-5000tl-bl;
+//!                                  sdm230, sdm230-no-ident, sdm120, sdm630)
+//!   night <unit>                   the inverter's power-up after a night (HR3 back to 255
+//!                                  unless HR2 = 1)
+//!   hr2-locked <unit> on|off       HR2 writes acknowledged but not applied
+//!   nv-writes <unit>               writes of HR3/4/5/99 made while HR2 read 1
 //!   meter-silence on|off           the SDM230's 60 ms silence rule
 //! Runs until killed; stdin EOF leaves it serving (the demo runs it in the background).
 
@@ -14,13 +21,53 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use modbus_sim::{
-    FaultKind, LineSettings, MeterSilence, Parity, Plant, RegisterKind, SimConfig, SimHandle,
-    Simulator,
+    FaultKind, GrowattProfile, LineSettings, MeterProfile, MeterSilence, Parity, Plant,
+    RegisterKind, SimConfig, SimHandle, Simulator,
 };
 
 const USAGE: &str = "usage: modbus-sim --link PATH [--baud 9600] [--even-parity] [--realistic] \
-[--turnaround-ms 20] [--meter-unit 2] [--growatt-unit 1] [--plant] \
-[--meter-silence auto|on|off]";
+[--turnaround-ms 20] [--meter-unit 2] [--growatt-unit 1] [--plant]
+  [--growatt-model min-4200tl-xe|min-6000tl-x|mid-15ktl3-x|sph-5000tl-bl]
+  [--growatt-device-type CODE] [--growatt-hr44 WORD] [--growatt-rated-va TENTHS]
+  [--growatt-hr2 0|1] [--growatt-hr2-locked]
+  [--meter-model sdm230|sdm230-no-ident|sdm120|sdm630] [--meter-code CODE]
+  [--meter-silence auto|on|off]";
+
+/// The Growatt of the command line: a named model, then single registers overridden.
+fn growatt_profile(args: &mut pico_args::Arguments) -> Result<GrowattProfile> {
+    let mut p = match args.opt_value_from_str::<_, String>("--growatt-model")? {
+        Some(name) => GrowattProfile::by_name(&name)
+            .with_context(|| format!("unknown Growatt model {name:?}"))?,
+        None => GrowattProfile::default(),
+    };
+    if let Some(code) = args.opt_value_from_str("--growatt-device-type")? {
+        p.device_type = code;
+    }
+    if let Some(word) = args.opt_value_from_str("--growatt-hr44")? {
+        p.trackers_phases = word;
+    }
+    if let Some(tenths) = args.opt_value_from_str("--growatt-rated-va")? {
+        p.rated_va_tenths = tenths;
+    }
+    if let Some(state) = args.opt_value_from_str("--growatt-hr2")? {
+        p.memory_state = state;
+    }
+    p.memory_state_locked |= args.contains("--growatt-hr2-locked");
+    Ok(p)
+}
+
+fn meter_profile(args: &mut pico_args::Arguments) -> Result<MeterProfile> {
+    let mut p = match args.opt_value_from_str::<_, String>("--meter-model")? {
+        Some(name) => {
+            MeterProfile::by_name(&name).with_context(|| format!("unknown meter {name:?}"))?
+        }
+        None => MeterProfile::default(),
+    };
+    if let Some(code) = args.opt_value_from_str("--meter-code")? {
+        p.code = code;
+    }
+    Ok(p)
+}
 
 fn main() -> Result<()> {
     let mut args = pico_args::Arguments::from_env();
@@ -49,6 +96,8 @@ fn main() -> Result<()> {
         Some("off") => MeterSilence::Never,
         Some(other) => bail!("--meter-silence {other}: expected auto, on or off\n{USAGE}"),
     };
+    let growatt = growatt_profile(&mut args)?;
+    let meter = meter_profile(&mut args)?;
     let rest = args.finish();
     if !rest.is_empty() {
         bail!("unexpected arguments {rest:?}\n{USAGE}");
@@ -56,6 +105,8 @@ fn main() -> Result<()> {
     let sim = Simulator::start(SimConfig {
         meter_unit: Some(meter_unit),
         growatt_unit: Some(growatt_unit),
+        meter,
+        growatt,
         serial: LineSettings { baud, parity },
         realistic,
         turnaround: Duration::from_millis(turnaround_ms),
@@ -183,6 +234,27 @@ fn command(sim: &SimHandle, line: &str) -> Result<Option<String>> {
                 .collect::<Vec<_>>()
                 .join("\n"),
         )),
+        ["model", unit, name] => {
+            let unit: u8 = unit.parse()?;
+            let replaced = match (GrowattProfile::by_name(name), MeterProfile::by_name(name)) {
+                (Some(g), _) => sim.names(unit)?.contains(&"pv_power") && sim.replace_growatt(&g),
+                (_, Some(m)) => sim.names(unit)?.contains(&"import_kwh") && sim.replace_meter(&m),
+                _ => bail!("unknown model {name:?}"),
+            };
+            if !replaced {
+                bail!("unit {unit} is not a device of that kind");
+            }
+            Ok(None)
+        }
+        ["night", unit] => {
+            sim.power_up(unit.parse()?)?;
+            Ok(None)
+        }
+        ["hr2-locked", unit, on @ ("on" | "off")] => {
+            sim.lock_memory_state(unit.parse()?, *on == "on")?;
+            Ok(None)
+        }
+        ["nv-writes", unit] => Ok(Some(sim.nonvolatile_writes(unit.parse()?)?.to_string())),
         _ => bail!("unknown command {line:?}"),
     }
 }

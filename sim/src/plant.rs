@@ -53,8 +53,7 @@ impl Plant {
     }
 }
 
-/// Rate and rated power as the inverter's holding registers hold them.
-pub(crate) fn inverter_limits(holding: &mut crate::bank::Bank) -> (f64, f64) {
-    let rate = f64::from(holding.get(growatt::HR_POWER_RATE).unwrap_or(100));
-    (rate, growatt::rated_w(holding))
+/// The power rate HR3 holds, percent (255, not limited, is clamped to 100 by the step).
+pub(crate) fn power_rate(holding: &mut crate::bank::Bank) -> f64 {
+    f64::from(holding.get(growatt::HR_POWER_RATE).unwrap_or(100))
 }

@@ -1,14 +1,69 @@
 //! Eastron SDM230 Modbus: single-phase energy meter. Input registers hold IEEE 754 floats
-//! (big-endian, two registers each); identification lives in holding registers 0xFC00..0xFC03.
+//! (big-endian, two registers each); identification lives in holding registers 0xFC00..0xFC03:
+//! serial, meter code (docs/reference/eastron-sdm230.md §4) and firmware. [`MeterProfile`]
+//! selects the code and whether that block exists at all.
 
 use std::time::Duration;
 
 use crate::bank::Bank;
 
 pub const METER_SERIAL: u32 = 21_034_567;
-/// Placeholder meter code (0xFC02): the value a real SDM230 returns there is not confirmed.
-pub const METER_CODE: u16 = 0x0084;
+/// Meter code at 0xFC02 of an SDM230-Modbus (docs/reference/eastron-sdm230.md §4).
+pub const METER_CODE: u16 = 43;
 pub const METER_FIRMWARE: u16 = 0x0102;
+
+/// Which Eastron meter the simulator serves: its code at 0xFC02 and whether it answers the
+/// block at 0xFC00 at all (the SDM230 documents do not list it; a meter may refuse it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MeterProfile {
+    pub name: &'static str,
+    pub code: u16,
+    pub ident_block: bool,
+}
+
+impl MeterProfile {
+    pub const SDM230: MeterProfile = MeterProfile {
+        name: "sdm230",
+        code: METER_CODE,
+        ident_block: true,
+    };
+    /// An SDM230 that answers 0xFC00–0xFC03 with Illegal Data Address.
+    pub const SDM230_NO_IDENT: MeterProfile = MeterProfile {
+        name: "sdm230-no-ident",
+        code: METER_CODE,
+        ident_block: false,
+    };
+    /// A single-phase SDM120 (code 32).
+    pub const SDM120: MeterProfile = MeterProfile {
+        name: "sdm120",
+        code: 32,
+        ident_block: true,
+    };
+    /// A three-phase SDM630 (code 112) answering the same single-phase input addresses (its L1
+    /// values): what the daemon must refuse.
+    pub const SDM630: MeterProfile = MeterProfile {
+        name: "sdm630",
+        code: 112,
+        ident_block: true,
+    };
+
+    pub const ALL: [MeterProfile; 4] = [
+        Self::SDM230,
+        Self::SDM230_NO_IDENT,
+        Self::SDM120,
+        Self::SDM630,
+    ];
+
+    pub fn by_name(name: &str) -> Option<MeterProfile> {
+        Self::ALL.into_iter().find(|p| p.name == name)
+    }
+}
+
+impl Default for MeterProfile {
+    fn default() -> Self {
+        Self::SDM230
+    }
+}
 
 /// The measured quantities the input registers are computed from.
 #[derive(Debug, Clone, PartialEq)]
@@ -48,7 +103,7 @@ impl Default for MeterValues {
 
 /// Input and holding registers of a meter at `unit`, as it leaves the factory (1 stop bit, no
 /// parity, 9600 baud).
-pub(crate) fn banks(unit: u8) -> (Bank, Bank) {
+pub(crate) fn banks(unit: u8, profile: &MeterProfile) -> (Bank, Bank) {
     // Blocks follow the original driver's read barriers (0x12, 0x46, 0x156).
     let input = Bank::with_blocks(&[
         (0x0000, 0x0012),
@@ -56,12 +111,17 @@ pub(crate) fn banks(unit: u8) -> (Bank, Bank) {
         (0x0046, 0x0050),
         (0x0156, 0x015A),
     ]);
-    let mut holding = Bank::with_blocks(&[(0x0012, 0x001E), (0xFC00, 0xFC04)]);
+    let ident: &[(u16, u16)] = if profile.ident_block {
+        &[(0x0012, 0x001E), (0xFC00, 0xFC04)]
+    } else {
+        &[(0x0012, 0x001E)]
+    };
+    let mut holding = Bank::with_blocks(ident);
     holding.set_f32(0x0012, 0.0); // 1 stop bit, no parity
     holding.set_f32(0x0014, f64::from(unit));
     holding.set_f32(0x001C, 2.0); // 9600 baud
     holding.set_u32(0xFC00, METER_SERIAL);
-    holding.set(0xFC02, METER_CODE);
+    holding.set(0xFC02, profile.code);
     holding.set(0xFC03, METER_FIRMWARE);
     (input, holding)
 }

@@ -19,8 +19,10 @@ use crate::frame::{
     FN_READ_HOLDING, FN_READ_INPUT, FN_WRITE_MULTIPLE, FN_WRITE_SINGLE, crc_ok, crc16, request_len,
     with_crc,
 };
+use crate::growatt::GrowattProfile;
 use crate::plant::Plant;
 use crate::rng::Rng;
+use crate::sdm230::MeterProfile;
 use crate::timing::LineSettings;
 
 /// How many holding-register writes the log keeps.
@@ -40,6 +42,10 @@ const POLL: Duration = Duration::from_millis(10);
 pub struct SimConfig {
     pub meter_unit: Option<u8>,
     pub growatt_unit: Option<u8>,
+    /// Which meter answers at `meter_unit` (default: an SDM230).
+    pub meter: MeterProfile,
+    /// Which Growatt answers at `growatt_unit` (default: the users' MIN 4200TL-XE).
+    pub growatt: GrowattProfile,
     /// Line settings the realistic timing is computed for.
     pub serial: LineSettings,
     /// Reply after the request's and the reply's wire time plus `turnaround`.
@@ -96,6 +102,8 @@ impl Default for SimConfig {
         Self {
             meter_unit: Some(2),
             growatt_unit: Some(1),
+            meter: MeterProfile::default(),
+            growatt: GrowattProfile::default(),
             serial: LineSettings::default(),
             realistic: false,
             turnaround: Duration::from_millis(20),
@@ -263,8 +271,12 @@ impl Simulator {
             .ok_or_else(|| std::io::Error::other("pty slave has no name"))?;
         let shared = Arc::new(Shared {
             state: Mutex::new(SimState {
-                meter: config.meter_unit.map(|u| (u, Device::sdm230(u))),
-                growatt: config.growatt_unit.map(|u| (u, Device::growatt(u))),
+                meter: config
+                    .meter_unit
+                    .map(|u| (u, Device::meter(u, &config.meter))),
+                growatt: config
+                    .growatt_unit
+                    .map(|u| (u, Device::growatt_as(u, &config.growatt))),
                 plant: config.plant,
                 faults: Vec::new(),
                 writes: VecDeque::with_capacity(WRITE_LOG_LEN),
@@ -352,6 +364,65 @@ impl SimHandle {
         let mut s = self.shared.lock();
         let d = s.device(unit).ok_or(SimError::NoSuchUnit(unit))?;
         d.raw(kind, addr).ok_or(SimError::NoSuchRegister(addr))
+    }
+
+    /// Another Growatt model at the inverter's unit, fresh from the factory (the old one's
+    /// values, faults and write log stay). False when the simulator has no inverter.
+    pub fn replace_growatt(&self, profile: &GrowattProfile) -> bool {
+        let mut s = self.shared.lock();
+        match &mut s.growatt {
+            Some((unit, device)) => {
+                *device = Device::growatt_as(*unit, profile);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Another meter at the meter's unit. False when the simulator has no meter.
+    pub fn replace_meter(&self, profile: &MeterProfile) -> bool {
+        let mut s = self.shared.lock();
+        match &mut s.meter {
+            Some((unit, device)) => {
+                *device = Device::meter(*unit, profile);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// A night for the PV-powered unit at `unit`: its registers as at the next power-up (with
+    /// HR2 = 0, HR3 back to 255). Combine with [`FaultKind::Offline`] for the dark hours.
+    pub fn power_up(&self, unit: u8) -> Result<(), SimError> {
+        let mut s = self.shared.lock();
+        let d = s.device(unit).ok_or(SimError::NoSuchUnit(unit))?;
+        if d.power_up() {
+            Ok(())
+        } else {
+            Err(SimError::NoSuchValue(
+                "power-up of a mains-powered device".into(),
+            ))
+        }
+    }
+
+    /// Writes of HR3, 4, 5 or 99 the unit at `unit` took while its HR2 read 1: each went to
+    /// its non-volatile memory.
+    pub fn nonvolatile_writes(&self, unit: u8) -> Result<u64, SimError> {
+        let mut s = self.shared.lock();
+        Ok(s.device(unit)
+            .ok_or(SimError::NoSuchUnit(unit))?
+            .nonvolatile_writes())
+    }
+
+    /// Locks HR2 of the Growatt at `unit` against writes (acknowledged, not applied), or unlocks.
+    pub fn lock_memory_state(&self, unit: u8, locked: bool) -> Result<(), SimError> {
+        let mut s = self.shared.lock();
+        let d = s.device(unit).ok_or(SimError::NoSuchUnit(unit))?;
+        if d.lock_memory_state(locked) {
+            Ok(())
+        } else {
+            Err(SimError::NoSuchValue("HR2 of a meter".into()))
+        }
     }
 
     /// Turns the plant model on (with these parameters) or off.
@@ -679,12 +750,12 @@ fn execute(s: &mut SimState, unit: u8, frame: &[u8], print: bool) -> Result<Vec<
             if count == 0 || count > 125 {
                 return Err(EXCEPTION_ILLEGAL_VALUE);
             }
-            let bank = if function == FN_READ_HOLDING {
-                &mut device.holding
+            let kind = if function == FN_READ_HOLDING {
+                RegisterKind::Holding
             } else {
-                &mut device.input
+                RegisterKind::Input
             };
-            let regs = bank.read(addr, count)?;
+            let regs = device.read(kind, addr, count)?;
             let mut body = vec![unit, function, (count * 2) as u8];
             for r in regs {
                 body.extend_from_slice(&r.to_be_bytes());
@@ -693,7 +764,7 @@ fn execute(s: &mut SimState, unit: u8, frame: &[u8], print: bool) -> Result<Vec<
         }
         FN_WRITE_SINGLE => {
             let value = word(4).ok_or(EXCEPTION_ILLEGAL_VALUE)?;
-            device.holding.write(addr, &[value])?;
+            device.write_holding(addr, &[value])?;
             s.log_write(unit, addr, &[value], print);
             Ok(with_crc(frame.get(..6).unwrap_or(&[])))
         }
@@ -710,7 +781,7 @@ fn execute(s: &mut SimState, unit: u8, frame: &[u8], print: bool) -> Result<Vec<
                 .chunks_exact(2)
                 .map(|b| u16::from_be_bytes([b[0], b[1]]))
                 .collect();
-            device.holding.write(addr, &values)?;
+            device.write_holding(addr, &values)?;
             s.log_write(unit, addr, &values, print);
             Ok(with_crc(frame.get(..6).unwrap_or(&[])))
         }

@@ -22,11 +22,11 @@ use log::{error, info, warn};
 
 use crate::cli::Options;
 use crate::devices::lifecycle::Timing;
-use crate::devices::{GridMeter, LimitedInverter};
+use crate::devices::{GridMeter, LimitedInverter, Rating};
 use crate::modbus::{Parity, SerialSettings};
 use crate::vedbus::{self, BusAddress, Poller, Pump, Settings, Watcher};
 use generation::Generation;
-use port::{Event, FastPace, Meanwhile, Port};
+use port::{Event, FastPace, IdentifyOverrides, Meanwhile, Port};
 use publish::Published;
 
 /// How long start-up waits for com.victronenergy.settings before giving up (runit restarts us).
@@ -66,7 +66,7 @@ pub fn build_ports(opts: &Options) -> Vec<Port> {
     let mut ports: Vec<(usize, Port)> = by_path
         .into_iter()
         .map(|(path, (baud, units, order))| {
-            let port = Port::new(
+            let mut port = Port::new(
                 path,
                 serial_settings(opts, baud),
                 &units,
@@ -74,6 +74,10 @@ pub fn build_ports(opts: &Options) -> Vec<Port> {
                 opts.max_transaction,
                 &|unit| opts.command_interval(unit),
             );
+            port.overrides = IdentifyOverrides {
+                forced: opts.forced_models.clone(),
+                rated_power_w: opts.rated_power_w,
+            };
             (order, port)
         })
         .collect();
@@ -106,6 +110,8 @@ pub struct App {
     writes: Vec<(String, crate::vedbus::Value)>,
     /// The one wait of the loop: D-Bus sockets, serial lines, deadline.
     poller: Poller,
+    /// A `/Role` write or a device setting arrived: a unit may have changed its role.
+    roles_touched: bool,
 }
 
 /// The D-Bus connections, for the poller.
@@ -203,6 +209,7 @@ impl App {
             port_down_logged: vec![false; n],
             writes: Vec::new(),
             poller: Poller::new(),
+            roles_touched: false,
             generation,
             meter: None,
             inverter: None,
@@ -233,6 +240,7 @@ impl App {
             self.dispatch()?;
             self.handle_writes();
             self.handle_setting_changes();
+            self.follow_roles();
             self.wait()?;
         }
         info!("stopping");
@@ -378,8 +386,12 @@ impl App {
                 if let Some(meter) = self.meter.filter(|m| m.at == (p, unit)) {
                     self.generation.on_meter(&meter.offer, map);
                     self.fresh_meter = true;
-                } else if let Some(inverter) = self.inverter.filter(|i| i.at == (p, unit)) {
-                    self.generation.on_inverter(&inverter.offer, map);
+                } else if let Some(inverter) = self.inverter.filter(|i| i.at == (p, unit))
+                    && self
+                        .generation
+                        .on_inverter(&inverter.offer, map, Instant::now())
+                {
+                    self.set_up_inverter(p, unit);
                 }
             }
             // The only writes the schedule makes are the limiter's.
@@ -403,6 +415,10 @@ impl App {
         let Some(identity) = unit.identity.clone() else {
             return;
         };
+        let rating = identity.rating.clone().unwrap_or_else(|| Rating {
+            watts: None,
+            source: format!("{} gives no rated power", identity.model.name),
+        });
         let connection = format!("Modbus RTU {} unit {}", self.ports[p].path, unit.id);
         let same = self
             .devices
@@ -432,53 +448,60 @@ impl App {
         // The limiter takes the first meter and the first inverter found, by what their models
         // offer; a unit is only ever replaced by itself (found again).
         let offer = self.devices.get(&(p, u)).map(|d| d.model().limiter);
-        if let Some(meter) = offer.and_then(|o| o.grid_meter)
-            && self.meter.is_none_or(|m| m.at == (p, u))
-        {
-            self.meter = Some(LimiterUnit {
-                at: (p, u),
-                offer: meter,
-            });
-        }
-        // On D-Bus first (values invalid until read): the inverter's set-up takes a few of its
-        // slow command slots.
+        let is_inverter = offer.and_then(|o| o.inverter).is_some()
+            && self.inverter.is_none_or(|i| i.at == (p, u));
+        self.follow_meter_role((p, u));
+        // On D-Bus first (values invalid until read), the limiter's paths as they stand: the
+        // inverter's set-up takes several of its slow command slots.
         if let (Some(dev), Some(map)) = (
             self.devices.get_mut(&(p, u)),
             self.ports[p].units[u].map.as_ref(),
-        ) && let Err(e) = dev.go_online(map)
-        {
-            error!("{e}");
+        ) {
+            if is_inverter {
+                self.generation.publish(dev.service());
+            }
+            if let Err(e) = dev.go_online(map) {
+                error!("{e}");
+            }
         }
         if let Some(inverter) = offer.and_then(|o| o.inverter)
-            && self.inverter.is_none_or(|i| i.at == (p, u))
+            && is_inverter
         {
             self.inverter = Some(LimiterUnit {
                 at: (p, u),
                 offer: inverter,
             });
-            self.generation.attach_inverter(&inverter);
-            let generation = &mut self.generation;
-            let mut serving = Serving::new(
-                p,
-                &mut self.devices,
-                &mut self.settings,
-                &mut self.poller,
-                self.opts.publish_interval,
-            );
-            let done =
-                self.ports[p].with_unit(u, &mut serving, |regs| generation.set_up_inverter(regs));
-            if let Some(e) = serving.error {
-                error!("D-Bus during the inverter's set-up: {e}");
-            }
-            if done.is_none() {
-                generation.inverter_lost();
-            }
-            // The meter was read meanwhile: the limiter starts from its latest reading.
-            self.feed_limiter_from_maps();
+            self.generation.attach_inverter(&inverter, rating);
+            self.set_up_inverter(p, u);
         }
     }
 
-    /// The limiter's inputs as the maps hold them now (after a session that read meanwhile).
+    /// The limiter's set-up of the inverter at (`p`, `u`), now, at its pace: the port reads the
+    /// other units meanwhile and the loop serves D-Bus.
+    fn set_up_inverter(&mut self, p: usize, u: usize) {
+        let generation = &mut self.generation;
+        let mut serving = Serving::new(
+            p,
+            &mut self.devices,
+            &mut self.settings,
+            &mut self.poller,
+            self.opts.publish_interval,
+        );
+        let done = self.ports[p].with_unit(u, &mut serving, |regs| {
+            generation.set_up_inverter(regs, Instant::now())
+        });
+        if let Some(e) = serving.error {
+            error!("D-Bus during the inverter's set-up: {e}");
+        }
+        if done.is_none() {
+            generation.inverter_lost();
+        }
+        // The meter was read meanwhile: the limiter starts from its latest reading.
+        self.feed_limiter_from_maps();
+    }
+
+    /// The meter's reading as its map holds it now (read during the inverter's session; the
+    /// inverter's own registers are read again after its set-up, by the schedule).
     fn feed_limiter_from_maps(&mut self) {
         if let Some(meter) = self.meter {
             let (p, u) = meter.at;
@@ -487,11 +510,33 @@ impl App {
                 self.fresh_meter = true;
             }
         }
-        if let Some(inverter) = self.inverter {
-            let (p, u) = inverter.at;
-            if let Some(map) = &self.ports[p].units[u].map {
-                self.generation.on_inverter(&inverter.offer, map);
+    }
+
+    /// The limiter's grid meter is the first unit offering one while it publishes as `grid`: a
+    /// meter switched to another role (pvinverter, acload…) measures something else, so the
+    /// limiter lets it go (and fails safe), and takes it back when it is grid again.
+    fn follow_meter_role(&mut self, at: (usize, usize)) {
+        let Some(dev) = self.devices.get(&at) else {
+            return;
+        };
+        let is_grid = dev.class() == "grid";
+        let ours = self.meter.is_some_and(|m| m.at == at);
+        match dev.model().limiter.grid_meter {
+            Some(offer) if is_grid && (ours || self.meter.is_none()) => {
+                if !ours {
+                    info!("limiter: grid meter {}", dev.service_name());
+                }
+                self.meter = Some(LimiterUnit { at, offer });
             }
+            _ if ours && !is_grid => {
+                warn!(
+                    "limiter: {} is no longer the grid meter; no grid readings",
+                    dev.service_name()
+                );
+                self.meter = None;
+                self.generation.meter_lost();
+            }
+            _ => {}
         }
     }
 
@@ -523,6 +568,7 @@ impl App {
             if let Err(e) = dev.take_writes(&mut self.settings, &mut self.writes) {
                 warn!("{e}");
             }
+            self.roles_touched |= self.writes.iter().any(|(path, _)| path == "/Role");
             if self.inverter.is_some_and(|i| i.at == *key) {
                 for (path, value) in &self.writes {
                     if path == "/Ac/PowerLimit" {
@@ -540,12 +586,32 @@ impl App {
                 continue;
             }
             for dev in self.devices.values_mut() {
-                match dev.apply_setting(&path, &value) {
-                    Ok(true) => break,
+                match dev.apply_setting(&mut self.settings, &path, &value) {
+                    Ok(true) => {
+                        self.roles_touched = true;
+                        break;
+                    }
                     Ok(false) => {}
                     Err(e) => warn!("{e}"),
                 }
             }
+        }
+    }
+
+    /// After writes and setting changes: a unit whose role changed may gain or lose its place
+    /// as the limiter's grid meter.
+    fn follow_roles(&mut self) {
+        if !std::mem::take(&mut self.roles_touched) {
+            return;
+        }
+        let online: Vec<(usize, usize)> = self
+            .devices
+            .keys()
+            .copied()
+            .filter(|&(p, u)| self.ports[p].units[u].lifecycle.is_online())
+            .collect();
+        for at in online {
+            self.follow_meter_role(at);
         }
     }
 

@@ -26,7 +26,10 @@ use log::{debug, info, warn};
 
 use crate::devices::lifecycle::{Lifecycle, Timing, Transition};
 use crate::devices::plausibility::Guard;
-use crate::devices::{self, AccessError, Identity, MODELS, RegisterReader, RegisterWriter};
+use crate::devices::{
+    self, AccessError, IdentifyContext, Identity, MODELS, Recognition, RegisterReader,
+    RegisterWriter,
+};
 use crate::modbus::{
     ErrorKind, ModbusError, ReadFunction, Reply, Request, RtuMaster, SerialSettings, Step,
     UnitPacing,
@@ -136,8 +139,9 @@ pub struct Unit {
     retry_at: Option<Instant>,
     /// Failed reads in a row.
     failures: u8,
-    /// Logged once per identification episode, not per probe.
-    unsupported_logged: bool,
+    /// Why the unit is not driven, as last logged: each reason is logged once per
+    /// identification episode, not per probe (empty: it answers as no supported model).
+    refusal_logged: Option<String>,
     /// Plausibility of its readings; kept across lost/found (a new guard would accept any
     /// counter value as a first reading), replaced when another device answers at the address.
     guard: Option<Guard>,
@@ -161,7 +165,7 @@ impl Unit {
             map: None,
             retry_at: None,
             failures: 0,
-            unsupported_logged: false,
+            refusal_logged: None,
             guard: None,
             pacing: UnitPacing::default(),
             interval_override,
@@ -297,8 +301,27 @@ fn choose(now: Instant, last_failed: bool, candidates: &[Candidate]) -> Option<C
     (!keep_free).then_some(*best)
 }
 
+/// What the command line tells identification (`--force-model`, `--rated-power`).
+#[derive(Clone, Debug, Default)]
+pub struct IdentifyOverrides {
+    pub forced: Vec<(String, u16)>,
+    pub rated_power_w: Option<f64>,
+}
+
+impl IdentifyOverrides {
+    pub fn context(&self, unit: u8) -> IdentifyContext<'_> {
+        IdentifyContext {
+            unit,
+            forced: &self.forced,
+            rated_power_w: self.rated_power_w,
+        }
+    }
+}
+
 pub struct Port {
     pub path: String,
+    /// Applied to every identification on this port.
+    pub overrides: IdentifyOverrides,
     settings: SerialSettings,
     master: Option<RtuMaster>,
     pub units: Vec<Unit>,
@@ -332,6 +355,7 @@ impl Port {
     ) -> Self {
         Port {
             path: path.to_string(),
+            overrides: IdentifyOverrides::default(),
             settings,
             master: None,
             units: unit_ids
@@ -736,8 +760,9 @@ impl Port {
         let id = self.units[i].id;
         master.set_timeout_cap(id, Some(PROBE_TIMEOUT));
         let result = {
+            let overrides = self.overrides.clone();
             let mut regs = UnitRegisters::in_session(self, id, meanwhile);
-            let found = identify_with(&mut regs, id);
+            let found = identify_with(&mut regs, id, &overrides);
             found.map_err(|()| regs.error.take().unwrap_or(ModbusError::Timeout))
         };
         let char_time = self.settings.wire_time(1);
@@ -745,8 +770,8 @@ impl Port {
         let now = Instant::now().max(now);
         let unit = &mut self.units[i];
         match result {
-            Ok(Some(identity)) => {
-                unit.unsupported_logged = false;
+            Ok(Recognition::Found(identity)) => {
+                unit.refusal_logged = None;
                 if let Some(old) = &unit.identity
                     && old.serial != identity.serial
                 {
@@ -763,7 +788,7 @@ impl Port {
                     || unit.guard.is_none()
                 {
                     let guard = Guard::new(model.plausibility, model.registers)
-                        .with_rated_power(identity.rated_power_w)
+                        .with_rated_power(identity.rated_power_w())
                         .with_label(identity.ident());
                     unit.guard = Some(guard);
                 }
@@ -782,13 +807,23 @@ impl Port {
                 }
                 Event::Online(i)
             }
-            Ok(None) => {
-                if !unit.unsupported_logged {
+            Ok(Recognition::Other) => {
+                if unit.refusal_logged.as_deref() != Some("") {
                     warn!(
                         "{}: unit {id} answers but is not a supported model (see --models)",
                         self.path
                     );
-                    unit.unsupported_logged = true;
+                    unit.refusal_logged = Some(String::new());
+                }
+                unit.lifecycle.probe_failed(now);
+                Event::Failed(i)
+            }
+            // Nothing is published and nothing written: the unit is probed like one that does
+            // not answer, the reason logged once per episode.
+            Ok(Recognition::Unsupported { why, .. }) => {
+                if unit.refusal_logged.as_ref() != Some(&why) {
+                    warn!("{}: unit {id}: {why}", self.path);
+                    unit.refusal_logged = Some(why);
                 }
                 unit.lifecycle.probe_failed(now);
                 Event::Failed(i)
@@ -1046,18 +1081,26 @@ impl RegisterWriter for UnitRegisters<'_> {
     }
 }
 
-/// Identifies `unit`: the first supported model that recognises it, logged.
-/// `Ok(None)`: the unit answers but matches no supported model.
-pub fn identify(master: &mut RtuMaster, unit: u8) -> Result<Option<Identity>, ModbusError> {
+/// Identifies `unit`: the first supported model that recognises it, logged when found.
+pub fn identify(
+    master: &mut RtuMaster,
+    unit: u8,
+    overrides: &IdentifyOverrides,
+) -> Result<Recognition, ModbusError> {
     let mut regs = UnitRegisters::new(master, unit);
-    identify_with(&mut regs, unit).map_err(|()| regs.error.take().unwrap_or(ModbusError::Timeout))
+    identify_with(&mut regs, unit, overrides)
+        .map_err(|()| regs.error.take().unwrap_or(ModbusError::Timeout))
 }
 
 /// `Err(())`: no valid answer; the adapter kept the error behind it.
-fn identify_with(regs: &mut UnitRegisters<'_>, unit: u8) -> Result<Option<Identity>, ()> {
-    match devices::identify(regs) {
+fn identify_with(
+    regs: &mut UnitRegisters<'_>,
+    unit: u8,
+    overrides: &IdentifyOverrides,
+) -> Result<Recognition, ()> {
+    match devices::identify(regs, &overrides.context(unit)) {
         Ok(found) => {
-            if let Some(id) = &found {
+            if let Recognition::Found(id) = &found {
                 info!(
                     "unit {unit}: {} serial {} ({})",
                     id.model.name, id.serial, id.details

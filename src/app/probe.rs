@@ -5,7 +5,7 @@ use std::io::Write;
 use anyhow::{Context, bail};
 
 use crate::cli::Options;
-use crate::devices::{MODELS, Quantity};
+use crate::devices::{Explained, MODELS, Model, Quantity, Recognition, RegisterReader};
 use crate::modbus::{ReadFunction, RtuMaster};
 use crate::registers::{Access, Kind, RegisterMap, decode_number, decode_text};
 
@@ -31,19 +31,48 @@ pub fn probe(opts: &Options, out: &mut impl Write) -> anyhow::Result<()> {
     let mut buf = [0u16; 125];
     let interval = opts.command_interval(spec.unit);
     master.set_pacing(spec.unit, super::port::unit_pacing(None, interval));
-    let identity = super::port::identify(&mut master, spec.unit)
+    let overrides = super::port::IdentifyOverrides {
+        forced: opts.forced_models.clone(),
+        rated_power_w: opts.rated_power_w,
+    };
+    let recognition = super::port::identify(&mut master, spec.unit, &overrides)
         .with_context(|| format!("unit {} on {} does not answer", spec.unit, spec.port.path))?;
-    let Some(id) = identity else {
-        bail!(
+    let ctx = overrides.context(spec.unit);
+    let mut explain = |model: &Model, out: &mut dyn Write| -> std::io::Result<()> {
+        // From here on the unit's own pace.
+        master.set_pacing(spec.unit, super::port::unit_pacing(Some(model), interval));
+        let mut regs = super::port::UnitRegisters::new(&mut master, spec.unit);
+        let regs: &mut dyn RegisterReader = &mut regs;
+        writeln!(out, "identification and set-up, and what the daemon does:")?;
+        for Explained {
+            register,
+            value,
+            meaning,
+            action,
+        } in (model.explain)(regs, &ctx, opts.export_limit_w)
+        {
+            writeln!(out, "  {register:<12} {value:<14} {meaning}")?;
+            writeln!(out, "  {:<12} {:<14} -> {action}", "", "")?;
+        }
+        Ok(())
+    };
+    let id = match recognition {
+        Recognition::Found(id) => id,
+        Recognition::Unsupported { model, why } => {
+            writeln!(
+                out,
+                "unit {} on {}: {}, not driven",
+                spec.unit, spec.port.path, model.name
+            )?;
+            explain(model, out)?;
+            bail!("{why}")
+        }
+        Recognition::Other => bail!(
             "unit {} on {} answers but is not a supported model (see --models)",
             spec.unit,
             spec.port.path
-        )
+        ),
     };
-    master.set_pacing(
-        spec.unit,
-        super::port::unit_pacing(Some(id.model), interval),
-    );
     writeln!(
         out,
         "unit {} on {}: {}",
@@ -54,9 +83,14 @@ pub fn probe(opts: &Options, out: &mut impl Write) -> anyhow::Result<()> {
         "  serial {}  firmware {}  hardware {}  model code {}",
         id.serial, id.firmware, id.hardware, id.code
     )?;
-    if let Some(w) = id.rated_power_w {
-        writeln!(out, "  rated power {w:.0} W")?;
+    writeln!(out, "  {}", id.details)?;
+    if let Some(rating) = &id.rating {
+        match rating.watts {
+            Some(w) => writeln!(out, "  rated power {w:.0} W ({})", rating.source)?,
+            None => writeln!(out, "  {}", rating.source)?,
+        }
     }
+    explain(id.model, out)?;
     writeln!(out, "registers:")?;
     let mut map = RegisterMap::new(id.model.registers, id.model.limits);
     for r in id.model.registers {

@@ -6,22 +6,48 @@ use std::time::{Duration, Instant};
 use log::{info, warn};
 
 use crate::cli::Options;
-use crate::devices::{Identity, Model, PathDef, Unit};
+use crate::devices::{BusTiming, Identity, Model, PathDef, Unit};
 use crate::registers::RegisterMap;
 use crate::vedbus::{
     self, BusAddress, DeviceConfig, DeviceService, Format, Pump, Service, Settings, Value, Writable,
 };
 
-/// No official product id exists for third-party Modbus devices; gui-v2's mock data uses 0xFFFF
-/// for a custom PV inverter, and it collides with no special-cased Victron id.
-const PRODUCT_ID: i32 = 0xFFFF;
 /// How often a service whose bus name another process holds asks for it again.
 const NAME_RETRY: Duration = Duration::from_secs(5);
 
-fn format(unit: Unit) -> Format {
-    match unit {
+/// `/StatusCode` texts as dbus-fronius gives them (`Inverter::setStatusCode`;
+/// docs/reference/victron.md §7); other codes show as their number.
+const STATUS_TEXTS: &[(i32, &str)] = &[
+    (0, "Startup 0/6"),
+    (1, "Startup 1/6"),
+    (2, "Startup 2/6"),
+    (3, "Startup 3/6"),
+    (4, "Startup 4/6"),
+    (5, "Startup 5/6"),
+    (6, "Startup 6/6"),
+    (7, "Running"),
+    (8, "Standby"),
+    (9, "Boot loading"),
+    (10, "Error"),
+    (11, "Running (MPPT)"),
+    (12, "Running (Throttled)"),
+];
+
+fn format(p: &PathDef) -> Format {
+    match p.unit {
+        Unit::Code if p.path == "/StatusCode" => Format::Texts(STATUS_TEXTS),
         Unit::Code => Format::Plain,
         u => Format::unit(u.suffix(), u.decimals() as u8),
+    }
+}
+
+/// Text identity fields (firmware, hardware version): shown as is by the GUI; invalid when the
+/// device gave none (docs/reference/victron.md §10).
+fn text_or_invalid(s: &str) -> Value {
+    if s.is_empty() {
+        Value::Invalid
+    } else {
+        Value::Text(s.to_string())
     }
 }
 
@@ -48,7 +74,7 @@ impl Published {
         settings: &mut Settings,
         identity: Identity,
         connection: String,
-        _opts: &Options,
+        opts: &Options,
     ) -> Result<Published, vedbus::Error> {
         let model = identity.model;
         let ident = identity.ident();
@@ -56,11 +82,8 @@ impl Published {
             suffix: ident.clone(),
             ident,
             role: model.roles.default.to_string(),
-            allowed_roles: if model.roles.allowed.len() > 1 {
-                model.roles.allowed.iter().map(|r| r.to_string()).collect()
-            } else {
-                Vec::new()
-            },
+            allowed_roles: model.roles.allowed.iter().map(|r| r.to_string()).collect(),
+            generic_meter: model.roles.generic_meter,
             // dbus-modbus-client allocates meters at 40, dbus-fronius PV inverters at 20.
             preferred_instance: if model.roles.default == "pvinverter" {
                 20
@@ -68,32 +91,34 @@ impl Published {
                 40
             },
             product_name: model.name.to_string(),
-            product_id: PRODUCT_ID,
+            product_id: i32::from(model.product_id),
             serial: identity.serial.clone(),
-            firmware_version: Value::Text(identity.firmware.clone()),
+            firmware_version: text_or_invalid(&identity.firmware),
             process_name: "dbus-modbus-client".to_string(),
             process_version: env!("CARGO_PKG_VERSION").to_string(),
             connection,
-            has_position: model.roles.default == "pvinverter",
+            adopt_from: identity.original_ident.clone(),
         };
         let mut dev = DeviceService::new(bus, settings, &cfg)?;
         let svc = dev.service();
         svc.add_path(
             "/HardwareVersion",
-            Value::Text(identity.hardware.clone()),
+            text_or_invalid(&identity.hardware),
             Format::Plain,
             Writable::No,
         );
         svc.add_path("/NrOfPhases", Value::Int(1), Format::Plain, Writable::No);
+        // How often /Ac/Power reaches the bus (hub4control paces its loop on it): at every
+        // publish, unless the unit cannot be asked that often (docs/reference/victron.md §8).
         svc.add_path(
             "/RefreshTime",
-            Value::Int(model.refresh_time_ms),
+            Value::Int(refresh_time_ms(opts.publish_interval, model.bus)),
             Format::unit("ms", 0),
             Writable::No,
         );
         for p in model.paths {
             for path in p.paths() {
-                svc.add_path(path, Value::Invalid, format(p.unit), Writable::No);
+                svc.add_path(path, Value::Invalid, format(p), Writable::No);
             }
         }
         Ok(Published {
@@ -216,7 +241,57 @@ impl Published {
         Ok(())
     }
 
-    pub fn apply_setting(&mut self, path: &str, v: &Value) -> Result<bool, vedbus::Error> {
-        self.dev.apply_setting(path, v)
+    pub fn apply_setting(
+        &mut self,
+        settings: &mut Settings,
+        path: &str,
+        v: &Value,
+    ) -> Result<bool, vedbus::Error> {
+        self.dev.apply_setting(settings, path, v)
+    }
+
+    pub fn service_name(&self) -> String {
+        self.dev.service_name()
+    }
+
+    /// The service's class (role) now: `grid`, `pvinverter`…
+    pub fn class(&self) -> &str {
+        self.dev.class()
+    }
+}
+
+/// `/RefreshTime` in ms: the publish interval, which paces every value on the bus, or the
+/// unit's shortest interval between commands if that is longer (its power cannot be read more
+/// often).
+fn refresh_time_ms(publish_interval: Duration, bus: BusTiming) -> i32 {
+    let interval = publish_interval.max(bus.min_command_interval);
+    i32::try_from(interval.as_millis()).unwrap_or(i32::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_codes_read_like_dbus_fronius() {
+        let status = PathDef::derived("/StatusCode", Unit::Code, |_| None);
+        let text = |v: i32| vedbus::format_text(&Value::Int(v), format(&status));
+        assert_eq!(text(7), "Running");
+        assert_eq!(text(3), "Startup 3/6");
+        assert_eq!(text(12), "Running (Throttled)");
+        assert_eq!(text(42), "42");
+        let error = PathDef::derived("/ErrorCode", Unit::Code, |_| None);
+        assert_eq!(vedbus::format_text(&Value::Int(7), format(&error)), "7");
+    }
+
+    #[test]
+    fn refresh_time_is_the_publish_interval_unless_the_unit_is_slower() {
+        let publish = Duration::from_millis(200);
+        assert_eq!(refresh_time_ms(publish, BusTiming::FRAMING_ONLY), 200);
+        let paced = BusTiming {
+            min_command_interval: Duration::from_millis(400),
+            ..BusTiming::FRAMING_ONLY
+        };
+        assert_eq!(refresh_time_ms(publish, paced), 400);
     }
 }

@@ -14,23 +14,34 @@ pub mod plausibility;
 pub mod sdm230;
 
 pub use model::{
-    AccessError, BusTiming, GridMeter, Identity, LimitedInverter, LimiterOffer, Model, PathDef,
-    PowerLimiter, Quantity, RegisterReader, RegisterWrite, RegisterWriter, Roles, Unit, Values,
-    ident_for,
+    AccessError, BusTiming, ENERGY_METER_ROLES, Explained, GridMeter, IdentifyContext, Identity,
+    LimitedInverter, LimiterOffer, Model, PathDef, PowerLimiter, Quantity, Rating, Recognition,
+    RegisterReader, RegisterWrite, RegisterWriter, Roles, SetUpReport, SetUpTarget, Unit, Values,
+    ident_for, original_ident,
 };
 
 /// The supported models, in the order identification tries them.
 pub static MODELS: [&Model; 2] = [&sdm230::MODEL, &growatt::MODEL];
 
-/// Identifies the unit behind `regs`: the first model of [`MODELS`] that recognises it.
-/// `Ok(None)`: the unit answers, but as no supported model.
-pub fn identify(regs: &mut dyn RegisterReader) -> Result<Option<Identity>, AccessError> {
+/// Identifies the unit behind `regs`: the first model of [`MODELS`] that recognises it (as one
+/// to drive, or as a variant it refuses). `Recognition::Other`: the unit answers, but as no
+/// supported model.
+pub fn identify(
+    regs: &mut dyn RegisterReader,
+    ctx: &IdentifyContext,
+) -> Result<Recognition, AccessError> {
     for model in MODELS {
-        if let Some(identity) = (model.identify)(regs)? {
-            return Ok(Some(identity));
+        match (model.identify)(regs, ctx)? {
+            Recognition::Other => {}
+            recognised => return Ok(recognised),
         }
     }
-    Ok(None)
+    Ok(Recognition::Other)
+}
+
+/// The vendors `--force-model` may name.
+pub fn vendors() -> impl Iterator<Item = &'static str> {
+    MODELS.iter().map(|m| m.vendor)
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@
 //! it knows addresses and meanings, never the wire.
 
 use std::fmt;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::plausibility::Rule;
 use crate::limiter::{PercentOfRated, Reading, Setting};
@@ -92,11 +92,15 @@ pub struct Model {
     pub paths: &'static [PathDef],
     /// Physical bounds of the readings (see `plausibility.rs`), keyed by register.
     pub plausibility: &'static [Rule],
-    /// Recognises the model on a unit; `Ok(None)` when the unit answers but is another model.
+    /// Recognises the model on a unit (or refuses a variant the daemon must not drive).
     pub identify: Identify,
+    /// `--probe`: the registers that decide identification and set-up, with their meaning and
+    /// what the daemon does with them.
+    pub explain: Explain,
     pub bus: BusTiming,
-    /// `/RefreshTime` (ms): how often the main measurement is refreshed.
-    pub refresh_time_ms: i32,
+    /// `/ProductId`: the id the Python original published for the model, so that VRM and the
+    /// GUI see the same product after the upgrade (docs/reference/victron.md §4).
+    pub product_id: u16,
     pub limiter: LimiterOffer,
 }
 
@@ -128,8 +132,26 @@ impl Model {
 #[derive(Clone, Copy, Debug)]
 pub struct Roles {
     pub default: &'static str,
+    /// The roles a user may choose (`/AllowedRoles`); with one, `/Role` is read-only.
     pub allowed: &'static [&'static str],
+    /// A generic energy meter, as Victron's own meters: it says so (`/IsGenericEnergyMeter`) in
+    /// any role but grid (docs/reference/victron.md §5).
+    pub generic_meter: bool,
 }
+
+/// Victron's energy-meter roles (dbus-modbus-client `EnergyMeter.role_names`), default first.
+pub const ENERGY_METER_ROLES: Roles = Roles {
+    default: "grid",
+    allowed: &[
+        "grid",
+        "pvinverter",
+        "genset",
+        "acload",
+        "evcharger",
+        "heatpump",
+    ],
+    generic_meter: true,
+};
 
 /// How a unit wants the bus paced beyond the Modbus RTU framing every unit gets (3.5 characters of
 /// silence around each frame). Zero means nothing more.
@@ -213,8 +235,9 @@ fn reading(map: &RegisterMap, id: RegId) -> Option<Reading> {
 
 /// How a vendor's inverter takes a power limit: the register knowledge behind the vendor-neutral
 /// `limiter::Controller`. The controller decides in [`Setting`]s through
-/// [`encoding`](Self::encoding); the daemon applies them with [`write`](Self::write) and runs
-/// [`set_up`](Self::set_up) whenever the inverter is (re)initialised.
+/// [`encoding`](Self::encoding); the daemon applies them with [`write`](Self::write), runs
+/// [`set_up`](Self::set_up) whenever the inverter is (re)initialised, and compares every
+/// read-back ([`held`](Self::held), [`drift`](Self::drift)) with what it believes.
 pub trait PowerLimiter: Sync {
     /// How a limit in watts becomes this inverter's setting.
     fn encoding(&self) -> PercentOfRated;
@@ -222,15 +245,42 @@ pub trait PowerLimiter: Sync {
     /// The register write that applies `setting`.
     fn write(&self, setting: Setting) -> RegisterWrite;
 
-    /// The set-up on every (re)initialisation of the inverter (the G100 export limit for a
-    /// Growatt), read back and logged. Returns the setting the inverter holds afterwards; `None`
-    /// when it could not be read (the daemon then treats the inverter as lost).
+    /// The set-up on every (re)initialisation of the inverter, by read-compare-write (only
+    /// registers that differ are written), read back and logged: for a Growatt the memory state
+    /// of limit writes and the G100 export limit. Writes nothing without a rated power.
+    /// `Err` when the inverter did not answer the reads it needs (the daemon then treats it as
+    /// lost); nothing was written then.
     fn set_up(
         &self,
         regs: &mut dyn RegisterWriter,
-        export_limit_w: f64,
-        rated_w: f64,
-    ) -> Option<Setting>;
+        target: SetUpTarget,
+    ) -> Result<SetUpReport, AccessError>;
+
+    /// The setting the inverter holds by its latest periodic read-back, and when it was read.
+    fn held(&self, map: &RegisterMap) -> Option<(Setting, Instant)>;
+
+    /// A register of the set-up read after `since` that no longer holds what the set-up wants
+    /// (a reset, another master, a changed export limit), described for the log.
+    fn drift(&self, map: &RegisterMap, since: Instant, target: SetUpTarget) -> Option<String>;
+}
+
+/// What the set-up is for: the export limit to keep, in watts of a rated power.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SetUpTarget {
+    pub export_limit_w: f64,
+    /// `None`: the rated power is unknown, so nothing may be written.
+    pub rated_w: Option<f64>,
+}
+
+/// What the set-up found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SetUpReport {
+    /// The limit setting the inverter holds, as read back; `None` when it reads a value outside
+    /// the documented range.
+    pub held: Option<Setting>,
+    /// Writes of the limit setting reach the inverter's non-volatile memory (it could not be
+    /// told otherwise): they must be rare.
+    pub writes_persist: bool,
 }
 
 /// One holding-register write.
@@ -285,9 +335,55 @@ pub trait RegisterWriter: RegisterReader {
     fn write(&mut self, addr: u16, value: u16) -> Result<(), AccessError>;
 }
 
-/// A model's identification: `Ok(Some)` it is this model, `Ok(None)` the unit answers but is not
-/// this model, `Err` no valid answer (the probe failed).
-pub type Identify = fn(&mut dyn RegisterReader) -> Result<Option<Identity>, AccessError>;
+/// A model's identification: what the unit is ([`Recognition`]), `Err` no valid answer (the
+/// probe failed).
+pub type Identify =
+    fn(&mut dyn RegisterReader, &IdentifyContext) -> Result<Recognition, AccessError>;
+
+/// A model's register explanation for `--probe`.
+pub type Explain = fn(&mut dyn RegisterReader, &IdentifyContext, f64) -> Vec<Explained>;
+
+/// What identification knows besides the registers: the unit address and the command line's
+/// overrides.
+#[derive(Clone, Copy, Debug)]
+pub struct IdentifyContext<'a> {
+    pub unit: u8,
+    /// `--force-model VENDOR:CODE`: drive a unit reporting this code as this vendor's model,
+    /// whatever the model's code table says.
+    pub forced: &'a [(String, u16)],
+    /// `--rated-power`: the inverter's rating when it does not tell it.
+    pub rated_power_w: Option<f64>,
+}
+
+impl IdentifyContext<'_> {
+    /// Whether the command line forces `vendor`'s model for `code`.
+    pub fn forces(&self, vendor: &str, code: u16) -> bool {
+        self.forced.iter().any(|(v, c)| v == vendor && *c == code)
+    }
+}
+
+/// What identification found on a unit.
+#[derive(Clone, Debug)]
+pub enum Recognition {
+    /// It is this model, to be driven.
+    Found(Identity),
+    /// The unit answers, but not as this model.
+    Other,
+    /// It is this model's vendor, but a variant the daemon must not drive (a three-phase meter,
+    /// a storage inverter): why, naming the code, for the log.
+    Unsupported { model: &'static Model, why: String },
+}
+
+/// One register as `--probe` explains it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Explained {
+    /// Table and address, e.g. "HR3" or "IR101-103".
+    pub register: &'static str,
+    pub value: String,
+    pub meaning: &'static str,
+    /// What the daemon does with it.
+    pub action: String,
+}
 
 /// How a value is rendered in GetText.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -423,12 +519,31 @@ pub struct Identity {
     pub hardware: String,
     /// The model code read from the device.
     pub code: u16,
-    pub rated_power_w: Option<f64>,
+    /// An inverter's rated power and where it comes from; `None` for a meter.
+    pub rating: Option<Rating>,
     /// What else identification saw, for the log line (e.g. the meter code and firmware).
     pub details: String,
+    /// The settings ident the Python original used for this unit (`cg_<serial>`,
+    /// `pv_<text>`), from the registers exactly as it read them; its settings are adopted on the
+    /// first start (docs/reference/victron.md §4). `None` when it could have stored none.
+    pub original_ident: Option<String>,
+}
+
+/// An inverter's rated power as identification settled it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Rating {
+    /// `None`: unknown, so no limit may be written.
+    pub watts: Option<f64>,
+    /// Where the watts come from, or why there are none (for the log and the status).
+    pub source: String,
 }
 
 impl Identity {
+    /// The rated power, when known.
+    pub fn rated_power_w(&self) -> Option<f64> {
+        self.rating.as_ref().and_then(|r| r.watts)
+    }
+
     /// Settings ident and service suffix: `<vendor>_<serial>` reduced to `[A-Za-z0-9_]`.
     pub fn ident(&self) -> String {
         ident_for(self.model.vendor, &self.serial)
@@ -445,6 +560,16 @@ pub fn ident_for(vendor: &str, serial: &str) -> String {
     format!("{vendor}_{serial}")
 }
 
+/// `<prefix>_<serial>` as the Python original formed its settings ident, if it is one
+/// localsettings takes (`[A-Za-z0-9_]`): with anything else the original could not have stored
+/// settings under it.
+pub fn original_ident(prefix: &str, serial: &str) -> Option<String> {
+    let valid = serial
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    valid.then(|| format!("{prefix}_{serial}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -452,6 +577,18 @@ mod tests {
     #[test]
     fn idents_are_safe_bus_name_elements() {
         assert_eq!(ident_for("growatt", "AB-12.3 x"), "growatt_AB_12_3_x");
+    }
+
+    #[test]
+    fn original_idents_are_kept_only_where_settings_could_exist() {
+        assert_eq!(
+            original_ident("cg", "21034567").as_deref(),
+            Some("cg_21034567")
+        );
+        // A blank serial gave `pv_`, still a valid ident.
+        assert_eq!(original_ident("pv", "").as_deref(), Some("pv_"));
+        assert_eq!(original_ident("pv", "AB 12"), None);
+        assert_eq!(original_ident("pv", "AB\0\0CD"), None);
     }
 
     #[test]

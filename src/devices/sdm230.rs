@@ -1,13 +1,15 @@
 //! Eastron SDM230-Modbus (v2), single-phase energy meter. Framing, register map and meter code:
-//! docs/reference/eastron-sdm230.md §1–§4.
+//! docs/reference/eastron-sdm230.md §1–§4. Other single-phase Eastron meters (SDM120) answer the
+//! same map and are driven alike; three-phase ones are refused by their meter code.
 //!
 //! Input registers are IEEE-754 floats, two registers each, high word first.
 
 use std::time::Duration;
 
 use super::model::{
-    AccessError, BusTiming, GridMeter, Identity, LimiterOffer, Model, PathDef, RegisterReader,
-    Roles, Unit, Values, read_if_present, register_names,
+    AccessError, BusTiming, ENERGY_METER_ROLES, Explained, GridMeter, IdentifyContext, Identity,
+    LimiterOffer, Model, PathDef, Recognition, RegisterReader, Unit, Values, original_ident,
+    read_if_present, register_names,
 };
 use super::plausibility::{Bound, Rule, kwh_per_s};
 use crate::registers::{
@@ -154,49 +156,199 @@ pub static PATHS: [PathDef; 9] = [
 
 /// Identification block: serial (u32), meter code, firmware version.
 const IDENT_ADDR: u16 = 0xFC00;
+/// Frequency, read to tell a meter without the identification block by its input map.
+const FREQUENCY_ADDR: u16 = 0x0046;
 
-/// An SDM230 answers its identification block (a Growatt refuses it) and its input map.
-fn identify(regs: &mut dyn RegisterReader) -> Result<Option<Identity>, AccessError> {
-    let mut ident = [0u16; 4];
-    if !read_if_present(regs, Holding, IDENT_ADDR, &mut ident)? {
-        return Ok(None);
+/// Eastron meter codes at 0xFC02 and their phases (docs/reference/eastron-sdm230.md §4). A
+/// three-phase meter answers the single-phase addresses with its L1 values: the limiter would
+/// take one phase for the site's grid power, so it is refused.
+pub static METER_CODES: [(u16, &str, u8); 8] = [
+    (32, "SDM120-Modbus", 1),
+    (43, "SDM230-Modbus", 1),
+    (112, "SDM630-Modbus", 3),
+    (121, "SDM630MCT / SDM630 v2", 3),
+    (132, "SDM72D-M", 3),
+    (135, "SDM72D v2", 3),
+    (136, "SDM630MCT 40 mA", 3),
+    (137, "SDM72D-M-2", 3),
+];
+
+/// What the daemon makes of a meter code.
+#[derive(Clone, Debug, PartialEq)]
+enum CodeVerdict {
+    /// Driven; the text says what the code is, for the log.
+    Drive(String),
+    /// Refused; why, naming the code.
+    Refuse(String),
+}
+
+fn judge_code(code: u16, forced: bool) -> CodeVerdict {
+    let known = METER_CODES.iter().find(|(c, _, _)| *c == code);
+    match known {
+        Some((_, name, 1)) => CodeVerdict::Drive(format!("meter code {code} ({name})")),
+        Some((_, name, phases)) if forced => CodeVerdict::Drive(format!(
+            "meter code {code} ({name}, {phases}-phase), driven as an SDM230 by --force-model: \
+             the limiter sees L1 only"
+        )),
+        Some((_, name, phases)) => CodeVerdict::Refuse(format!(
+            "Eastron meter code {code} ({name}) is a {phases}-phase meter: the daemon reads one \
+             phase and the limiter would take it for the site's grid power; not driven \
+             (--force-model {}:{code} drives it anyway)",
+            MODEL.vendor
+        )),
+        None => CodeVerdict::Drive(format!(
+            "meter code {code} (not in the code table; driven as an SDM230: its input map answers)"
+        )),
     }
-    // The input map must answer too (a stray device could echo an identification block).
-    let mut voltage = [0u16; 2];
-    regs.read(Input, REGISTERS[Voltage.id().row()].addr, &mut voltage)?;
-    Ok(Some(identity(ident)))
+}
+
+/// A live single-phase line as a meter powered from it measures it (the meter has no other
+/// supply, so a meter that answers reads its own mains).
+fn looks_like_mains(voltage: f64, frequency: f64) -> bool {
+    (80.0..=300.0).contains(&voltage) && (45.0..=65.0).contains(&frequency)
+}
+
+fn read_float(regs: &mut dyn RegisterReader, addr: u16) -> Result<Option<f64>, AccessError> {
+    let mut words = [0u16; 2];
+    Ok(read_if_present(regs, Input, addr, &mut words)?
+        .then(|| decode_number(F32, &words))
+        .flatten())
+}
+
+/// An SDM230 answers its identification block (a Growatt refuses it) and its input map. A meter
+/// that refuses the block (the SDM230 documents do not list it: docs/reference/eastron-sdm230.md
+/// §3) is recognised by its input map alone: mains voltage and frequency where an SDM230 has them.
+fn identify(
+    regs: &mut dyn RegisterReader,
+    ctx: &IdentifyContext,
+) -> Result<Recognition, AccessError> {
+    let mut ident = [0u16; 4];
+    if read_if_present(regs, Holding, IDENT_ADDR, &mut ident)? {
+        // The input map must answer too (a stray device could echo an identification block).
+        if read_float(regs, REGISTERS[Voltage.id().row()].addr)?.is_none() {
+            return Ok(Recognition::Other);
+        }
+        let code = ident[2];
+        return Ok(match judge_code(code, ctx.forces(MODEL.vendor, code)) {
+            CodeVerdict::Drive(what) => Recognition::Found(identity(ident, what)),
+            CodeVerdict::Refuse(why) => Recognition::Unsupported { model: &MODEL, why },
+        });
+    }
+    let Some(voltage) = read_float(regs, REGISTERS[Voltage.id().row()].addr)? else {
+        return Ok(Recognition::Other);
+    };
+    let Some(frequency) = read_float(regs, FREQUENCY_ADDR)? else {
+        return Ok(Recognition::Other);
+    };
+    if !looks_like_mains(voltage, frequency) {
+        return Ok(Recognition::Other);
+    }
+    Ok(Recognition::Found(identity_without_block(
+        ctx.unit, voltage, frequency,
+    )))
 }
 
 /// The identity in the block at 0xFC00: serial (u32), meter code, firmware version.
-fn identity([hi, lo, code, fw]: [u16; 4]) -> Identity {
+fn identity([hi, lo, code, fw]: [u16; 4], what: String) -> Identity {
     let serial = decode_number(U32, &[hi, lo]).unwrap_or(0.0) as u64;
     let firmware = format!("{:X}.{:02X}", fw >> 8, fw & 0xFF);
+    let serial = serial.to_string();
     Identity {
         model: &MODEL,
-        serial: serial.to_string(),
-        details: format!("meter code {code:#06x}, firmware {firmware}"),
+        // The original keyed the meter by the same decimal serial (docs/reference/victron.md §4).
+        original_ident: original_ident("cg", &serial),
+        serial,
+        details: format!("{what}, firmware {firmware}"),
         firmware,
-        hardware: format!("{code:04X}"),
+        hardware: code.to_string(),
         code,
-        rated_power_w: None,
+        rating: None,
     }
+}
+
+/// A meter without the identification block has no serial number to name its service by: its
+/// unit address stands in (`eastron_unit2`), stable as long as the meter keeps its address.
+fn identity_without_block(unit: u8, voltage: f64, frequency: f64) -> Identity {
+    Identity {
+        model: &MODEL,
+        serial: format!("unit{unit}"),
+        details: format!(
+            "no identification block at 0xFC00 (refused): recognised by its input map \
+             ({voltage:.1} V, {frequency:.2} Hz); no serial number, named by its unit address"
+        ),
+        firmware: String::new(),
+        hardware: String::new(),
+        code: 0,
+        rating: None,
+        // The original needed the block to answer: it never stored settings for such a meter.
+        original_ident: None,
+    }
+}
+
+/// `--probe`: the identification block and what identification makes of it.
+fn explain(regs: &mut dyn RegisterReader, ctx: &IdentifyContext, _: f64) -> Vec<Explained> {
+    let mut out = Vec::new();
+    let mut ident = [0u16; 4];
+    match read_if_present(regs, Holding, IDENT_ADDR, &mut ident) {
+        Ok(true) => {
+            let [hi, lo, code, fw] = ident;
+            out.push(Explained {
+                register: "HR0xFC00-01",
+                value: format!("{}", (u32::from(hi) << 16) | u32::from(lo)),
+                meaning: "serial number (u32)",
+                action: format!("names the service: {}_<serial>", MODEL.vendor),
+            });
+            let action = match judge_code(code, ctx.forces(MODEL.vendor, code)) {
+                CodeVerdict::Drive(what) => format!("drives it: {what}"),
+                CodeVerdict::Refuse(why) => format!("refuses it: {why}"),
+            };
+            out.push(Explained {
+                register: "HR0xFC02",
+                value: code.to_string(),
+                meaning: "meter code (43 SDM230, 32 SDM120; 112, 121, 132… three-phase)",
+                action,
+            });
+            out.push(Explained {
+                register: "HR0xFC03",
+                value: format!("{fw:#06x}"),
+                meaning: "firmware version",
+                action: "published as /FirmwareVersion".into(),
+            });
+        }
+        Ok(false) => out.push(Explained {
+            register: "HR0xFC00-03",
+            value: "refused".into(),
+            meaning: "serial, meter code, firmware (not in the SDM230 documents)",
+            action: format!(
+                "identifies the meter by its input map (mains voltage and frequency) and names \
+                 it {}_unit{}",
+                MODEL.vendor, ctx.unit
+            ),
+        }),
+        Err(e) => out.push(Explained {
+            register: "HR0xFC00-03",
+            value: format!("{e}"),
+            meaning: "serial, meter code, firmware",
+            action: "probes again".into(),
+        }),
+    }
+    out
 }
 
 pub static MODEL: Model = Model {
     name: "Eastron SDM230",
     vendor: "eastron",
-    roles: Roles {
-        default: "grid",
-        allowed: &["grid", "pvinverter", "acload", "genset"],
-    },
+    // Any of Victron's energy-meter roles, grid by default.
+    roles: ENERGY_METER_ROLES,
     registers: &REGISTERS,
     limits: LIMITS,
     paths: &PATHS,
     plausibility: &PLAUSIBILITY,
     identify,
+    explain,
     bus: BUS,
-    // The meter's power is read as often as the bus allows; 100 ms is the usual cycle at 9600 baud.
-    refresh_time_ms: 100,
+    // The Python original's id ("assigned by Victron Support" per community drivers, unverified).
+    product_id: 0xB023,
     limiter: LimiterOffer {
         grid_meter: Some(GridMeter {
             power: Power.id(),
@@ -268,12 +420,110 @@ mod tests {
 
     #[test]
     fn identifies_from_the_block_at_fc00() {
-        let id = identity([0x0098, 0x9680, 0x0084, 0x0102]);
+        let what = "meter code 43 (SDM230-Modbus)".to_string();
+        let id = identity([0x0098, 0x9680, 43, 0x0102], what);
         assert_eq!(id.serial, "10000000");
         assert_eq!(id.ident(), "eastron_10000000");
         assert_eq!(id.firmware, "1.02");
-        assert_eq!(id.details, "meter code 0x0084, firmware 1.02");
+        assert_eq!(id.hardware, "43");
+        assert_eq!(id.details, "meter code 43 (SDM230-Modbus), firmware 1.02");
         assert_eq!(id.model.name, MODEL.name);
+    }
+
+    #[test]
+    fn single_phase_codes_are_driven_three_phase_refused_unless_forced() {
+        assert!(matches!(judge_code(43, false), CodeVerdict::Drive(_)));
+        assert!(matches!(judge_code(32, false), CodeVerdict::Drive(_)));
+        for code in [112, 121, 132, 135, 136, 137] {
+            let CodeVerdict::Refuse(why) = judge_code(code, false) else {
+                panic!("{code} driven");
+            };
+            assert!(why.contains(&format!("meter code {code} ")), "{why}");
+            assert!(
+                why.contains(&format!("--force-model eastron:{code}")),
+                "{why}"
+            );
+            assert!(matches!(judge_code(code, true), CodeVerdict::Drive(_)));
+        }
+        let CodeVerdict::Drive(what) = judge_code(999, false) else {
+            panic!("an unknown code is driven on its input map");
+        };
+        assert!(what.contains("not in the code table"), "{what}");
+    }
+
+    /// A meter's registers in memory: holding 0xFC00.. if it has the block, the input map.
+    struct FakeMeter {
+        ident: Option<[u16; 4]>,
+        voltage: f32,
+        frequency: f32,
+        answers: bool,
+    }
+
+    impl RegisterReader for FakeMeter {
+        fn read(
+            &mut self,
+            access: crate::registers::Access,
+            addr: u16,
+            words: &mut [u16],
+        ) -> Result<(), AccessError> {
+            if !self.answers {
+                return Err(AccessError::NoAnswer);
+            }
+            let data: Vec<u16> = match (access, addr, self.ident) {
+                (Holding, IDENT_ADDR, Some(block)) => block.to_vec(),
+                (Input, 0x0000, _) => f32_words(self.voltage).to_vec(),
+                (Input, FREQUENCY_ADDR, _) => f32_words(self.frequency).to_vec(),
+                _ => return Err(AccessError::Refused),
+            };
+            words.copy_from_slice(&data[..words.len()]);
+            Ok(())
+        }
+    }
+
+    fn ctx<'a>(forced: &'a [(String, u16)]) -> IdentifyContext<'a> {
+        IdentifyContext {
+            unit: 2,
+            forced,
+            rated_power_w: None,
+        }
+    }
+
+    #[test]
+    fn identification_judges_the_code_and_falls_back_on_the_input_map() {
+        let mut meter = FakeMeter {
+            ident: Some([0, 7, 112, 0x0102]),
+            voltage: 239.0,
+            frequency: 50.0,
+            answers: true,
+        };
+        let found = identify(&mut meter, &ctx(&[]));
+        assert!(
+            matches!(&found, Ok(Recognition::Unsupported { why, .. }) if why.contains("112")),
+            "{found:?}"
+        );
+        let forced = [("eastron".to_string(), 112)];
+        assert!(matches!(
+            identify(&mut meter, &ctx(&forced)),
+            Ok(Recognition::Found(_))
+        ));
+        // No block at 0xFC00: the input map decides, the unit address names it.
+        meter.ident = None;
+        let Ok(Recognition::Found(id)) = identify(&mut meter, &ctx(&[])) else {
+            panic!("not identified from its input map");
+        };
+        assert_eq!(id.ident(), "eastron_unit2");
+        assert!(id.details.contains("239.0 V, 50.00 Hz"), "{}", id.details);
+        // ... but only a live mains: a Growatt's input 0 (status 1, PV power) is no voltage.
+        meter.voltage = f32::from_bits(0x0001_0000);
+        assert!(matches!(
+            identify(&mut meter, &ctx(&[])),
+            Ok(Recognition::Other)
+        ));
+        meter.answers = false;
+        assert_eq!(
+            identify(&mut meter, &ctx(&[])).err(),
+            Some(AccessError::NoAnswer)
+        );
     }
 
     #[test]

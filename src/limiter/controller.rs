@@ -102,6 +102,14 @@ impl Controller {
         }
     }
 
+    /// The inverter's setting is no longer what was believed (it read back otherwise): the next
+    /// decision is written at once, as after a start. Readings are kept.
+    pub fn setting_unknown(&mut self) {
+        if let Some(a) = &mut self.actuator {
+            a.inverter_lost();
+        }
+    }
+
     /// The inverter was (re)initialised and holds `setting`, as read back.
     pub fn inverter_reinitialised(&mut self, setting: Setting) {
         if let Some(a) = &mut self.actuator {
@@ -217,6 +225,25 @@ mod tests {
         assert_eq!(c.applied(), Some(Setting(36)));
         assert_eq!(c.applied_watts(), Some(1512.0));
         assert_eq!(c.writes(), 1);
+    }
+
+    #[test]
+    fn a_setting_found_changed_is_rewritten_at_once() {
+        let t = Instant::now();
+        let mut c = limiting();
+        c.on_consumption(Reading::new(950.0, t));
+        c.on_pv(Reading::new(2000.0, t));
+        c.on_grid(Reading::new(-500.0, t + 10 * MS));
+        let limit = c.step(t + 20 * MS, true).unwrap();
+        c.written(limit, true, t + 30 * MS);
+        // Read back at full power (a reset), now importing: a raise the other way round would
+        // wait, but the decision stands and goes out at once.
+        c.setting_unknown();
+        assert_eq!(c.applied(), None);
+        c.on_grid(Reading::new(300.0, t + 40 * MS));
+        c.on_pv(Reading::new(1200.0, t + 40 * MS));
+        assert_eq!(c.step(t + 50 * MS, true), Some(limit));
+        assert!(c.inputs().pv.is_some(), "readings kept");
     }
 
     #[test]

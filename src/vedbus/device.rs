@@ -1,7 +1,11 @@
-//! The device-level duties every driver shares (spec §3, §6): instance allocation before
-//! registration, the mandatory paths, `/CustomName` and `/Position` mirrored both ways with their
-//! settings, and `/Role` changes re-registering under the new class with the same suffix.
+//! The device-level duties every driver shares (docs/reference/victron.md §2–§5):
+//! instance allocation before registration, adopting the replaced driver's settings, the
+//! mandatory paths, `/CustomName` and `/Position` mirrored both ways with their settings, and
+//! roles as Victron's energy meters have them: a `/Role` change rebuilds the service under the
+//! new class with the same suffix, with the paths of that role (`/Position`,
+//! `/IsGenericEnergyMeter`).
 
+use super::adopt::{self, Adopted};
 use super::bus::Pump;
 use super::settings::{
     SettingDef, Settings, allocate_instance, class_instance_path, parse_class_instance,
@@ -19,8 +23,12 @@ pub struct DeviceConfig {
     pub suffix: String,
     /// Default class (`grid`, `pvinverter`); a stored ClassAndVrmInstance wins over it.
     pub role: String,
-    /// Roles offered through `/Role`; empty = no `/Role` or `/AllowedRoles` paths.
+    /// Roles a user may choose: with more than one `/Role` is writable and `/AllowedRoles` lists
+    /// them; otherwise `/Role` is read-only (dbus-modbus-client `init_dbus`).
     pub allowed_roles: Vec<String>,
+    /// A generic energy meter: in any role but `grid` it publishes `/IsGenericEnergyMeter` = 1
+    /// (dbus-modbus-client `EnergyMeter`; never on a limitable PV inverter).
+    pub generic_meter: bool,
     pub preferred_instance: i32,
     pub product_name: String,
     pub product_id: i32,
@@ -30,8 +38,28 @@ pub struct DeviceConfig {
     pub process_version: String,
     /// `/Mgmt/Connection`, e.g. `Modbus RTU /dev/ttyUSB0 unit 1`.
     pub connection: String,
-    /// Publish `/Position` (PV inverter) mirrored with its setting.
-    pub has_position: bool,
+    /// The settings ident the replaced driver used for this device (`cg_<serial>`): its entry is
+    /// taken over on the first start ([`adopt`]).
+    pub adopt_from: Option<String>,
+}
+
+/// Whether a role has `/Position` (AC input 1 / AC output / AC input 2), persisted in
+/// `/Settings/Devices/<ident>/Position`: Victron's energy meters in these roles, and PV inverters
+/// (docs/reference/victron.md §5).
+pub fn role_has_position(class: &str) -> bool {
+    matches!(class, "pvinverter" | "evcharger" | "heatpump" | "acload")
+}
+
+/// `/Position` texts, as gui-v2 names the choices (docs/reference/victron.md §5, §7).
+const PV_POSITIONS: &[(i32, &str)] = &[(0, "AC input 1"), (1, "AC Output"), (2, "AC input 2")];
+const AC_POSITIONS: &[(i32, &str)] = &[(0, "AC Input"), (1, "AC Output")];
+
+fn position_format(class: &str) -> Format {
+    Format::Texts(if class == "pvinverter" {
+        PV_POSITIONS
+    } else {
+        AC_POSITIONS
+    })
 }
 
 pub struct DeviceService {
@@ -40,6 +68,7 @@ pub struct DeviceService {
     suffix: String,
     class: String,
     instance: i32,
+    generic_meter: bool,
     writes: VecDeque<(String, Value)>,
 }
 
@@ -50,26 +79,82 @@ fn position_path(ident: &str) -> String {
     format!("/Settings/Devices/{ident}/Position")
 }
 
+/// Creates `/Settings/Devices/<ident>/Position` if needed; its value.
+fn position_setting(settings: &mut Settings, ident: &str) -> Result<Value, Error> {
+    let def = SettingDef::new(position_path(ident), 0).range(0, 2);
+    let stored = settings.add_settings(&[def])?;
+    Ok(stored.into_iter().next().unwrap_or(Value::Int(0)))
+}
+
+/// Writes `<class>:<instance>` and reads back what localsettings stored: it moves the instance
+/// on until it is free within the class (docs/reference/victron.md §3).
+fn store_class_instance(
+    settings: &mut Settings,
+    ident: &str,
+    wanted: &str,
+) -> Result<(String, i32), Error> {
+    let path = class_instance_path(ident);
+    settings.set_value(&path, Value::Text(wanted.to_string()))?;
+    let stored = settings.get_value(&path)?;
+    stored
+        .as_str()
+        .and_then(parse_class_instance)
+        .map(|(c, i)| (c.to_string(), i))
+        .ok_or_else(|| Error::BadReply(format!("{path} = {stored:?}, not class:instance")))
+}
+
+/// Writes an adopted value into the daemon's own setting; what the setting holds afterwards
+/// (`None` and a warning when localsettings refuses it).
+fn carry_over(settings: &mut Settings, path: &str, v: Value) -> Option<Value> {
+    match settings.set_value(path, v.clone()) {
+        Ok(()) => Some(v),
+        Err(e) => {
+            log::warn!("adopting {path}: {e}");
+            None
+        }
+    }
+}
+
 impl DeviceService {
-    /// Allocates the instance and the settings, connects, and adds the mandatory paths. The service
-    /// is not visible yet: add the device's own paths through [`DeviceService::service`], then call
-    /// [`DeviceService::register`].
+    /// Takes over the replaced driver's entry (if any), allocates the instance and the settings,
+    /// connects, and adds the mandatory paths. The service is not visible yet: add the device's
+    /// own paths through [`DeviceService::service`], then call [`DeviceService::register`].
     pub fn new(
         bus: &BusAddress,
         settings: &mut Settings,
         cfg: &DeviceConfig,
     ) -> Result<Self, Error> {
-        let (class, instance) =
+        let adopted = match &cfg.adopt_from {
+            Some(old) => adopt::take_over(settings, old, &cfg.ident)?,
+            None => None,
+        };
+        let adopted = adopted.unwrap_or_default();
+        // The daemon's own defaults first, the adopted values written over them: a later start
+        // (AddSettings with the same defaults) then changes nothing at all.
+        let (mut class, mut instance) =
             allocate_instance(settings, &cfg.ident, &cfg.role, cfg.preferred_instance)?;
-        let mut defs = vec![SettingDef::new(custom_name_path(&cfg.ident), "")];
-        if cfg.has_position {
-            defs.push(SettingDef::new(position_path(&cfg.ident), 0).range(0, 2));
+        if let Some(ci) = &adopted.class_instance {
+            match store_class_instance(settings, &cfg.ident, ci) {
+                Ok(stored) => (class, instance) = stored,
+                Err(e) => log::warn!("adopting {ci}: {e}"),
+            }
         }
-        let stored = settings.add_settings(&defs)?;
-        let custom_name = stored
-            .first()
-            .cloned()
+        let name_path = custom_name_path(&cfg.ident);
+        let stored = settings.add_settings(&[SettingDef::new(name_path.clone(), "")])?;
+        let mut custom_name = stored
+            .into_iter()
+            .next()
             .unwrap_or(Value::Text(String::new()));
+        if let Some(name) = &adopted.custom_name {
+            custom_name =
+                carry_over(settings, &name_path, Value::from(name.as_str())).unwrap_or(custom_name);
+        }
+        if let Some(p) = adopted.position {
+            // Carried over even in a role without /Position: it is there if the role changes.
+            position_setting(settings, &cfg.ident)?;
+            carry_over(settings, &position_path(&cfg.ident), Value::Int(p));
+        }
+        log_adoption(&adopted, &cfg.ident, &class, instance);
 
         let mut svc = Service::connect(bus)?;
         let text = |s: &str| Value::Text(s.to_string());
@@ -118,7 +203,7 @@ impl DeviceService {
             Writable::No,
         );
         svc.add_path("/Connected", Value::Int(1), Format::Plain, Writable::No);
-        if !cfg.allowed_roles.is_empty() {
+        if cfg.allowed_roles.len() > 1 {
             svc.add_path(
                 "/Role",
                 text(&class),
@@ -131,24 +216,48 @@ impl DeviceService {
                 Format::Plain,
                 Writable::No,
             );
+        } else {
+            svc.add_path("/Role", text(&class), Format::Plain, Writable::No);
         }
-        if cfg.has_position {
-            let pos = stored.get(1).cloned().unwrap_or(Value::Int(0));
-            svc.add_path(
-                "/Position",
-                pos,
-                Format::Plain,
-                Writable::Int { min: 0, max: 2 },
-            );
-        }
-        Ok(DeviceService {
+        let mut dev = DeviceService {
             svc,
             ident: cfg.ident.clone(),
             suffix: cfg.suffix.clone(),
             class,
             instance,
+            generic_meter: cfg.generic_meter,
             writes: VecDeque::new(),
-        })
+        };
+        dev.role_paths(settings)?;
+        Ok(dev)
+    }
+
+    /// The paths that depend on the role: `/Position` (with its setting) and
+    /// `/IsGenericEnergyMeter`, added or removed for the current class. Only while unregistered:
+    /// consumers see them with the service's name.
+    fn role_paths(&mut self, settings: &mut Settings) -> Result<(), Error> {
+        if role_has_position(&self.class) {
+            let position = position_setting(settings, &self.ident)?;
+            self.svc.add_path(
+                "/Position",
+                position,
+                position_format(&self.class),
+                Writable::Int { min: 0, max: 2 },
+            );
+        } else {
+            self.svc.remove_path("/Position");
+        }
+        if self.generic_meter && self.class != "grid" {
+            self.svc.add_path(
+                "/IsGenericEnergyMeter",
+                Value::Int(1),
+                Format::Plain,
+                Writable::No,
+            );
+        } else {
+            self.svc.remove_path("/IsGenericEnergyMeter");
+        }
+        Ok(())
     }
 
     /// `com.victronenergy.<class>.<suffix>`.
@@ -180,8 +289,8 @@ impl DeviceService {
     }
 
     /// Handles the accepted writes to `/CustomName`, `/Position` and `/Role` (persisting them;
-    /// a role change re-registers the service) and returns every write, those included, so the
-    /// device can react (e.g. to `/Role`) and see its own paths' writes (`/Ac/PowerLimit`).
+    /// a role change rebuilds the service) and returns every write, those included, so the
+    /// device can react and see its own paths' writes (`/Ac/PowerLimit`).
     pub fn take_writes(
         &mut self,
         settings: &mut Settings,
@@ -211,9 +320,15 @@ impl DeviceService {
     }
 
     /// Mirrors a settings change (from [`Settings::take_changes`]) onto the service. Returns
-    /// whether the setting belongs to this device. A new class or instance re-registers the
-    /// service, so that consumers that cache the instance from their scan see it.
-    pub fn apply_setting(&mut self, path: &str, v: &Value) -> Result<bool, Error> {
+    /// whether the setting belongs to this device. A new class rebuilds the service for that
+    /// role; a new instance re-registers it, so that consumers that cache the instance from
+    /// their scan see it.
+    pub fn apply_setting(
+        &mut self,
+        settings: &mut Settings,
+        path: &str,
+        v: &Value,
+    ) -> Result<bool, Error> {
         if path == custom_name_path(&self.ident) {
             self.svc.set("/CustomName", v.clone());
         } else if path == position_path(&self.ident) {
@@ -224,7 +339,7 @@ impl DeviceService {
             };
             if class != self.class || instance != self.instance {
                 let class = class.to_string();
-                self.reregister(class, instance)?;
+                self.reregister(settings, class, instance)?;
             }
         } else {
             return Ok(false);
@@ -236,35 +351,52 @@ impl DeviceService {
         if role == self.class {
             return Ok(());
         }
-        let path = class_instance_path(&self.ident);
-        settings.set_value(&path, Value::Text(format!("{role}:{}", self.instance)))?;
-        // localsettings may have bumped the instance to keep it unique within the new class.
-        let stored = settings.get_value(&path)?;
-        let (class, instance) = stored
-            .as_str()
-            .and_then(parse_class_instance)
-            .map(|(c, i)| (c.to_string(), i))
-            .unwrap_or((role.to_string(), self.instance));
-        self.reregister(class, instance)
+        let (class, instance) =
+            store_class_instance(settings, &self.ident, &format!("{role}:{}", self.instance))?;
+        self.reregister(settings, class, instance)
     }
 
-    fn reregister(&mut self, class: String, instance: i32) -> Result<(), Error> {
+    /// Leaves the bus, takes the new class and instance (a new class: the paths of its role),
+    /// and comes back under the new name if it was registered.
+    fn reregister(
+        &mut self,
+        settings: &mut Settings,
+        class: String,
+        instance: i32,
+    ) -> Result<(), Error> {
         let was_registered = self.svc.name().is_some();
         self.svc.unregister();
         log::info!("vedbus: {} becomes {class}:{instance}", self.service_name());
+        let new_role = class != self.class;
         self.class = class;
         self.instance = instance;
         self.svc.set("/DeviceInstance", Value::Int(instance));
         self.svc.set("/Role", Value::Text(self.class.clone()));
-        if was_registered {
+        let rebuilt = if new_role {
+            self.role_paths(settings)
+        } else {
+            Ok(())
+        };
+        let registered = if was_registered {
             self.register()
         } else {
             Ok(())
-        }
+        };
+        rebuilt.and(registered)
     }
 
     pub fn pump(&mut self, budget: Duration) -> Result<(), Error> {
         self.svc.pump(budget)
+    }
+}
+
+/// One log line for an adoption: where the device ended up.
+fn log_adoption(adopted: &Adopted, ident: &str, class: &str, instance: i32) {
+    if !adopted.from.is_empty() {
+        log::info!(
+            "/Settings/Devices/{ident} takes over from {}: now {class}:{instance}",
+            adopted.from
+        );
     }
 }
 

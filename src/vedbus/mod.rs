@@ -24,18 +24,20 @@
 //! dev.service().flush();                               // one ItemsChanged for what changed
 //! pump_all(&mut [&mut dev, &mut settings, &mut watcher], budget)?;
 //! for (path, v) in dev.take_writes(&mut settings)? { ... }   // every accepted SetValue
-//! for (path, v) in settings.take_changes() { dev.apply_setting(&path, &v)?; }
+//! for (path, v) in settings.take_changes() { dev.apply_setting(&mut settings, &path, &v)?; }
 //! watcher.get("com.victronenergy.battery", "/Soc")           // Some((value, received_at))
 //! ```
 //!
-//! Wire rules kept here: invalid = empty `ai`; NaN/inf and empty lists publish as invalid;
-//! GetItems/ItemsChanged keys absolute, node GetValue/GetText keys relative; SetValue answers 0 or
-//! 1, never a D-Bus error, and coerces int/double/numeric strings; the name is requested
-//! (DO_NOT_QUEUE) only after the paths exist; ItemsChanged only, no per-item PropertiesChanged.
+//! Wire rules kept here: invalid = empty `ai` (GetText `---`, as velib); NaN/inf and empty lists
+//! publish as invalid; GetItems/ItemsChanged keys absolute, node GetValue/GetText keys relative;
+//! SetValue answers 0 or 1, never a D-Bus error, and coerces int/double/numeric strings; the name
+//! is requested (DO_NOT_QUEUE) only after the paths exist; ItemsChanged only, no per-item
+//! PropertiesChanged (and introspection advertises only what is sent).
 //! `flush` must be called every iteration: while the bus has not taken the previous signal,
 //! changes coalesce into the next one (libdbus' outgoing queue is unbounded otherwise).
 //! [`Error::Disconnected`] from a pump means the bus is gone: exit and let the supervisor restart.
 
+pub mod adopt;
 mod bus;
 mod device;
 mod service;
@@ -45,13 +47,13 @@ mod value;
 mod watcher;
 
 pub use bus::{BusAddress, Poller, Pump, Watch, pump_all};
-pub use device::{DeviceConfig, DeviceService};
+pub use device::{DeviceConfig, DeviceService, role_has_position};
 pub use service::{MAX_QUEUED_WRITES, Service};
 pub use settings::{
     MAX_QUEUED_CHANGES, SETTINGS_SERVICE, SettingDef, Settings, allocate_instance,
     class_instance_path, is_valid_ident, parse_class_instance,
 };
-pub use value::{Format, Refusal, Value, Writable, format_text};
+pub use value::{Format, INVALID_TEXT, Refusal, Value, Writable, format_text};
 pub use watcher::{Watcher, name_matches};
 
 use std::fmt;

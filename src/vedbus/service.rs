@@ -2,7 +2,9 @@
 
 use super::bus::{self, BUSITEM, DBUS_NAME, DBUS_PATH, Pump, UNKNOWN_METHOD, UNKNOWN_OBJECT};
 use super::tree::{Item, Node, Tree, is_valid_leaf_path};
-use super::value::{Format, Value, Writable, append_value_text_dict, append_variant, read_value};
+use super::value::{
+    Format, INVALID_TEXT, Value, Writable, append_value_text_dict, append_variant, read_value,
+};
 use super::{BusAddress, Error};
 use dbus::arg::{IterAppend, Variant};
 use dbus::channel::Channel;
@@ -210,7 +212,7 @@ impl Service {
                 for path in removed.drain(..) {
                     d.append_dict_entry(|e| {
                         e.append(path.as_str());
-                        append_value_text_dict(e, &Value::Invalid, "");
+                        append_value_text_dict(e, &Value::Invalid, INVALID_TEXT);
                     });
                 }
             },

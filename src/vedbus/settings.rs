@@ -144,12 +144,7 @@ impl Settings {
             append_variant(a, &v)
         })?;
         match reply.get1::<i32>() {
-            Some(0) => {
-                if let Some(t) = self.tracked.get_mut(path) {
-                    *t = v;
-                }
-                Ok(())
-            }
+            Some(0) => self.settle(path, v),
             Some(code) => Err(Error::Setting {
                 path: path.to_string(),
                 code,
@@ -158,7 +153,9 @@ impl Settings {
         }
     }
 
-    /// Reads a setting (GetValue).
+    /// Reads a setting (GetValue). A setting this client follows takes the value read as its
+    /// last known one (localsettings may have stored another value than the one written, e.g. a
+    /// bumped instance).
     pub fn get_value(&mut self, path: &str) -> Result<Value, Error> {
         let reply = bus::call(
             &self.ch,
@@ -168,8 +165,94 @@ impl Settings {
             "GetValue",
             |_| {},
         )?;
-        read_value(&mut reply.iter_init())
-            .ok_or_else(|| Error::BadReply(format!("GetValue {path}")))
+        let v = read_value(&mut reply.iter_init())
+            .ok_or_else(|| Error::BadReply(format!("GetValue {path}")))?;
+        self.settle(path, v.clone())?;
+        Ok(v)
+    }
+
+    /// After a write or read of `path` that leaves it at `v`: the signals localsettings sent
+    /// before its reply (a creation, earlier writes) waited in the queue during the blocking
+    /// call and are older than `v`. They are handled now, and the changes of `path` they report
+    /// dropped, so that the owner does not see the setting go back and forth (a service
+    /// re-registering with a stale instance).
+    fn settle(&mut self, path: &str, v: Value) -> Result<(), Error> {
+        bus::dispatch(self, |s| &s.ch, Self::handle)?;
+        self.changes.retain(|(p, _)| p != path);
+        if let Some(known) = self.tracked.get_mut(path) {
+            *known = v;
+        }
+        Ok(())
+    }
+
+    /// Follows a setting this client does not own (another service's, e.g. systemcalc's
+    /// `/Settings/SystemSetup/BatteryService`) without creating it: its current value, Invalid
+    /// while it does not exist; later changes (its creation included) come through
+    /// [`take_changes`](Self::take_changes).
+    pub fn follow(&mut self, path: &str) -> Result<Value, Error> {
+        self.tracked.insert(path.to_string(), Value::Invalid);
+        match self.get_value(path) {
+            Ok(v) => Ok(v),
+            // No object there (libdbus answers UnknownObject, older ones UnknownMethod): the
+            // setting does not exist (yet).
+            Err(Error::Call { detail, .. })
+                if detail.starts_with("org.freedesktop.DBus.Error.Unknown") =>
+            {
+                Ok(Value::Invalid)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Every setting below the group `group` (e.g. `/Settings/Devices`), keyed by its path
+    /// relative to the group (localsettings' group GetValue: `a{sv}` in a variant).
+    pub fn values_below(&mut self, group: &str) -> Result<BTreeMap<String, Value>, Error> {
+        let reply = bus::call(
+            &self.ch,
+            SETTINGS_SERVICE,
+            group,
+            BUSITEM,
+            "GetValue",
+            |_| {},
+        )?;
+        let mut it = reply.iter_init();
+        let dict = it
+            .recurse(ArgType::Variant)
+            .as_mut()
+            .and_then(read_dict_sv)
+            .ok_or_else(|| Error::BadReply(format!("GetValue {group} is not a{{sv}}")))?;
+        Ok(dict.into_iter().collect())
+    }
+
+    /// Removes settings (RemoveSettings on `group`, paths relative to it; docs/reference/
+    /// victron.md §3): per path 0 removed, −1 no such setting (a group is not a setting).
+    pub fn remove_settings(&mut self, group: &str, paths: &[String]) -> Result<Vec<i32>, Error> {
+        let reply = bus::call(
+            &self.ch,
+            SETTINGS_SERVICE,
+            group,
+            SETTINGS_IFACE,
+            "RemoveSettings",
+            |a| a.append(paths),
+        )?;
+        let codes: Vec<i32> = reply
+            .get1()
+            .ok_or_else(|| Error::BadReply("RemoveSettings reply is not ai".into()))?;
+        if codes.len() != paths.len() {
+            return Err(Error::BadReply(format!(
+                "RemoveSettings: {} results for {} paths",
+                codes.len(),
+                paths.len()
+            )));
+        }
+        let prefix = if group == "/" { "" } else { group };
+        for (p, code) in paths.iter().zip(&codes) {
+            if *code == 0 {
+                let rel = p.strip_prefix('/').unwrap_or(p);
+                self.tracked.remove(&format!("{prefix}/{rel}"));
+            }
+        }
+        Ok(codes)
     }
 
     /// The last known value of a setting added through this client.

@@ -104,7 +104,9 @@ impl Tree {
         names
     }
 
-    /// Introspection XML of an object: the BusItem methods it answers and its child nodes.
+    /// Introspection XML of an object: the BusItem methods it answers, the one signal the
+    /// service sends (ItemsChanged, on `/`; no per-item PropertiesChanged, see `Service::flush`)
+    /// and its child nodes.
     pub fn introspect(&self, path: &str) -> String {
         let kind = self.kind(path);
         let mut x = String::with_capacity(1024);
@@ -122,7 +124,6 @@ impl Tree {
                 "  <method name=\"GetText\"><arg name=\"text\" type=\"s\" direction=\"out\"/></method>\n",
                 "  <method name=\"SetValue\"><arg name=\"value\" type=\"v\" direction=\"in\"/>",
                 "<arg name=\"result\" type=\"i\" direction=\"out\"/></method>\n",
-                "  <signal name=\"PropertiesChanged\"><arg name=\"changes\" type=\"a{sv}\"/></signal>\n",
             ));
         } else {
             x.push_str(
@@ -203,6 +204,8 @@ mod tests {
         assert!(
             leaf.contains("SetValue") && !leaf.contains("GetItems") && !leaf.contains("<node name")
         );
+        // Only signals that are sent are advertised.
+        assert!(!leaf.contains("<signal") && root.contains("\"ItemsChanged\""));
     }
 
     #[test]

@@ -94,6 +94,9 @@ pub enum Format {
     Unit { unit: &'static str, decimals: u8 },
     /// An integer in hex (`/ProductId` convention): `"0xB023"`.
     Hex,
+    /// An integer code with a text per known value (`/StatusCode` "Running"); other values show
+    /// as their number.
+    Texts(&'static [(i32, &'static str)]),
 }
 
 impl Format {
@@ -102,11 +105,19 @@ impl Format {
     }
 }
 
-/// GetText of a value. Invalid renders as "" like veutil (velib's "---" is not relied on by anyone).
+/// GetText of an invalid value, as velib's `VeDbusItemExport.GetText` answers
+/// (docs/reference/victron.md §1).
+pub const INVALID_TEXT: &str = "---";
+
+/// GetText of a value: velib's `---` when invalid, else the value in its format.
 pub fn format_text(value: &Value, format: Format) -> String {
     let text = match (value, format) {
-        (Value::Invalid, _) => String::new(),
+        (Value::Invalid, _) => INVALID_TEXT.to_string(),
         (Value::Int(i), Format::Hex) => format!("0x{:X}", *i as u32),
+        (Value::Int(i), Format::Texts(texts)) => texts
+            .iter()
+            .find(|(code, _)| code == i)
+            .map_or_else(|| i.to_string(), |(_, t)| t.to_string()),
         (Value::Int(i), Format::Unit { unit, decimals: 0 }) => format!("{i} {unit}"),
         (Value::Int(i), Format::Unit { unit, decimals }) => {
             format!("{:.*} {unit}", usize::from(decimals), f64::from(*i))
@@ -393,7 +404,14 @@ mod tests {
         );
         assert_eq!(format_text(&Value::Int(3), Format::unit("%", 0)), "3 %");
         assert_eq!(format_text(&Value::Int(0xB023), Format::Hex), "0xB023");
-        assert_eq!(format_text(&Value::Invalid, Format::unit("W", 0)), "");
+        assert_eq!(format_text(&Value::Invalid, Format::unit("W", 0)), "---");
+        assert_eq!(format_text(&Value::Invalid, Format::Plain), "---");
+        const STATES: &[(i32, &str)] = &[(7, "Running")];
+        assert_eq!(
+            format_text(&Value::Int(7), Format::Texts(STATES)),
+            "Running"
+        );
+        assert_eq!(format_text(&Value::Int(3), Format::Texts(STATES)), "3");
         assert_eq!(format_text(&Value::Int(7), Format::Plain), "7");
         assert_eq!(format_text(&Value::Text("a".into()), Format::Plain), "a");
     }

@@ -108,6 +108,16 @@ impl Watcher {
             .find_map(|(_, s)| s.values.get(path).cloned())
     }
 
+    /// The value of `path` in the service named exactly `service`, with the time it was
+    /// received.
+    pub fn value_of(&self, service: &str, path: &str) -> Option<(&Value, Instant)> {
+        self.services
+            .get(service)?
+            .values
+            .get(path)
+            .map(|(v, at)| (v, *at))
+    }
+
     /// Names of the present services matching `prefix`.
     pub fn services<'a>(&'a self, prefix: &'a str) -> impl Iterator<Item = &'a str> + 'a {
         self.services

@@ -1,8 +1,8 @@
 //! Test support of dbus-modbus-client, shared by the end-to-end tests, the benchmarks and the
 //! examples: real parts (a private `dbus-daemon`, the daemon binary as a subprocess, the
 //! simulator of the `modbus-sim` crate) and stand-ins for the Victron services that cannot be
-//! installed here (localsettings, a battery, a vebus), following Victron's own code
-//! (testkit/README.md). Nothing here uses the daemon's library: the stand-ins and the client
+//! installed here (localsettings, a battery, a vebus, systemcalc's battery choice), following
+//! Victron's own code (testkit/README.md). Nothing here uses the daemon's library: the stand-ins and the client
 //! speak D-Bus through the dbus crate, so they check the daemon instead of sharing its bugs.
 //!
 //! ```ignore
@@ -23,6 +23,7 @@ mod rig;
 mod service;
 mod settings;
 mod stats;
+mod system;
 mod value;
 mod worker;
 
@@ -37,6 +38,7 @@ pub use rig::{INVERTER, METER, Rig, RigOptions, ServiceSpec, grid_name, pv_name}
 pub use service::FakeService;
 pub use settings::{FakeSettings, SETTINGS_IFACE, SETTINGS_SERVICE, Setting, SettingValue};
 pub use stats::{Gaps, gaps, percentile, rss_kib};
+pub use system::{SYSTEM_SERVICE, class_and_instance, system_choosing};
 pub use value::Value;
 pub use worker::{Worker, scratch_path};
 

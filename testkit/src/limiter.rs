@@ -7,7 +7,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use modbus_sim::{Plant, SimConfig};
 
-use crate::rig::{INVERTER, Rig, RigOptions, pv_name};
+use crate::rig::{INVERTER, Rig, RigOptions, ServiceSpec, pv_name};
 use crate::{SETTINGS_SERVICE, Value, wait_for};
 
 /// The Growatt's active power rate register.
@@ -40,17 +40,41 @@ impl Rig {
         battery: &[(&'static str, Value)],
         vebus: &[(&'static str, Value)],
     ) -> Rig {
+        let services = vec![
+            (BATTERY.to_string(), battery.to_vec()),
+            (VEBUS.to_string(), vebus.to_vec()),
+        ];
+        Rig::start_limiter_with(exe, plant, daemon_args, services)
+    }
+
+    /// [`Rig::start_limiter`] with any Victron services beside the daemon (several batteries,
+    /// a system service).
+    pub fn start_limiter_with(
+        exe: &str,
+        plant: Plant,
+        daemon_args: &[&str],
+        services: Vec<ServiceSpec>,
+    ) -> Rig {
+        Rig::start_limiter_on(exe, SimConfig::default(), plant, daemon_args, services)
+    }
+
+    /// [`Rig::start_limiter_with`] on these simulated devices (`sim`'s timing and plant are set
+    /// here).
+    pub fn start_limiter_on(
+        exe: &str,
+        sim: SimConfig,
+        plant: Plant,
+        daemon_args: &[&str],
+        services: Vec<ServiceSpec>,
+    ) -> Rig {
         let opts = RigOptions {
             sim: SimConfig {
                 realistic: true,
                 plant: Some(plant),
-                ..SimConfig::default()
+                ..sim
             },
             args: daemon_args.iter().map(|a| a.to_string()).collect(),
-            services: vec![
-                (BATTERY.to_string(), battery.to_vec()),
-                (VEBUS.to_string(), vebus.to_vec()),
-            ],
+            services,
             ..RigOptions::default()
         };
         let rig = Rig::start(exe, opts);

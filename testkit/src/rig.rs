@@ -12,8 +12,8 @@ use modbus_sim::{GROWATT_SERIAL, METER_SERIAL, SimConfig, SimHandle, Simulator};
 use crate::stats::{Gaps, gaps};
 use crate::worker::{Worker, scratch_path};
 use crate::{
-    Client, Daemon, FakeService, FakeSettings, Monitor, PrivateBus, SettingValue, TIMEOUT, Value,
-    wait_for,
+    Client, Daemon, FakeService, FakeSettings, Monitor, PrivateBus, Setting, SettingValue, TIMEOUT,
+    Value, wait_for,
 };
 
 /// The simulator's units: the meter and the inverter.
@@ -42,8 +42,11 @@ pub struct RigOptions {
     pub args: Vec<String>,
     /// A client takes this name before the daemon starts.
     pub take_name: Option<String>,
-    /// Services started before the daemon (battery, vebus).
+    /// Services started before the daemon (battery, vebus, system).
     pub services: Vec<ServiceSpec>,
+    /// What the settings stand-in holds when it starts (full paths), as a GX's settings file
+    /// would: e.g. the entries an earlier driver left.
+    pub settings: Vec<(String, Setting)>,
 }
 
 /// Everything of one end-to-end run; fields drop in order, the daemon first.
@@ -76,7 +79,8 @@ impl Rig {
         before: impl FnOnce(&SimHandle, &Client),
     ) -> Rig {
         let bus = PrivateBus::start();
-        let settings = (!opts.no_settings).then(|| FakeSettings::start(&bus.address));
+        let settings = (!opts.no_settings)
+            .then(|| FakeSettings::start_with(&bus.address, opts.settings.clone()));
         let services = opts
             .services
             .iter()

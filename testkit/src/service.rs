@@ -34,8 +34,10 @@ pub struct FakeService {
 }
 
 impl FakeService {
-    /// Publishes `name` with read-only `paths` (plus `/DeviceInstance` 0 if absent): the paths
-    /// exist before the name is requested, as velib's `register()` after `add_path` does.
+    /// Publishes `name` with read-only `paths`, plus those of velib's mandatory paths that
+    /// systemcalc relies on where `paths` lacks them (`/DeviceInstance` 0, `/Connected` 1,
+    /// `/ProductName`, `/Mgmt/Connection`): the paths exist before the name is requested, as
+    /// velib's `register()` after `add_path` does.
     pub fn start(address: &str, name: &str, paths: &[(&str, Value)]) -> FakeService {
         let mut ch = Channel::open_private(address).unwrap();
         ch.register().unwrap();
@@ -43,7 +45,14 @@ impl FakeService {
             .iter()
             .map(|(p, v)| (p.to_string(), v.clone()))
             .collect();
-        all.entry("/DeviceInstance".into()).or_insert(Value::Int(0));
+        for (path, default) in [
+            ("/DeviceInstance", Value::Int(0)),
+            ("/Connected", Value::Int(1)),
+            ("/ProductName", Value::from("testkit stand-in")),
+            ("/Mgmt/Connection", Value::from("testkit")),
+        ] {
+            all.entry(path.into()).or_insert(default);
+        }
         let state = Arc::new(Mutex::new(State { ch, paths: all }));
         let st = state.clone();
         let worker = Worker::spawn(move |stop| {

@@ -207,6 +207,11 @@ impl FakeSettings {
     pub fn setting(&self, path: &str) -> Option<Setting> {
         lock(&self.store).get(path).cloned()
     }
+
+    /// Every setting with its attributes, by full path.
+    pub fn snapshot(&self) -> BTreeMap<String, Setting> {
+        lock(&self.store).clone()
+    }
 }
 
 fn lock(store: &Mutex<Store>) -> MutexGuard<'_, Store> {

@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 
 use dbus::arg::{PropMap, Variant};
 use modbus_sim::{
-    FaultKind, GROWATT_SERIAL, METER_SERIAL, RegisterKind, SimConfig, SimHandle, Simulator,
+    FaultKind, GROWATT_SERIAL, METER_CODE, METER_SERIAL, RegisterKind, SimConfig, SimHandle,
+    Simulator,
 };
 use testkit::{
     Client, Daemon, FakeSettings, INVERTER, METER, PrivateBus, Rig, RigOptions, SettingValue,
@@ -89,9 +90,10 @@ fn common(want: &mut BTreeMap<&'static str, Want>, unit: u8, tty: &str) {
         Want::TextContaining(format!("{tty} unit {unit}")),
     );
     want.insert("/Connected", int(1));
-    want.insert("/ProductId", int(0xFFFF));
     want.insert("/CustomName", text(""));
     want.insert("/NrOfPhases", int(1));
+    // Every value reaches the bus at the publish interval (200 ms by default).
+    want.insert("/RefreshTime", int(200));
 }
 
 /// The grid service as the simulator's meter values say it must be.
@@ -130,15 +132,24 @@ fn grid_expected(rig: &Rig) -> BTreeMap<&'static str, Want> {
     w.insert("/DeviceInstance", int(40));
     w.insert("/ProductName", text("Eastron SDM230"));
     w.insert("/FirmwareVersion", text("1.02"));
-    w.insert("/HardwareVersion", text("0084"));
-    w.insert("/RefreshTime", int(100));
+    w.insert("/HardwareVersion", text(&METER_CODE.to_string()));
+    // The Python original's product id.
+    w.insert("/ProductId", int(0xB023));
     w.insert("/Role", text("grid"));
+    // Victron's energy-meter roles (dbus-modbus-client EnergyMeter).
     w.insert(
         "/AllowedRoles",
         Want::Exact(Value::TextList(
-            ["grid", "pvinverter", "acload", "genset"]
-                .map(String::from)
-                .to_vec(),
+            [
+                "grid",
+                "pvinverter",
+                "genset",
+                "acload",
+                "evcharger",
+                "heatpump",
+            ]
+            .map(String::from)
+            .to_vec(),
         )),
     );
     common(&mut w, METER, rig.port());
@@ -192,7 +203,11 @@ fn pv_expected(rig: &Rig) -> BTreeMap<&'static str, Want> {
     );
     w.insert("/Internal/DeratingMode", int(g("derating") as i32));
     w.insert("/Internal/InverterStatus", int(g("status") as i32));
+    // HR3 = 255 (not limited, as the unit powers up): 100 %.
     w.insert("/Internal/ActivePowerRate", num(100.0, "%", 1e-9));
+    w.insert("/Internal/RealOutputPercent", num(100.0, "%", 1e-9));
+    w.insert("/Internal/OutputMaxPowerLimited", num(4200.0, "W", 1e-9));
+    w.insert("/Internal/ExportLimit/FailSafeEnabled", int(1));
     w.insert("/Internal/ExportLimit/Source", int(1));
     w.insert("/Internal/ExportLimit/Rate", num(87.6, "%", 1e-6));
     w.insert("/Internal/ExportLimit/FailSafeRate", num(87.6, "%", 1e-6));
@@ -204,14 +219,18 @@ fn pv_expected(rig: &Rig) -> BTreeMap<&'static str, Want> {
     w.insert("/ProductName", text("Growatt MIN/MID TL-X"));
     w.insert("/FirmwareVersion", text("GH1.0"));
     w.insert("/HardwareVersion", text("ZBAA.3"));
-    w.insert("/RefreshTime", int(1000));
+    // The Python original's product id; a PV inverter only, so /Role is read-only.
+    w.insert("/ProductId", int(0xB089));
+    w.insert("/Role", text("pvinverter"));
     // The limiter's paths, with the limiter not configured (settings at their defaults): the
-    // inverter at 100 % after the G100 set-up, nothing written since.
+    // inverter at 100 % after the G100 set-up, nothing written since. In this mode nobody else
+    // may limit: /Ac/PowerLimit is invalid, as dbus-fronius publishes an unsupported limit.
     w.insert("/dynamicGenerationStatus", text("Not Configured"));
     w.insert("/dynamicGenerationPower", Want::Exact(Value::Invalid));
     w.insert("/dynamicGenerationMaxPower", num(4200.0, "W", 1e-9));
-    w.insert("/Ac/PowerLimit", num(4200.0, "W", 1e-9));
+    w.insert("/Ac/PowerLimit", Want::Exact(Value::Invalid));
     w.insert("/Internal/LimitWrites", int(0));
+    w.insert("/Internal/NonVolatileLimitWrites", int(0));
     common(&mut w, INVERTER, rig.port());
     w
 }
@@ -331,8 +350,8 @@ fn every_published_path_and_value_matches_the_simulator() {
         Some(SettingValue::Str("pvinverter:20".into()))
     );
 
-    // Growatt status → Victron status codes (/StatusCode, Fronius numbering), with the fault
-    // code alongside.
+    // Growatt status → Victron status codes (/StatusCode, Fronius numbering and texts), with
+    // the fault code alongside.
     let pv = pv_name();
     let status = |status: i32, derating: i32, fault: i32| {
         rig.sim.set(INVERTER, "status", status.into()).unwrap();
@@ -349,12 +368,23 @@ fn every_published_path_and_value_matches_the_simulator() {
                 Value::Int(v)
             );
         }
-        rig.value(&pv, "/StatusCode")
+        let text: String = rig
+            .client
+            .busitem(&pv, "/StatusCode", "GetText")
+            .unwrap()
+            .read1()
+            .unwrap();
+        (rig.value(&pv, "/StatusCode"), text)
     };
-    assert_eq!(status(3, 0, 117), Value::Int(10), "fault → error");
-    assert_eq!(status(0, 0, 0), Value::Int(8), "waiting → standby");
-    assert_eq!(status(1, 7, 0), Value::Int(12), "derating → throttled");
-    assert_eq!(status(1, 0, 0), Value::Int(7), "normal → running");
+    let code = |c: i32, t: &str| (Value::Int(c), t.to_string());
+    assert_eq!(status(3, 0, 117), code(10, "Error"), "fault → error");
+    assert_eq!(status(0, 0, 0), code(8, "Standby"), "waiting → standby");
+    assert_eq!(
+        status(1, 7, 0),
+        code(12, "Running (Throttled)"),
+        "derating → throttled"
+    );
+    assert_eq!(status(1, 0, 0), code(7, "Running"), "normal → running");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -595,14 +625,14 @@ fn night_start_publishes_the_meter_and_the_inverter_when_it_wakes() {
 #[test]
 fn unsupported_unit_is_logged_once_and_the_others_are_published() {
     let mut rig = start(|sim, _| {
-        // A device type code of 0 at unit 1: it answers, but as no model we support.
+        // A device type code of 0 at unit 1: a Growatt, but none the table lets us drive.
         sim.set_raw(INVERTER, RegisterKind::Holding, 43, 0).unwrap();
     });
     assert!(
         rig.wait_service(&grid_name(), ONLINE_WAIT),
         "no grid service"
     );
-    let needle = format!("unit {INVERTER} answers but is not a supported model");
+    let needle = format!("unit {INVERTER}: Growatt device type 0 ");
     assert!(rig.daemon.wait_log(&needle, TIMEOUT), "no log line");
     // Probed again every 3 s: still one line, still running, nothing published for it.
     std::thread::sleep(Duration::from_secs(7));
@@ -790,11 +820,15 @@ fn probe_prints_identity_and_registers_and_fails_clearly_on_silence() {
     assert!(out.contains("rated power 4200 W"), "{out}");
     assert!(out.contains("energy_total"), "{out}");
 
-    // A unit that answers as no supported model.
+    // A unit of a device type the daemon does not drive: explained, and an error.
     sim.set_raw(INVERTER, RegisterKind::Holding, 43, 0).unwrap();
-    let (code, _, err) = run(&["-s", tty, "-P", "1"]);
+    let (code, out, err) = run(&["-s", tty, "-P", "1"]);
     assert_ne!(code, 0);
-    assert!(err.contains("not a supported model"), "{err}");
+    assert!(
+        err.contains("device type 0") && err.contains("not driven"),
+        "{err}"
+    );
+    assert!(out.contains("HR43") && out.contains("refuses it"), "{out}");
 
     // Nobody at unit 9; a unit that stopped answering; a port that does not exist.
     let (code, out, err) = run(&["-s", tty, "-P", "9"]);

@@ -2,6 +2,8 @@
 //! share with the benchmarks and examples):
 //! - the real `dbus-modbus-client` binary against the simulator (the `modbus-sim` crate) on a
 //!   pty, a private dbus-daemon and the Victron stand-ins: [`devices`], [`faults`], [`limiter`],
+//!   [`dropin`] (a GX with the original's history and an ESS), [`fidelity`] (the devices'
+//!   documented quirks);
 //!   [`schedule`] (each device's pace, from the simulator's request log);
 //! - the RTU master against the simulator and the response parser: [`modbus_rtu`],
 //!   [`modbus_parser_fuzz`] (the simulator as a process is tested in its own crate, sim/tests:
@@ -18,7 +20,9 @@
 const EXE: &str = env!("CARGO_BIN_EXE_dbus-modbus-client");
 
 mod devices;
+mod dropin;
 mod faults;
+mod fidelity;
 mod in_process;
 mod install;
 mod limiter;

@@ -7,7 +7,7 @@ use dbus_modbus_client::modbus::{
 };
 use modbus_sim::{
     FaultKind, GROWATT_DEVICE_TYPE, GROWATT_FIRMWARE, GROWATT_SERIAL, METER_CODE, METER_FIRMWARE,
-    METER_SERIAL, Plant, RegisterKind, SimConfig, SimHandle, Simulator,
+    METER_SERIAL, POWER_RATE_UNLIMITED, Plant, RegisterKind, SimConfig, SimHandle, Simulator,
 };
 
 const GROWATT: u8 = 1;
@@ -99,16 +99,17 @@ fn every_register_type_decodes_to_the_served_values() {
     assert_eq!(s32_at(&ir, 120), s32);
 
     let hr = read(&mut m, GROWATT, ReadFunction::Holding, 0, 125);
-    assert_eq!(hr[3], 100);
+    // As the unit leaves the factory: not limited, the export limit off.
+    assert_eq!(hr[3], POWER_RATE_UNLIMITED);
     assert_eq!(u32_at(&hr, 6), 42_000);
     assert_eq!(text_at(&hr, 9, 3), GROWATT_FIRMWARE);
     assert_eq!(text_at(&hr, 23, 5), GROWATT_SERIAL);
     assert_eq!(hr[30], u16::from(GROWATT));
     assert_eq!(hr[43], GROWATT_DEVICE_TYPE);
-    assert_eq!(hr[123], 876);
+    assert_eq!(hr[123], 0);
     let serial = read(&mut m, GROWATT, ReadFunction::Holding, 209, 15);
     assert_eq!(text_at(&serial, 0, 15), GROWATT_SERIAL);
-    assert_eq!(read(&mut m, GROWATT, ReadFunction::Holding, 3000, 1), [876]);
+    assert_eq!(read(&mut m, GROWATT, ReadFunction::Holding, 3000, 1), [0]);
 
     let stats = m.stats(METER);
     assert_eq!(stats.requests, 3);
@@ -134,14 +135,15 @@ fn writes_land_and_are_logged() {
     let got: Vec<(u8, u16, u16)> = log.iter().map(|w| (w.unit, w.addr, w.value)).collect();
     assert_eq!(got, [(1, 3, 55), (1, 122, 1), (1, 123, 900)]);
     assert!(log.iter().all(|w| w.at >= before));
-    // A write outside the map is refused by the device, and not logged.
+    // A write outside the map is refused by the device, and not logged: a Growatt answers
+    // Illegal Function for a range it lacks (docs/reference/growatt.md §2).
     let e = m.write_register(GROWATT, 500, 1).unwrap_err();
     assert!(
         matches!(
             e,
             ModbusError::Exception {
                 function: 6,
-                code: ExceptionCode::IllegalDataAddress
+                code: ExceptionCode::IllegalFunction
             }
         ),
         "{e}"

@@ -124,7 +124,11 @@ fn get_items_get_value_get_text_key_formats() {
         (Value::Double(-5.25), "-5.2 W".to_string())
     );
     assert_eq!(items["/ProductId"].1, "0xB023");
-    assert_eq!(items["/Ac/Energy/Forward"], (Value::Invalid, String::new()));
+    // Invalid reads `---`, as velib's GetText says.
+    assert_eq!(
+        items["/Ac/Energy/Forward"],
+        (Value::Invalid, "---".to_string())
+    );
     assert_eq!(items.len(), 12);
     assert!(items.keys().all(|k| k.starts_with('/')));
 
@@ -220,7 +224,7 @@ fn invalid_values_are_empty_int_arrays() {
         .unwrap()
         .read1()
         .unwrap();
-    assert_eq!(t, "");
+    assert_eq!(t, "---");
 }
 
 #[test]
@@ -289,7 +293,8 @@ fn items_changed_batches_only_what_changed() {
         &c.next_signal("ItemsChanged", TIMEOUT)
             .expect("ItemsChanged"),
     );
-    assert_eq!(items["/Ac/Frequency"], (Value::Invalid, String::new()));
+    // A removed path reads as invalid, with velib's text for it.
+    assert_eq!(items["/Ac/Frequency"], (Value::Invalid, "---".to_string()));
     assert_eq!(items["/Ac/L2/Power"].0, Value::Double(7.0));
     assert_eq!(items.len(), 2);
     assert!(!svc.has_path("/Ac/Frequency"));
@@ -397,6 +402,7 @@ fn xml_elements(xml: &str) -> Vec<(String, BTreeMap<String, String>)> {
 
 struct Introspected {
     methods: BTreeMap<String, String>, // BusItem method -> "in sig -> out sig"
+    signals: BTreeSet<String>,
     nodes: Vec<String>,
     interfaces: BTreeSet<String>,
 }
@@ -415,6 +421,7 @@ fn introspect(c: &Client, path: &str) -> Introspected {
         .unwrap();
     let mut r = Introspected {
         methods: BTreeMap::new(),
+        signals: BTreeSet::new(),
         nodes: vec![],
         interfaces: BTreeSet::new(),
     };
@@ -429,7 +436,10 @@ fn introspect(c: &Client, path: &str) -> Introspected {
                 method = Some(a["name"].clone());
                 r.methods.insert(a["name"].clone(), String::new());
             }
-            "signal" => method = None,
+            "signal" => {
+                method = None;
+                r.signals.insert(a["name"].clone());
+            }
             "arg" => {
                 if let Some(m) = &method {
                     let e = r.methods.get_mut(m).unwrap();
@@ -477,6 +487,9 @@ fn introspection_lists_methods_and_children_on_every_object() {
 
     let leaf = introspect(&c, "/Ac/L1/Power");
     assert_eq!(leaf.methods["SetValue"], "in:v out:i ");
+    // Only the signal the service sends is advertised: ItemsChanged on `/`, nothing on a leaf.
+    assert!(root.signals.contains("ItemsChanged"), "{:?}", root.signals);
+    assert!(leaf.signals.is_empty(), "{:?}", leaf.signals);
     assert_eq!(leaf.methods["GetText"], "out:s ");
     assert!(leaf.nodes.is_empty() && !leaf.methods.contains_key("GetItems"));
 

@@ -168,6 +168,7 @@ fn config() -> DeviceConfig {
         suffix: "sdm230_123".into(),
         role: "grid".into(),
         allowed_roles: vec!["grid".into(), "pvinverter".into()],
+        generic_meter: true,
         preferred_instance: 40,
         product_name: "Eastron SDM230".into(),
         product_id: 0xFFFF,
@@ -176,7 +177,7 @@ fn config() -> DeviceConfig {
         process_name: "dbus-modbus-client".into(),
         process_version: "0.1".into(),
         connection: "Modbus RTU /dev/ttyUSB0 unit 1".into(),
-        has_position: true,
+        adopt_from: None,
     }
 }
 
@@ -201,7 +202,7 @@ fn settle(
         let changes: Vec<_> = s.take_changes().collect();
         let mut d = dev.lock();
         for (p, v) in changes {
-            d.apply_setting(&p, &v).unwrap();
+            d.apply_setting(s, &p, &v).unwrap();
         }
         d.service().flush();
         if done(&mut d) {
@@ -245,18 +246,19 @@ fn device_service_mirrors_settings_and_changes_role() {
         testkit::Value::from("Modbus RTU /dev/ttyUSB0 unit 1")
     );
 
-    // /CustomName and /Position written on the service land in the settings...
+    // A grid meter has neither /Position nor /IsGenericEnergyMeter.
+    for path in ["/Position", "/IsGenericEnergyMeter"] {
+        assert!(c.busitem(GRID, path, "GetValue").is_err(), "{path}");
+    }
+    assert_eq!(fake.get("/Settings/Devices/sdm230_123/Position"), None);
+
+    // /CustomName written on the service lands in the settings...
     assert_eq!(c.set_value(GRID, "/CustomName", "Meter"), 0);
-    assert_eq!(c.set_value(GRID, "/Position", 2), 0);
     let writes: Vec<_> = dev.lock().take_writes(&mut s).unwrap().collect();
-    assert_eq!(writes.len(), 2);
+    assert_eq!(writes.len(), 1);
     assert_eq!(
         fake.get("/Settings/Devices/sdm230_123/CustomName"),
         Some(SettingValue::Str("Meter".into()))
-    );
-    assert_eq!(
-        fake.get("/Settings/Devices/sdm230_123/Position"),
-        Some(SettingValue::Int(2))
     );
 
     // ...and changes of the settings by others land on the service.
@@ -264,16 +266,13 @@ fn device_service_mirrors_settings_and_changes_role() {
         c.set_value(SETTINGS, "/Settings/Devices/sdm230_123/CustomName", "Shed"),
         0
     );
-    assert_eq!(
-        c.set_value(SETTINGS, "/Settings/Devices/sdm230_123/Position", 1),
-        0
-    );
     settle(&mut s, &dev, |d| {
-        d.service().get("/Position") == Some(&Value::Int(1))
+        d.service().get("/CustomName") == Some(&Value::from("Shed"))
     });
     assert_eq!(get(&c, GRID, "/CustomName"), testkit::Value::from("Shed"));
 
-    // /Role: re-registered under the new class, same suffix, instance from the settings.
+    // /Role: rebuilt under the new class, same suffix, instance from the settings, with the
+    // paths of the role: /Position (a new setting) and /IsGenericEnergyMeter.
     c.add_match("type='signal',sender='org.freedesktop.DBus',member='NameOwnerChanged'");
     assert_eq!(c.set_value(GRID, "/Role", "pvinverter"), 0);
     let writes: Vec<_> = dev.lock().take_writes(&mut s).unwrap().collect();
@@ -287,6 +286,30 @@ fn device_service_mirrors_settings_and_changes_role() {
     assert_eq!(get(&c, PV, "/Role"), testkit::Value::from("pvinverter"));
     assert_eq!(get(&c, PV, "/DeviceInstance"), testkit::Value::Int(41));
     assert_eq!(get(&c, PV, "/Ac/Power"), testkit::Value::Double(5.0));
+    assert_eq!(get(&c, PV, "/Position"), testkit::Value::Int(0));
+    assert_eq!(get(&c, PV, "/IsGenericEnergyMeter"), testkit::Value::Int(1));
+
+    // /Position written on the service lands in the settings, and back.
+    assert_eq!(c.set_value(PV, "/Position", 2), 0);
+    let writes: Vec<_> = dev.lock().take_writes(&mut s).unwrap().collect();
+    assert_eq!(writes.len(), 1);
+    assert_eq!(
+        fake.get("/Settings/Devices/sdm230_123/Position"),
+        Some(SettingValue::Int(2))
+    );
+    assert_eq!(
+        c.set_value(SETTINGS, "/Settings/Devices/sdm230_123/Position", 1),
+        0
+    );
+    settle(&mut s, &dev, |d| {
+        d.service().get("/Position") == Some(&Value::Int(1))
+    });
+    let text: String = c
+        .busitem(PV, "/Position", "GetText")
+        .unwrap()
+        .read1()
+        .unwrap();
+    assert_eq!(text, "AC Output");
 
     // An instance change made in the settings (GUI VRM instance page) re-registers too.
     assert_eq!(
