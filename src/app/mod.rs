@@ -279,6 +279,15 @@ impl App {
                     _ => FastPace::Every(publish),
                 };
                 port.set_fast_pace(u, pace);
+                // /RefreshTime follows: how often /Ac/Power can change on the bus now.
+                if let (Some(dev), Some(period)) =
+                    (self.devices.get_mut(&(p, u)), port.fast_period(u))
+                {
+                    let ms = period.max(publish).as_millis();
+                    let ms = i32::try_from(ms).unwrap_or(i32::MAX);
+                    dev.service()
+                        .set("/RefreshTime", crate::vedbus::Value::Int(ms));
+                }
             }
         }
     }
@@ -448,24 +457,8 @@ impl App {
         // The limiter takes the first meter and the first inverter found, by what their models
         // offer; a unit is only ever replaced by itself (found again).
         let offer = self.devices.get(&(p, u)).map(|d| d.model().limiter);
-        let is_inverter = offer.and_then(|o| o.inverter).is_some()
-            && self.inverter.is_none_or(|i| i.at == (p, u));
-        self.follow_meter_role((p, u));
-        // On D-Bus first (values invalid until read), the limiter's paths as they stand: the
-        // inverter's set-up takes several of its slow command slots.
-        if let (Some(dev), Some(map)) = (
-            self.devices.get_mut(&(p, u)),
-            self.ports[p].units[u].map.as_ref(),
-        ) {
-            if is_inverter {
-                self.generation.publish(dev.service());
-            }
-            if let Err(e) = dev.go_online(map) {
-                error!("{e}");
-            }
-        }
         if let Some(inverter) = offer.and_then(|o| o.inverter)
-            && is_inverter
+            && self.inverter.is_none_or(|i| i.at == (p, u))
         {
             self.inverter = Some(LimiterUnit {
                 at: (p, u),
@@ -473,6 +466,19 @@ impl App {
             });
             self.generation.attach_inverter(&inverter, rating);
             self.set_up_inverter(p, u);
+        }
+        self.follow_meter_role((p, u));
+        let Some(map) = &self.ports[p].units[u].map else {
+            return;
+        };
+        if let Some(dev) = self.devices.get_mut(&(p, u)) {
+            // The limiter's paths as the set-up left them, from the first moment on the bus.
+            if self.inverter.is_some_and(|i| i.at == (p, u)) {
+                self.generation.publish(dev.service());
+            }
+            if let Err(e) = dev.go_online(map) {
+                error!("{e}");
+            }
         }
     }
 

@@ -48,6 +48,11 @@ const FEW_SECONDS: Duration = Duration::from_secs(2);
 /// the unit's other registers.
 const FEW_SECONDS_IN_COMMANDS: u32 = 3;
 
+/// "Every few seconds" for a unit whose commands are `interval` apart.
+fn few_seconds(interval: Duration) -> Duration {
+    FEW_SECONDS.max(interval * FEW_SECONDS_IN_COMMANDS)
+}
+
 /// The pause before the next read of a unit after `failures` failed reads in a row. None after a
 /// single failure: one glitch on the meter (noise, a late reply) then costs one short timeout,
 /// not 0.4 s of grid readings; a second failure in a row means the unit is dying.
@@ -182,11 +187,14 @@ impl Unit {
 
     /// The age at which the map plans its `Fast` registers, from the pace the app asked for.
     fn apply_fast_pace(&mut self) {
+        // Planned early by what it takes to get a slot and make the read, so that readings
+        // land once per period (what /RefreshTime says).
+        let early = self.pacing.interval + self.last_read_time;
         let age = match self.fast_pace {
             FastPace::AsAllowed => None,
-            FastPace::Every(period) => Some(period.saturating_sub(self.last_read_time)),
+            FastPace::Every(period) => Some(period.saturating_sub(early)),
             FastPace::EveryFewSeconds => {
-                Some(FEW_SECONDS.max(self.pacing.interval * FEW_SECONDS_IN_COMMANDS))
+                Some(few_seconds(self.pacing.interval).saturating_sub(early))
             }
         };
         if let Some(map) = &mut self.map {
@@ -416,6 +424,18 @@ impl Port {
             u.fast_pace = pace;
             u.apply_fast_pace();
         }
+    }
+
+    /// How often unit `unit`'s `Fast` registers (a device's `/Ac/Power`) are read as its pace
+    /// stands: what `/RefreshTime` tells (never shorter than the publish interval, applied by
+    /// the caller).
+    pub fn fast_period(&self, unit: usize) -> Option<Duration> {
+        let u = self.units.get(unit)?;
+        Some(match u.fast_pace {
+            FastPace::AsAllowed => u.pacing.interval,
+            FastPace::Every(period) => period,
+            FastPace::EveryFewSeconds => few_seconds(u.pacing.interval),
+        })
     }
 
     /// The pace unit `unit` gets on the bus.
