@@ -3,7 +3,8 @@
 //! shortest interval between two commands to each unit (and the meter's shortest silence after
 //! its own reply), and how often grid and pvinverter `/Ac/Power` reach D-Bus.
 //!
-//! `cargo bench --bench bus_schedule [-- --secs N] [--original "CMD"]`
+//! `cargo bench --bench bus_schedule [-- --secs N] [--night-secs N] [--scenario tracking|off|asleep]
+//! [--daemon-args "ARGS"] [--original "CMD"]`
 //!
 //! With `--original CMD` (or `ORIGINAL_CMD` in the environment) the same scenarios are run with
 //! that command too, one after the other on the same machine, and the ratios printed: CMD is
@@ -483,7 +484,11 @@ fn main() {
     // Checking how the original runs here, without measuring the daemon each time.
     let original_only = args.iter().any(|a| a == "--original-only");
     let original = value("--original").or_else(|| std::env::var("ORIGINAL_CMD").ok());
-    let ours = vec![EXE.to_string()];
+    // `--daemon-args "..."`: more arguments for this daemon (e.g. `--command-interval 1=850`).
+    let mut ours = vec![EXE.to_string()];
+    if let Some(extra) = value("--daemon-args") {
+        ours.extend(extra.split_whitespace().map(str::to_string));
+    }
     let theirs: Option<Vec<String>> =
         original.map(|c| c.split_whitespace().map(str::to_string).collect());
     println!(
