@@ -83,7 +83,7 @@ pub trait Meanwhile {
     fn wait(&mut self, port: &Port, until: Option<Instant>, fd: Option<RawFd>);
 }
 
-/// Waits on the serial line only (`--probe`, tests): nothing else to serve.
+/// Waits on the serial line only (tests of the port): nothing else to serve.
 pub struct JustWait;
 
 impl Meanwhile for JustWait {
