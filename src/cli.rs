@@ -36,6 +36,11 @@ Options:
       --stale-grid S         grid reading age that triggers the G100 fail-safe (default 5)
       --publish-interval MS  minimum time between D-Bus updates of one service (default 200)
       --max-transaction MS   longest single Modbus read on the wire (default 100)
+      --command-interval UNIT=MS[,UNIT=MS...]
+                             minimum time between two commands to a unit, from the end of
+                             one exchange to the next request (default: the model's, 400 for
+                             the Growatt, none beyond its 60 ms silence for the SDM230; the
+                             Growatt's protocol asks for 850, suggests 1000)
   -h, --help                 this text
   -V, --version              version
 ";
@@ -68,6 +73,19 @@ pub struct Options {
     pub stale_grid: Duration,
     pub publish_interval: Duration,
     pub max_transaction: Duration,
+    /// `--command-interval`: a unit's minimum interval between commands, overriding its model's.
+    pub command_intervals: Vec<(u8, Duration)>,
+}
+
+impl Options {
+    /// The interval `--command-interval` gives `unit`, if any.
+    pub fn command_interval(&self, unit: u8) -> Option<Duration> {
+        self.command_intervals
+            .iter()
+            .rev()
+            .find(|(u, _)| *u == unit)
+            .map(|(_, d)| *d)
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -177,6 +195,31 @@ fn parse_ms(name: &str, s: &str) -> Result<Duration, CliError> {
     parse_positive(name, s).map(|ms| Duration::from_secs_f64(ms / 1000.0))
 }
 
+/// The longest interval `--command-interval` accepts: beyond it a unit is hardly a live device.
+const MAX_COMMAND_INTERVAL_MS: u64 = 10_000;
+
+/// Parses `UNIT=MS[,UNIT=MS...]`.
+pub fn parse_command_intervals(s: &str) -> Result<Vec<(u8, Duration)>, CliError> {
+    s.split(',')
+        .map(|item| {
+            let (unit, ms) = item.split_once('=').ok_or_else(|| {
+                err(format!(
+                    "bad command interval '{item}': expected UNIT=MS, e.g. 1=850"
+                ))
+            })?;
+            let ms = match ms.trim().parse::<u64>() {
+                Ok(ms) if ms <= MAX_COMMAND_INTERVAL_MS => ms,
+                _ => {
+                    return Err(err(format!(
+                        "bad command interval '{item}': expected 0..{MAX_COMMAND_INTERVAL_MS} ms"
+                    )));
+                }
+            };
+            Ok((parse_unit(unit.trim())?, Duration::from_millis(ms)))
+        })
+        .collect()
+}
+
 fn opt(
     args: &mut pico_args::Arguments,
     keys: impl Into<pico_args::Keys>,
@@ -251,6 +294,10 @@ pub fn parse(args: Vec<OsString>) -> Result<Command, CliError> {
         .map(|v| parse_ms("max transaction", &v))
         .transpose()?
         .unwrap_or(Duration::from_millis(100));
+    let mut command_intervals = Vec::new();
+    while let Some(list) = opt(&mut args, "--command-interval")? {
+        command_intervals.extend(parse_command_intervals(&list)?);
+    }
     let rest = args.finish();
     if let Some(extra) = rest.first() {
         return Err(err(format!(
@@ -294,6 +341,7 @@ pub fn parse(args: Vec<OsString>) -> Result<Command, CliError> {
         stale_grid,
         publish_interval,
         max_transaction,
+        command_intervals,
     };
     Ok(if probe.is_some() {
         Command::Probe(options)
@@ -337,6 +385,23 @@ mod tests {
         );
         assert_eq!(o.export_limit_w, 3680.0);
         assert_eq!(o.max_transaction, Duration::from_millis(100));
+        assert_eq!(o.command_interval(1), None);
+    }
+
+    #[test]
+    fn command_intervals_are_per_unit_and_the_last_one_wins() {
+        let o = options(&[
+            "--command-interval",
+            "1=850",
+            "--command-interval",
+            "2=0,1=1000",
+        ]);
+        assert_eq!(o.command_interval(1), Some(Duration::from_millis(1000)));
+        assert_eq!(o.command_interval(2), Some(Duration::ZERO));
+        assert_eq!(o.command_interval(3), None);
+        for bad in ["1", "1=x", "0=850", "1=20000", "1=850,"] {
+            assert!(run(&["--command-interval", bad]).is_err(), "{bad} accepted");
+        }
     }
 
     #[test]

@@ -43,7 +43,9 @@ impl Kind {
 /// How often a register must be refreshed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Refresh {
-    /// As often as the bus allows (meter power: the limiter's input); served before anything else.
+    /// The limiter's inputs (meter power, inverter output): as often as the bus allows while the
+    /// limiter needs them, otherwise at the period the scheduler sets
+    /// ([`RegisterMap::set_fast_age`]).
     Fast,
     /// When the value is older than this.
     MaxAge(Duration),
@@ -153,11 +155,23 @@ pub struct PackLimits {
     pub max_count: u16,
     /// Addresses a read must not cross (undefined ranges a device answers with an exception).
     pub barriers: &'static [(Access, u16)],
+    /// Reads start at an even address and span an even number of registers (a device of
+    /// two-register values that refuses anything else, as Eastron's meters).
+    pub even: bool,
 }
 
 pub const MODBUS_MAX_READ: u16 = 125;
 
 impl PackLimits {
+    /// `start..end` widened to even bounds when the device needs them.
+    pub fn aligned(&self, start: u32, end: u32) -> (u32, u32) {
+        if self.even {
+            (start & !1, (end + 1) & !1)
+        } else {
+            (start, end)
+        }
+    }
+
     /// Caps `max_count` so that one read (request, response and the 3.5-character silences before
     /// and after) takes at most `max_time` on the wire: a long inverter read must not hold the bus
     /// while the meter's power waits.
@@ -186,49 +200,16 @@ pub struct Read {
     pub access: Access,
     pub addr: u16,
     pub count: u16,
-    /// True when it was planned for a fast register.
+    /// True when it includes a `Fast` register.
     pub fast: bool,
 }
 
-/// How urgent a device's next read is; the bus scheduler compares devices with it.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum Urgency {
-    /// A fast register, not read for this many seconds (`f64::MAX` if never): among several
-    /// devices' fast registers the one waiting longest goes first, so they share the bus fairly.
-    Fast(f64),
-    /// Age divided by maximum age (≥ 1 when due); larger is more overdue.
-    Overdue(f64),
-}
-
-/// Picks which candidate to read next on a shared bus. Fast reads go first, but never twice in a
-/// row while a slow read is due, so every register keeps its maximum age while the meter's power
-/// is read as often as the bus allows (at worst every other transaction).
-pub fn choose_next(last_was_fast: bool, candidates: &[Option<Urgency>]) -> Option<usize> {
-    let fast = candidates
-        .iter()
-        .enumerate()
-        .filter_map(|(i, c)| match c {
-            Some(Urgency::Fast(age)) => Some((i, *age)),
-            _ => None,
-        })
-        .max_by(|a, b| a.1.total_cmp(&b.1))
-        .map(|(i, _)| i);
-    let slow = candidates
-        .iter()
-        .enumerate()
-        .filter_map(|(i, c)| match c {
-            Some(Urgency::Overdue(r)) => Some((i, *r)),
-            _ => None,
-        })
-        .max_by(|a, b| a.1.total_cmp(&b.1))
-        .map(|(i, _)| i);
-    match (fast, slow) {
-        (Some(f), Some(s)) => Some(if last_was_fast { s } else { f }),
-        (f, s) => f.or(s),
-    }
-}
-
 /// The registers of one device, their latest raw words and read times, and the read planner.
+///
+/// Planning is earliest-due first: each register is due when its age reaches its refresh period
+/// (a `Fast` register's period is set by the scheduler, [`RegisterMap::set_fast_age`]); the next
+/// read starts at the register due earliest and takes in neighbours that are due or at least
+/// half-way to due, within the pack limits, so that registers read together stay together.
 pub struct RegisterMap {
     table: &'static [Register],
     /// Indices into `table`, sorted by (access, addr): packing walks neighbours.
@@ -241,6 +222,10 @@ pub struct RegisterMap {
     /// read, not per publish); `None` = invalid.
     values: Vec<Option<f64>>,
     limits: PackLimits,
+    /// The period of `Fast` registers: `None` = as often as the bus allows.
+    fast_age: Option<Duration>,
+    /// When the map was made: the due time reported for registers never read.
+    created: Instant,
 }
 
 impl RegisterMap {
@@ -261,6 +246,8 @@ impl RegisterMap {
             read_at: vec![None; table.len()],
             values: vec![None; table.len()],
             limits,
+            fast_age: None,
+            created: Instant::now(),
         }
     }
 
@@ -273,48 +260,70 @@ impl RegisterMap {
         self.table.get(id.row())
     }
 
+    pub fn limits(&self) -> PackLimits {
+        self.limits
+    }
+
+    /// How often `Fast` registers are read: `None` = as often as the bus allows (the limiter
+    /// needs them), `Some(age)` = when they are this old.
+    pub fn set_fast_age(&mut self, age: Option<Duration>) {
+        self.fast_age = age;
+    }
+
+    pub fn fast_age(&self) -> Option<Duration> {
+        self.fast_age
+    }
+
     /// Forgets every value (a device that went away must not show old readings when it returns).
     pub fn clear(&mut self) {
         self.read_at.iter_mut().for_each(|t| *t = None);
         self.values.iter_mut().for_each(|v| *v = None);
     }
 
-    fn is_due(&self, i: usize, now: Instant) -> Option<Urgency> {
-        match (self.table[i].refresh, self.read_at[i]) {
-            (Refresh::Once, _) => None,
-            (Refresh::Fast, None) => Some(Urgency::Fast(f64::MAX)),
-            (Refresh::Fast, Some(t)) => Some(Urgency::Fast(
-                now.saturating_duration_since(t).as_secs_f64(),
-            )),
-            (Refresh::MaxAge(_), None) => Some(Urgency::Overdue(f64::MAX)),
-            (Refresh::MaxAge(max), Some(t)) => {
-                let age = now.saturating_duration_since(t);
-                (age >= max).then(|| Urgency::Overdue(age.as_secs_f64() / max.as_secs_f64()))
-            }
+    /// How often register `i` is read; `None` for a register read once.
+    fn period(&self, i: usize) -> Option<Duration> {
+        match self.table[i].refresh {
+            Refresh::Once => None,
+            Refresh::Fast => Some(self.fast_age.unwrap_or(Duration::ZERO)),
+            Refresh::MaxAge(age) => Some(age),
         }
     }
 
-    /// How urgent this device's most urgent fast (or slow) register is; `None` if none is due.
-    pub fn urgency(&self, now: Instant, fast: bool) -> Option<Urgency> {
-        self.most_urgent(now, fast).map(|(_, u)| u)
+    /// When register `i` is due: `None` for a register read once, `Some(None)` for one never
+    /// read (due before anything else).
+    fn due_at(&self, i: usize) -> Option<Option<Instant>> {
+        let period = self.period(i)?;
+        Some(self.read_at[i].map(|t| t + period))
     }
 
-    fn most_urgent(&self, now: Instant, fast: bool) -> Option<(usize, Urgency)> {
-        (0..self.order.len())
-            .filter_map(|p| self.is_due(self.order[p], now).map(|u| (p, u)))
-            .filter(|(_, u)| matches!(u, Urgency::Fast(_)) == fast)
-            .max_by(|a, b| urgency_rank(a.1).total_cmp(&urgency_rank(b.1)))
+    /// Due, or at least half-way there: worth taking into a read that is made anyway.
+    fn worth_reading(&self, i: usize, now: Instant) -> bool {
+        match (self.period(i), self.read_at[i]) {
+            (None, _) => false,
+            (Some(_), None) => true,
+            (Some(period), Some(t)) => now >= t + period / 2,
+        }
     }
 
-    /// Plans the next read of the fast (or the slow) registers: the most urgent due register,
-    /// extended over neighbouring due registers of the same class within the pack limits.
-    pub fn next_read(&self, now: Instant, fast: bool) -> Option<Read> {
-        let (seed, _) = self.most_urgent(now, fast)?;
-        let wanted = |pos: usize| match self.is_due(self.order[pos], now) {
-            Some(Urgency::Fast(_)) => fast,
-            Some(Urgency::Overdue(_)) => !fast,
-            None => false,
-        };
+    /// When the next read of this device is due (it may be in the past); `None` if nothing is
+    /// ever read again.
+    pub fn next_due(&self) -> Option<Instant> {
+        (0..self.table.len())
+            .filter_map(|i| self.due_at(i))
+            .min()
+            .map(|due| due.unwrap_or(self.created))
+    }
+
+    /// Plans the next read, if one is due at `now`: the register due earliest, extended over
+    /// neighbouring registers worth reading within the pack limits.
+    pub fn next_read(&self, now: Instant) -> Option<Read> {
+        // Registers never read go first, in the table's order (a device file lists what
+        // matters most first).
+        let (seed, _) = (0..self.order.len())
+            .filter_map(|pos| self.due_at(self.order[pos]).map(|due| (pos, due)))
+            .filter(|(_, due)| due.is_none_or(|t| t <= now))
+            .min_by_key(|&(pos, due)| (due, self.order[pos]))?;
+        let wanted = |pos: usize| self.worth_reading(self.order[pos], now);
         let seed_reg = &self.table[self.order[seed]];
         let access = seed_reg.access;
         let mut start = seed_reg.addr as u32;
@@ -351,6 +360,18 @@ impl RegisterMap {
             }
             start = new_start;
         }
+        let (start, end) = match self.limits.aligned(start, end) {
+            (s, e) if self.fits(access, s, e) => (s, e),
+            // The seed alone, as the table gives it, when its aligned span cannot be read.
+            _ => (start, end),
+        };
+        let fast = self.order.iter().any(|&i| {
+            let r = &self.table[i];
+            r.refresh == Refresh::Fast
+                && r.access == access
+                && r.addr as u32 >= start
+                && r.end() <= end
+        });
         Some(Read {
             access,
             addr: start as u16,
@@ -359,8 +380,10 @@ impl RegisterMap {
         })
     }
 
-    /// Whether `start..end` is one valid read: not too long and not across a barrier.
+    /// Whether `start..end` (aligned as the device needs) is one valid read: not too long and
+    /// not across a barrier.
     fn fits(&self, access: Access, start: u32, end: u32) -> bool {
+        let (start, end) = self.limits.aligned(start, end);
         end - start <= self.limits.max_count as u32
             && !self
                 .limits
@@ -438,23 +461,22 @@ impl RegisterMap {
     }
 }
 
-/// Plans and completes (with zeros) every slow read due at `now`, in order: what one pass of the
-/// scheduler over a fresh map would read.
+/// Plans and completes (with zeros) reads at `now` until every register read periodically has
+/// been read once: what one pass of the scheduler over a fresh map would read.
 #[cfg(test)]
 pub(crate) fn plan_all_due(map: &mut RegisterMap, now: Instant) -> Vec<Read> {
     let mut reads = Vec::new();
-    while let Some(read) = map.next_read(now, false) {
+    let pending = |map: &RegisterMap| {
+        (0..map.table.len()).any(|i| map.period(i).is_some() && map.read_at[i] != Some(now))
+    };
+    while pending(map) {
+        let Some(read) = map.next_read(now) else {
+            break;
+        };
         map.store(&read, &vec![0; read.count as usize], now);
         reads.push(read);
     }
     reads
-}
-
-fn urgency_rank(u: Urgency) -> f64 {
-    match u {
-        Urgency::Fast(age) => age,
-        Urgency::Overdue(r) => r,
-    }
 }
 
 #[cfg(test)]
@@ -479,6 +501,7 @@ mod tests {
         max_hole: 4,
         max_count: MODBUS_MAX_READ,
         barriers: &[],
+        even: false,
     };
 
     #[test]
@@ -569,7 +592,7 @@ mod tests {
             ..NO_BARRIERS
         };
         let map = RegisterMap::new(&BARRED, limits);
-        let r = map.next_read(Instant::now(), false).unwrap();
+        let r = map.next_read(Instant::now()).unwrap();
         assert!(r.addr + r.count <= 0x12 || r.addr >= 0x12, "{r:?}");
         // Without the barrier the same table is one read.
         let map = RegisterMap::new(
@@ -579,7 +602,7 @@ mod tests {
                 ..limits
             },
         );
-        let r = map.next_read(Instant::now(), false).unwrap();
+        let r = map.next_read(Instant::now()).unwrap();
         assert_eq!((r.addr, r.count), (0, 0x14));
     }
 
@@ -620,34 +643,57 @@ mod tests {
         reg("serial", Holding, 0xFC00, Kind::U32, Refresh::Once),
     ];
 
-    #[test]
-    fn reads_a_register_neither_too_early_nor_too_late() {
-        let mut map = RegisterMap::new(&AGES, NO_BARRIERS);
-        let t0 = Instant::now();
-        // Fast registers are always due; slow ones once never read.
-        assert_eq!(map.urgency(t0, true), Some(Urgency::Fast(f64::MAX)));
-        let r = map.next_read(t0, false).unwrap();
-        assert_eq!((r.addr, r.count), (0x46, 4));
-        map.store(&r, &[0; 4], t0);
-        // Neither is due before its own age...
-        assert_eq!(
-            map.urgency(t0 + 5 * SEC - Duration::from_millis(1), false),
-            None
-        );
-        // ...and at 5 s only the frequency is due: the energy is not read early with it.
-        let r = map.next_read(t0 + 5 * SEC, false).unwrap();
-        assert_eq!((r.addr, r.count), (0x46, 2));
-        map.store(&r, &[0; 2], t0 + 5 * SEC);
-        // At 15 s both are due again and go together; the once-only serial never.
-        let r = map.next_read(t0 + 15 * SEC, false).unwrap();
-        assert_eq!((r.addr, r.count), (0x46, 4));
-        assert!(map.urgency(t0 + 15 * SEC, false).is_some());
-        let idx = RegId::new(3); // serial
-        assert_eq!(map.read_at(idx), None);
+    fn input(addr: u16, count: u16) -> Read {
+        Read {
+            access: Input,
+            addr,
+            count,
+            fast: false,
+        }
     }
 
     #[test]
-    fn more_overdue_registers_go_first() {
+    fn reads_a_register_neither_too_early_nor_too_late() {
+        let mut map = RegisterMap::new(&AGES, NO_BARRIERS);
+        map.store(&input(0x0C, 2), &[0; 2], Instant::now());
+        let t0 = Instant::now();
+        // Registers never read are due at once.
+        let r = map.next_read(t0).unwrap();
+        assert_eq!((r.addr, r.count, r.fast), (0x46, 4, false));
+        map.store(&r, &[0; 4], t0);
+        map.set_fast_age(Some(60 * SEC));
+        // Neither is due before its own age...
+        assert_eq!(map.next_due(), Some(t0 + 5 * SEC));
+        assert_eq!(map.next_read(t0 + 5 * SEC - Duration::from_millis(1)), None);
+        // ...and at 5 s only the frequency is due: the energy, a third of its age, waits.
+        let r = map.next_read(t0 + 5 * SEC).unwrap();
+        assert_eq!((r.addr, r.count), (0x46, 2));
+        map.store(&r, &[0; 2], t0 + 5 * SEC);
+        // At 10 s the frequency is due and the energy, two thirds of its age, goes with it.
+        let r = map.next_read(t0 + 10 * SEC).unwrap();
+        assert_eq!((r.addr, r.count), (0x46, 4));
+        // The once-only serial never.
+        assert_eq!(map.read_at(RegId::new(3)), None);
+    }
+
+    #[test]
+    fn fast_registers_follow_the_age_the_scheduler_sets() {
+        let mut map = RegisterMap::new(&AGES, NO_BARRIERS);
+        let t0 = Instant::now();
+        plan_all_due(&mut map, t0);
+        // As fast as the bus allows: due as soon as read.
+        assert_eq!(map.next_due(), Some(t0));
+        let r = map.next_read(t0).unwrap();
+        assert_eq!((r.addr, r.count, r.fast), (0x0C, 2, true));
+        // At the publish rate: due when 200 ms old.
+        map.set_fast_age(Some(Duration::from_millis(200)));
+        assert_eq!(map.next_due(), Some(t0 + Duration::from_millis(200)));
+        assert_eq!(map.next_read(t0 + Duration::from_millis(199)), None);
+        assert!(map.next_read(t0 + Duration::from_millis(200)).is_some());
+    }
+
+    #[test]
+    fn the_register_due_earliest_goes_first() {
         let mut map = RegisterMap::new(
             &AGES,
             PackLimits {
@@ -655,46 +701,56 @@ mod tests {
                 ..NO_BARRIERS
             },
         );
+        map.set_fast_age(Some(60 * SEC));
         let t0 = Instant::now();
-        let all = Read {
-            access: Input,
-            addr: 0x46,
-            count: 4,
-            fast: false,
-        };
-        map.store(&all, &[0; 4], t0);
-        // At 16 s: frequency is 16/5 overdue, energy 16/15: frequency first.
-        let r = map.next_read(t0 + 16 * SEC, false).unwrap();
-        assert_eq!(r.addr, 0x46);
-        match map.urgency(t0 + 16 * SEC, false) {
-            Some(Urgency::Overdue(x)) => assert!((x - 3.2).abs() < 1e-9),
-            other => panic!("{other:?}"),
-        }
+        map.store(&input(0x0C, 2), &[0; 2], t0);
+        map.store(&input(0x46, 4), &[0; 4], t0);
+        // At 16 s: the frequency has been due since 5 s, the energy since 15 s.
+        let r = map.next_read(t0 + 16 * SEC).unwrap();
+        assert_eq!(
+            (r.addr, r.count),
+            (0x46, 4),
+            "the energy is worth taking along"
+        );
+        map.store(&input(0x46, 2), &[0; 2], t0 + 16 * SEC);
+        let r = map.next_read(t0 + 16 * SEC).unwrap();
+        assert_eq!((r.addr, r.count), (0x48, 2));
     }
 
+    static ODD: [Register; 3] = [
+        reg("a", Input, 0x01, Kind::U16, age(5)),
+        reg("b", Input, 0x04, Kind::U16, age(5)),
+        reg("c", Input, 0x10, Kind::U32, age(5)),
+    ];
+
     #[test]
-    fn fast_reads_interleave_with_due_slow_reads() {
-        use Urgency::*;
-        let fast = Fast(0.1);
-        assert_eq!(
-            choose_next(false, &[Some(fast), Some(Overdue(2.0))]),
-            Some(0)
+    fn a_device_that_needs_even_reads_gets_even_starts_and_counts() {
+        let even = PackLimits {
+            max_hole: 4,
+            max_count: 6,
+            even: true,
+            ..NO_BARRIERS
+        };
+        let now = Instant::now();
+        let reads = plan_all_due(&mut RegisterMap::new(&ODD, even), now);
+        let spans: Vec<_> = reads.iter().map(|r| (r.addr, r.count)).collect();
+        assert_eq!(spans, vec![(0x00, 6), (0x10, 2)]);
+        // The same table without the rule: as the registers lie.
+        let reads = plan_all_due(&mut RegisterMap::new(&ODD, NO_BARRIERS), now);
+        let spans: Vec<_> = reads.iter().map(|r| (r.addr, r.count)).collect();
+        assert_eq!(spans, vec![(0x01, 4), (0x10, 2)]);
+        // Alignment counts against the length limit: 0x01..0x05 fits in 4, not once aligned.
+        let short = PackLimits {
+            max_count: 4,
+            ..even
+        };
+        let reads = plan_all_due(&mut RegisterMap::new(&ODD, short), now);
+        assert!(
+            reads
+                .iter()
+                .all(|r| r.addr % 2 == 0 && r.count % 2 == 0 && r.count <= 4)
         );
-        assert_eq!(
-            choose_next(true, &[Some(fast), Some(Overdue(2.0))]),
-            Some(1)
-        );
-        assert_eq!(choose_next(true, &[Some(fast), None]), Some(0));
-        // Two devices' fast registers: the one waiting longest first.
-        assert_eq!(
-            choose_next(true, &[Some(Fast(0.05)), Some(Fast(0.2))]),
-            Some(1)
-        );
-        assert_eq!(
-            choose_next(true, &[Some(Overdue(1.5)), Some(fast), Some(Overdue(4.0))]),
-            Some(2)
-        );
-        assert_eq!(choose_next(false, &[None, None]), None);
+        assert_eq!(reads.len(), 3);
     }
 
     #[test]

@@ -30,6 +30,7 @@ pub use plant::Plant;
 pub use rng::Rng;
 pub use sdm230::{METER_CODE, METER_FIRMWARE, METER_SERIAL, MeterProfile, MeterValues};
 pub use server::{
-    FaultKind, SimConfig, SimError, SimHandle, Simulator, WRITE_LOG_LEN, WriteRecord,
+    FaultKind, METER_SILENCE, MeterSilence, REQUEST_LOG_LEN, RequestRecord, SimConfig, SimError,
+    SimHandle, Simulator, WRITE_LOG_LEN, WriteRecord,
 };
 pub use timing::{LineSettings, Parity};

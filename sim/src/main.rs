@@ -13,6 +13,7 @@
 //!                                  unless HR2 = 1)
 //!   hr2-locked <unit> on|off       HR2 writes acknowledged but not applied
 //!   nv-writes <unit>               writes of HR3/4/5/99 made while HR2 read 1
+//!   meter-silence on|off           the SDM230's 60 ms silence rule
 //! Runs until killed; stdin EOF leaves it serving (the demo runs it in the background).
 
 use std::io::BufRead;
@@ -20,8 +21,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use modbus_sim::{
-    FaultKind, GrowattProfile, LineSettings, MeterProfile, Parity, Plant, RegisterKind, SimConfig,
-    SimHandle, Simulator,
+    FaultKind, GrowattProfile, LineSettings, MeterProfile, MeterSilence, Parity, Plant,
+    RegisterKind, SimConfig, SimHandle, Simulator,
 };
 
 const USAGE: &str = "usage: modbus-sim --link PATH [--baud 9600] [--even-parity] [--realistic] \
@@ -29,7 +30,8 @@ const USAGE: &str = "usage: modbus-sim --link PATH [--baud 9600] [--even-parity]
   [--growatt-model min-4200tl-xe|min-6000tl-x|mid-15ktl3-x|sph-5000tl-bl]
   [--growatt-device-type CODE] [--growatt-hr44 WORD] [--growatt-rated-va TENTHS]
   [--growatt-hr2 0|1] [--growatt-hr2-locked]
-  [--meter-model sdm230|sdm230-no-ident|sdm120|sdm630] [--meter-code CODE]";
+  [--meter-model sdm230|sdm230-no-ident|sdm120|sdm630] [--meter-code CODE]
+  [--meter-silence auto|on|off]";
 
 /// The Growatt of the command line: a named model, then single registers overridden.
 fn growatt_profile(args: &mut pico_args::Arguments) -> Result<GrowattProfile> {
@@ -85,6 +87,15 @@ fn main() -> Result<()> {
     let meter_unit: u8 = args.opt_value_from_str("--meter-unit")?.unwrap_or(2);
     let growatt_unit: u8 = args.opt_value_from_str("--growatt-unit")?.unwrap_or(1);
     let plant = args.contains("--plant").then(Plant::default);
+    let meter_silence = match args
+        .opt_value_from_str::<_, String>("--meter-silence")?
+        .as_deref()
+    {
+        None | Some("auto") => MeterSilence::WhenRealistic,
+        Some("on") => MeterSilence::Always,
+        Some("off") => MeterSilence::Never,
+        Some(other) => bail!("--meter-silence {other}: expected auto, on or off\n{USAGE}"),
+    };
     let growatt = growatt_profile(&mut args)?;
     let meter = meter_profile(&mut args)?;
     let rest = args.finish();
@@ -101,6 +112,7 @@ fn main() -> Result<()> {
         turnaround: Duration::from_millis(turnaround_ms),
         plant,
         print_writes: true,
+        meter_silence,
     })
     .context("starting the simulator")?;
     // Replace a link left by an earlier run; refuse to clobber anything else.
@@ -199,6 +211,14 @@ fn command(sim: &SimHandle, line: &str) -> Result<Option<String>> {
                 _ => bail!("unknown fault {args:?}"),
             };
             sim.fault(unit, kind, !once);
+            Ok(None)
+        }
+        ["meter-silence", "on"] => {
+            sim.set_meter_silence(true);
+            Ok(None)
+        }
+        ["meter-silence", "off"] => {
+            sim.set_meter_silence(false);
             Ok(None)
         }
         ["writes"] => Ok(Some(

@@ -27,6 +27,11 @@ use crate::timing::LineSettings;
 
 /// How many holding-register writes the log keeps.
 pub const WRITE_LOG_LEN: usize = 1024;
+/// How many requests the request log keeps (about half an hour of a busy 9600-baud bus).
+pub const REQUEST_LOG_LEN: usize = 16_384;
+/// Eastron: "a silent interval of 60 msec minimum is required in order to guarantee successful
+/// reception of the next request" (the daemon's docs/reference/eastron-sdm230.md §1).
+pub const METER_SILENCE: Duration = Duration::from_millis(60);
 /// A partial request older than this is dropped (a gap that long ends any frame).
 const REQUEST_GAP: Duration = Duration::from_millis(50);
 /// A late reply nobody provoked by a new request goes out after this anyway.
@@ -50,6 +55,46 @@ pub struct SimConfig {
     pub plant: Option<Plant>,
     /// Print every holding write on stdout (the process form).
     pub print_writes: bool,
+    /// Whether the SDM230 ignores a request that comes less than [`METER_SILENCE`] after its
+    /// last reply, as Eastron documents.
+    pub meter_silence: MeterSilence,
+}
+
+/// When the simulated SDM230 enforces its 60 ms silence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MeterSilence {
+    /// With realistic timing only: the quirk is about time on the wire, and the instant mode
+    /// (protocol tests, no wire time modelled) would only see it as a timing artefact of its own.
+    #[default]
+    WhenRealistic,
+    Always,
+    Never,
+}
+
+impl MeterSilence {
+    fn applies(self, realistic: bool) -> bool {
+        match self {
+            MeterSilence::WhenRealistic => realistic,
+            MeterSilence::Always => true,
+            MeterSilence::Never => false,
+        }
+    }
+}
+
+/// One request as the simulator received it: when its first byte arrived, what it asked, and
+/// what became of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestRecord {
+    pub at: Instant,
+    pub unit: u8,
+    pub function: u8,
+    pub addr: u16,
+    /// Registers (reads, multiple writes) or the value (single writes).
+    pub count: u16,
+    /// Ignored by the SDM230: it came inside the meter's silence after its last reply.
+    pub ignored: bool,
+    /// When the unit's reply went out (None: no reply, e.g. silent, ignored or a broadcast).
+    pub replied_at: Option<Instant>,
 }
 
 impl Default for SimConfig {
@@ -64,6 +109,7 @@ impl Default for SimConfig {
             turnaround: Duration::from_millis(20),
             plant: None,
             print_writes: false,
+            meter_silence: MeterSilence::default(),
         }
     }
 }
@@ -130,6 +176,9 @@ struct SimState {
     plant: Option<Plant>,
     faults: Vec<(u8, Fault)>,
     writes: VecDeque<WriteRecord>,
+    requests: VecDeque<RequestRecord>,
+    /// The SDM230 ignores requests inside its silence.
+    meter_silence: bool,
     last_tick: Instant,
 }
 
@@ -231,6 +280,8 @@ impl Simulator {
                 plant: config.plant,
                 faults: Vec::new(),
                 writes: VecDeque::with_capacity(WRITE_LOG_LEN),
+                requests: VecDeque::with_capacity(REQUEST_LOG_LEN),
+                meter_silence: config.meter_silence.applies(config.realistic),
                 last_tick: Instant::now(),
             }),
             stop: AtomicBool::new(false),
@@ -245,6 +296,7 @@ impl Simulator {
             config,
             late: None,
             last_reply_at: None,
+            meter_replied_at: None,
             rng: Rng(0x2545_F491_4F6C_DD1D),
         };
         let thread = std::thread::Builder::new()
@@ -393,6 +445,28 @@ impl SimHandle {
         self.shared.lock().faults.retain(|(u, _)| *u != unit);
     }
 
+    /// Every request received (CRC-valid, any unit), oldest first (the last
+    /// [`REQUEST_LOG_LEN`]), with the simulator's own timestamps.
+    pub fn requests(&self) -> Vec<RequestRecord> {
+        self.shared.lock().requests.iter().copied().collect()
+    }
+
+    /// The requests to `unit` received at or after `since`.
+    pub fn requests_to(&self, unit: u8, since: Instant) -> Vec<RequestRecord> {
+        self.shared
+            .lock()
+            .requests
+            .iter()
+            .filter(|r| r.unit == unit && r.at >= since)
+            .copied()
+            .collect()
+    }
+
+    /// Turns the SDM230's 60 ms silence rule on or off.
+    pub fn set_meter_silence(&self, on: bool) {
+        self.shared.lock().meter_silence = on;
+    }
+
     /// Holding-register writes received, oldest first (the last [`WRITE_LOG_LEN`]).
     pub fn writes(&self) -> Vec<WriteRecord> {
         self.shared.lock().writes.iter().copied().collect()
@@ -432,9 +506,11 @@ struct Server {
     _slave: TTYPort,
     shared: Arc<Shared>,
     config: SimConfig,
-    /// A reply held back by the Late fault.
-    late: Option<(Instant, Vec<u8>)>,
+    /// A reply held back by the Late fault, and its unit.
+    late: Option<(Instant, u8, Vec<u8>)>,
     last_reply_at: Option<Instant>,
+    /// When the SDM230 last replied (its silence counts from there).
+    meter_replied_at: Option<Instant>,
     /// Noise for the Garbage fault.
     rng: Rng,
 }
@@ -471,14 +547,14 @@ impl Server {
                 }
                 let frame = buf.get(..frame_len).unwrap_or(&[]).to_vec();
                 self.record_idle(frame_start);
-                self.handle(&frame, last_byte);
+                self.handle(&frame, frame_start, last_byte);
                 buf.copy_within(frame_len..len, 0);
                 len -= frame_len;
             }
             if len > 0 && last_byte.elapsed() > REQUEST_GAP {
                 len = 0;
             }
-            if let Some((since, _)) = &self.late
+            if let Some((since, _, _)) = &self.late
                 && since.elapsed() > LATE_REPLY_MAX_HOLD
             {
                 self.send_late();
@@ -487,14 +563,14 @@ impl Server {
     }
 
     fn send_late(&mut self) {
-        if let Some((_, reply)) = self.late.take() {
-            self.send(&reply);
+        if let Some((_, unit, reply)) = self.late.take() {
+            self.send(&reply, unit);
             // Keep an inter-frame gap before whatever follows.
             std::thread::sleep(self.config.serial.frame_silence() + Duration::from_millis(2));
         }
     }
 
-    fn handle(&mut self, frame: &[u8], received: Instant) {
+    fn handle(&mut self, frame: &[u8], started: Instant, received: Instant) {
         if !crc_ok(frame) {
             return; // A device ignores a corrupt request.
         }
@@ -503,9 +579,34 @@ impl Server {
         let (Some(&unit), Some(&function)) = (frame.first(), frame.get(1)) else {
             return;
         };
+        let word = |i: usize| match (frame.get(i), frame.get(i + 1)) {
+            (Some(&hi), Some(&lo)) => u16::from_be_bytes([hi, lo]),
+            _ => 0,
+        };
         let print = self.config.print_writes;
         let (reply, fault) = {
             let mut s = self.shared.lock();
+            let is_meter = s.meter.as_ref().is_some_and(|(u, _)| *u == unit);
+            let ignored = is_meter
+                && s.meter_silence
+                && self
+                    .meter_replied_at
+                    .is_some_and(|t| started.saturating_duration_since(t) < METER_SILENCE);
+            if s.requests.len() == REQUEST_LOG_LEN {
+                s.requests.pop_front();
+            }
+            s.requests.push_back(RequestRecord {
+                at: started,
+                unit,
+                function,
+                addr: word(2),
+                count: word(4),
+                ignored,
+                replied_at: None,
+            });
+            if ignored {
+                return;
+            }
             if unit == 0 {
                 // Broadcast: writes apply to every device, nobody answers.
                 let units: Vec<u8> = s
@@ -577,16 +678,29 @@ impl Server {
             return;
         }
         if fault == Some(FaultKind::Late) {
-            self.late = Some((Instant::now(), reply));
+            self.late = Some((Instant::now(), unit, reply));
             return;
         }
-        self.send(&reply);
+        self.send(&reply, unit);
     }
 
-    fn send(&mut self, reply: &[u8]) {
+    /// Sends `reply`, the answer of `unit` (whatever a fault made of its bytes).
+    fn send(&mut self, reply: &[u8], unit: u8) {
+        // Stamped before the write: no byte of the reply can be on the line earlier, so a
+        // silence measured from here is never longer than the real one (a thread preempted
+        // after its write must not make a punctual master look early).
+        let now = Instant::now();
         let _ = self.port.write_all(reply);
-        self.last_reply_at = Some(Instant::now());
+        self.last_reply_at = Some(now);
         self.shared.replies.fetch_add(1, Ordering::Relaxed);
+        // The reply of the last request of its unit (a late reply is booked on the newest).
+        let mut s = self.shared.lock();
+        if s.meter.as_ref().is_some_and(|(u, _)| *u == unit) {
+            self.meter_replied_at = Some(now);
+        }
+        if let Some(r) = s.requests.iter_mut().rev().find(|r| r.unit == unit) {
+            r.replied_at.get_or_insert(now);
+        }
     }
 
     fn record_idle(&self, request_start: Instant) {
@@ -672,5 +786,75 @@ fn execute(s: &mut SimState, unit: u8, frame: &[u8], print: bool) -> Result<Vec<
             Ok(with_crc(frame.get(..6).unwrap_or(&[])))
         }
         _ => Err(EXCEPTION_ILLEGAL_FUNCTION),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::{FN_READ_INPUT, with_crc};
+
+    /// One request to the simulator's pty and whatever comes back within `wait`.
+    fn exchange(port: &mut TTYPort, request: &[u8], wait: Duration) -> Vec<u8> {
+        port.write_all(request).unwrap();
+        let mut got = Vec::new();
+        let deadline = Instant::now() + wait;
+        let mut buf = [0u8; 64];
+        while Instant::now() < deadline {
+            let _ = port.set_timeout(Duration::from_millis(5));
+            if let Ok(n) = port.read(&mut buf) {
+                got.extend_from_slice(&buf[..n]);
+            }
+        }
+        got
+    }
+
+    #[test]
+    fn the_meter_ignores_a_request_inside_its_silence_and_the_log_shows_it() {
+        let sim = Simulator::start(SimConfig {
+            realistic: true,
+            turnaround: Duration::from_millis(5),
+            ..SimConfig::default()
+        })
+        .unwrap();
+        let mut port = serialport::new(sim.tty_path(), 9600).open_native().unwrap();
+        let power = with_crc(&[2, FN_READ_INPUT, 0, 0x0C, 0, 2]);
+        let t0 = Instant::now();
+        // Answered; then at once again (inside 60 ms of that reply): ignored.
+        assert_eq!(
+            exchange(&mut port, &power, Duration::from_millis(60)).len(),
+            9
+        );
+        assert!(exchange(&mut port, &power, Duration::from_millis(100)).is_empty());
+        // After the silence it answers again, and the log has all three with their fate.
+        assert_eq!(
+            exchange(&mut port, &power, Duration::from_millis(80)).len(),
+            9
+        );
+        let log = sim.requests_to(2, t0);
+        assert_eq!(log.len(), 3, "{log:#?}");
+        assert!(!log[0].ignored && log[0].replied_at.is_some());
+        assert!(log[1].ignored && log[1].replied_at.is_none());
+        assert!(!log[2].ignored && log[2].replied_at.is_some());
+        assert!(log[1].at - log[0].replied_at.unwrap() < METER_SILENCE);
+        assert_eq!((log[0].function, log[0].addr, log[0].count), (4, 0x0C, 2));
+        // Off: the same quick request is answered.
+        sim.set_meter_silence(false);
+        assert_eq!(
+            exchange(&mut port, &power, Duration::from_millis(60)).len(),
+            9
+        );
+        assert_eq!(
+            exchange(&mut port, &power, Duration::from_millis(60)).len(),
+            9
+        );
+    }
+
+    #[test]
+    fn the_silence_rule_follows_realistic_timing_unless_told() {
+        assert!(MeterSilence::WhenRealistic.applies(true));
+        assert!(!MeterSilence::WhenRealistic.applies(false));
+        assert!(MeterSilence::Always.applies(false));
+        assert!(!MeterSilence::Never.applies(true));
     }
 }

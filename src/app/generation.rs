@@ -94,6 +94,13 @@ struct Driven {
     last_write: Option<Instant>,
 }
 
+/// Which of the limiter's inputs it needs read as fast as the bus allows.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReadNeeds {
+    pub grid: bool,
+    pub pv: bool,
+}
+
 pub struct Generation {
     controller: Controller,
     /// The inverter being driven, once one is found.
@@ -157,6 +164,23 @@ impl Generation {
             battery_setting,
             battery_service: None,
         })
+    }
+
+    /// What the limiter needs read as fast as the bus allows: the grid power while it tracks the
+    /// site's demand (its own limiter holding a limit), the inverter's output while it limits.
+    /// Otherwise both are read at the ordinary pace (the publish interval, every few seconds).
+    pub fn needs(&self) -> ReadNeeds {
+        let tracking = self.controller.settings().mode == Mode::OwnLimiter
+            && matches!(self.controller.decision().target, Target::Limit(_));
+        ReadNeeds {
+            grid: tracking,
+            pv: tracking,
+        }
+    }
+
+    /// When [`decide`](Self::decide) must run at the latest without a fresh meter reading.
+    pub fn decide_by(&self) -> Option<Instant> {
+        self.last_decided.map(|t| t + DECIDE_AT_LEAST_EVERY)
     }
 
     /// The register write the controller wants made, if any.

@@ -1,5 +1,12 @@
 //! The daemon: wiring of ports, devices, D-Bus services, settings and the limiter, and the one
-//! loop that interleaves Modbus transactions with D-Bus pumping.
+//! loop that interleaves Modbus transactions with D-Bus.
+//!
+//! Each turn of the loop advances every port (completing the transaction in flight, starting
+//! the next one the schedule allows), lets the limiter decide on fresh readings, publishes,
+//! handles what D-Bus brought, and then sleeps in one `ppoll` over the serial lines in use, every
+//! D-Bus connection and the earliest deadline (a reply's, a unit becoming ready, a read falling
+//! due). A transaction costs about two wake-ups: one when its request may go, one when its
+//! reply arrives; D-Bus is served in the same wake-ups.
 
 mod generation;
 pub mod port;
@@ -17,17 +24,22 @@ use crate::cli::Options;
 use crate::devices::lifecycle::Timing;
 use crate::devices::{GridMeter, LimitedInverter, Rating};
 use crate::modbus::{Parity, SerialSettings};
-use crate::vedbus::{BusAddress, Pump, Settings, pump_all};
+use crate::vedbus::{self, BusAddress, Poller, Pump, Settings, Watcher};
 use generation::Generation;
-use port::{Event, IdentifyOverrides, Port};
+use port::{Event, FastPace, IdentifyOverrides, Meanwhile, Port};
 use publish::Published;
 
 /// How long start-up waits for com.victronenergy.settings before giving up (runit restarts us).
 const SETTINGS_WAIT: Duration = Duration::from_secs(60);
-/// D-Bus pumping between two transactions when the bus has work: answers what is pending.
-const BUSY_PUMP: Duration = Duration::from_millis(0);
-/// D-Bus pumping when no Modbus transaction is due: also the loop's idle sleep.
-const IDLE_PUMP: Duration = Duration::from_millis(10);
+/// Polls of one port per turn of the loop at most (each finishes or starts a transaction).
+const POLLS_PER_TURN: usize = 8;
+
+/// A service publishes what changed at most once per publish interval, less this share of it:
+/// readings taken at the publish rate arrive a few milliseconds early or late, and each must
+/// be published, not every other one.
+fn publish_throttle(interval: Duration) -> Duration {
+    interval - interval / 10
+}
 
 pub fn serial_settings(opts: &Options, baud: u32) -> SerialSettings {
     SerialSettings {
@@ -60,6 +72,7 @@ pub fn build_ports(opts: &Options) -> Vec<Port> {
                 &units,
                 Timing::default(),
                 opts.max_transaction,
+                &|unit| opts.command_interval(unit),
             );
             port.overrides = IdentifyOverrides {
                 forced: opts.forced_models.clone(),
@@ -95,8 +108,88 @@ pub struct App {
     fresh_meter: bool,
     /// Scratch buffer for accepted SetValue writes, reused every iteration.
     writes: Vec<(String, crate::vedbus::Value)>,
+    /// The one wait of the loop: D-Bus sockets, serial lines, deadline.
+    poller: Poller,
     /// A `/Role` write or a device setting arrived: a unit may have changed its role.
     roles_touched: bool,
+}
+
+/// The D-Bus connections, for the poller.
+fn connections<'a>(
+    settings: &'a mut Settings,
+    watcher: Option<&'a mut Watcher>,
+    devices: &'a mut BTreeMap<(usize, usize), Published>,
+) -> Vec<&'a mut dyn Pump> {
+    let mut conns: Vec<&mut dyn Pump> = Vec::with_capacity(devices.len() + 2);
+    conns.push(settings);
+    if let Some(w) = watcher {
+        conns.push(w);
+    }
+    for dev in devices.values_mut() {
+        conns.push(dev.pump_handle());
+    }
+    conns
+}
+
+/// What the loop does while a port's session (identification, the inverter's set-up) waits on
+/// the bus: publish what the port's other units read meanwhile and serve D-Bus, in the same
+/// single wait. The limiter catches up when the session ends.
+struct Serving<'a> {
+    port: usize,
+    devices: &'a mut BTreeMap<(usize, usize), Published>,
+    settings: &'a mut Settings,
+    /// None while the limiter (which owns the watcher) is busy with the session.
+    watcher: Option<&'a mut Watcher>,
+    poller: &'a mut Poller,
+    publish_interval: Duration,
+    error: Option<vedbus::Error>,
+}
+
+impl<'a> Serving<'a> {
+    fn new(
+        port: usize,
+        devices: &'a mut BTreeMap<(usize, usize), Published>,
+        settings: &'a mut Settings,
+        poller: &'a mut Poller,
+        publish_interval: Duration,
+    ) -> Self {
+        Serving {
+            port,
+            devices,
+            settings,
+            watcher: None,
+            poller,
+            publish_interval,
+            error: None,
+        }
+    }
+}
+
+impl Meanwhile for Serving<'_> {
+    fn wait(&mut self, port: &Port, until: Option<Instant>, fd: Option<std::os::fd::RawFd>) {
+        let now = Instant::now();
+        for (&(p, u), dev) in self.devices.iter_mut() {
+            if p != self.port {
+                continue;
+            }
+            if let Some(map) = port.units.get(u).and_then(|unit| unit.map.as_ref()) {
+                dev.publish(map, now, publish_throttle(self.publish_interval), |_| {});
+            }
+        }
+        let mut conns = connections(self.settings, self.watcher.as_deref_mut(), self.devices);
+        let extra: &[std::os::fd::RawFd] = match &fd {
+            Some(fd) => std::slice::from_ref(fd),
+            None => &[],
+        };
+        let result = self
+            .poller
+            .dispatch(&mut conns)
+            .and_then(|_| self.poller.wait(&conns, extra, until))
+            .and_then(|_| self.poller.dispatch(&mut conns));
+        if let Err(e) = result {
+            self.error.get_or_insert(e);
+        }
+    }
 }
 
 impl App {
@@ -115,6 +208,7 @@ impl App {
             devices: BTreeMap::new(),
             port_down_logged: vec![false; n],
             writes: Vec::new(),
+            poller: Poller::new(),
             roles_touched: false,
             generation,
             meter: None,
@@ -127,27 +221,79 @@ impl App {
     pub fn run(&mut self, stop: &AtomicBool) -> anyhow::Result<()> {
         while !stop.load(Ordering::Relaxed) {
             self.fresh_meter = false;
-            let busy = self.step_ports()?;
+            self.set_read_paces();
+            self.step_ports()?;
             let inverter_online = self.inverter.is_some_and(|i| {
                 let (p, u) = i.at;
                 self.ports[p].units[u].lifecycle.is_online()
             });
-            self.generation
-                .decide(Instant::now(), self.fresh_meter, inverter_online);
+            // The write in flight is the one the limiter asked for: its outcome is booked
+            // against it before anything new is decided.
+            let writing = self
+                .inverter
+                .is_some_and(|i| self.ports[i.at.0].writing() == Some(i.at.1));
+            if !writing {
+                self.generation
+                    .decide(Instant::now(), self.fresh_meter, inverter_online);
+            }
             self.publish_due();
-            self.pump(if busy { BUSY_PUMP } else { IDLE_PUMP })?;
+            self.dispatch()?;
             self.handle_writes();
             self.handle_setting_changes();
             self.follow_roles();
+            self.wait()?;
         }
         info!("stopping");
         self.shutdown();
         Ok(())
     }
 
-    /// One Modbus step on every port; true when any port did a transaction.
-    fn step_ports(&mut self) -> anyhow::Result<bool> {
-        let mut busy = false;
+    /// The write the limiter wants made on port `p`, if its inverter is there.
+    fn write_for(&self, p: usize) -> Option<port::Write> {
+        match (self.inverter, self.generation.pending_write()) {
+            (Some(LimiterUnit { at: (ip, iu), .. }), Some(w)) if ip == p => {
+                Some((iu, w.addr, w.value))
+            }
+            _ => None,
+        }
+    }
+
+    /// How often each unit's fast registers (the limiter's inputs) are read: as fast as the bus
+    /// allows while the limiter uses them, at the publish rate (a meter) or every few seconds
+    /// (an inverter) otherwise.
+    fn set_read_paces(&mut self) {
+        let needs = self.generation.needs();
+        let publish = self.opts.publish_interval;
+        for (p, port) in self.ports.iter_mut().enumerate() {
+            for u in 0..port.units.len() {
+                let is_meter = self.meter.is_some_and(|m| m.at == (p, u));
+                let is_inverter = self.inverter.is_some_and(|i| i.at == (p, u))
+                    || port.units[u]
+                        .identity
+                        .as_ref()
+                        .is_some_and(|id| id.model.limiter.inverter.is_some());
+                let pace = match (is_meter, is_inverter) {
+                    (true, _) if needs.grid => FastPace::AsAllowed,
+                    (_, true) if needs.pv => FastPace::AsAllowed,
+                    (_, true) => FastPace::EveryFewSeconds,
+                    _ => FastPace::Every(publish),
+                };
+                port.set_fast_pace(u, pace);
+                // /RefreshTime follows: how often /Ac/Power can change on the bus now.
+                if let (Some(dev), Some(period)) =
+                    (self.devices.get_mut(&(p, u)), port.fast_period(u))
+                {
+                    let ms = period.max(publish).as_millis();
+                    let ms = i32::try_from(ms).unwrap_or(i32::MAX);
+                    dev.service()
+                        .set("/RefreshTime", crate::vedbus::Value::Int(ms));
+                }
+            }
+        }
+    }
+
+    /// Advances every port: completes what is in flight and starts what the schedule allows.
+    fn step_ports(&mut self) -> anyhow::Result<()> {
         for p in 0..self.ports.len() {
             let now = Instant::now();
             match self.ports[p].ensure_open(now) {
@@ -166,17 +312,66 @@ impl App {
                     }
                 }
             }
-            let write = match (self.inverter, self.generation.pending_write()) {
-                (Some(LimiterUnit { at: (ip, iu), .. }), Some(w)) if ip == p => {
-                    Some((iu, w.addr, w.value))
+            for _ in 0..POLLS_PER_TURN {
+                let write = self.write_for(p);
+                let mut serving = Serving::new(
+                    p,
+                    &mut self.devices,
+                    &mut self.settings,
+                    &mut self.poller,
+                    self.opts.publish_interval,
+                );
+                serving.watcher = Some(self.generation.watcher());
+                let event = self.ports[p].poll(Instant::now(), write, &mut serving);
+                if let Some(e) = serving.error {
+                    return Err(e).context("D-Bus");
                 }
-                _ => None,
-            };
-            let event = self.ports[p].step(now, write);
-            busy |= !matches!(event, Event::Idle | Event::PortDown);
-            self.handle_event(p, event)?;
+                let again = !matches!(event, Event::Idle | Event::Busy | Event::PortDown);
+                self.handle_event(p, event)?;
+                if !again {
+                    break;
+                }
+            }
         }
-        Ok(busy)
+        Ok(())
+    }
+
+    /// Handles what D-Bus brought: the connections found ready by the last wait read their
+    /// sockets, every connection its queued messages.
+    fn dispatch(&mut self) -> anyhow::Result<()> {
+        let mut conns = connections(
+            &mut self.settings,
+            Some(self.generation.watcher()),
+            &mut self.devices,
+        );
+        self.poller.dispatch(&mut conns).context("D-Bus")?;
+        Ok(())
+    }
+
+    /// Sleeps until a reply arrives, D-Bus brings something, or the earliest deadline.
+    fn wait(&mut self) -> anyhow::Result<()> {
+        let now = Instant::now();
+        let mut deadline = self.generation.decide_by().unwrap_or(now);
+        let mut fds = [0; port::MAX_UNITS_PER_PORT];
+        let mut n_fds = 0;
+        for (p, port) in self.ports.iter().enumerate() {
+            if let Some(t) = port.next_wake(now, self.write_for(p)) {
+                deadline = deadline.min(t);
+            }
+            if let (Some(fd), Some(slot)) = (port.fd(), fds.get_mut(n_fds)) {
+                *slot = fd;
+                n_fds += 1;
+            }
+        }
+        let conns = connections(
+            &mut self.settings,
+            Some(self.generation.watcher()),
+            &mut self.devices,
+        );
+        self.poller
+            .wait(&conns, &fds[..n_fds], Some(deadline))
+            .context("D-Bus")?;
+        Ok(())
     }
 
     fn handle_event(&mut self, p: usize, event: Event) -> anyhow::Result<()> {
@@ -215,7 +410,11 @@ impl App {
             Event::PortDown if self.opts.exit_on_fatal => {
                 bail!("serial port {} failed", self.ports[p].path)
             }
-            Event::Failed(_) | Event::Wrote { .. } | Event::Idle | Event::PortDown => {}
+            Event::Failed(_)
+            | Event::Wrote { .. }
+            | Event::Idle
+            | Event::Busy
+            | Event::PortDown => {}
         }
         Ok(())
     }
@@ -283,14 +482,39 @@ impl App {
         }
     }
 
-    /// The limiter's set-up of the inverter at (`p`, `u`), now, outside the schedule.
+    /// The limiter's set-up of the inverter at (`p`, `u`), now, at its pace: the port reads the
+    /// other units meanwhile and the loop serves D-Bus.
     fn set_up_inverter(&mut self, p: usize, u: usize) {
         let generation = &mut self.generation;
-        if self.ports[p]
-            .with_unit(u, |regs| generation.set_up_inverter(regs, Instant::now()))
-            .is_none()
-        {
+        let mut serving = Serving::new(
+            p,
+            &mut self.devices,
+            &mut self.settings,
+            &mut self.poller,
+            self.opts.publish_interval,
+        );
+        let done = self.ports[p].with_unit(u, &mut serving, |regs| {
+            generation.set_up_inverter(regs, Instant::now())
+        });
+        if let Some(e) = serving.error {
+            error!("D-Bus during the inverter's set-up: {e}");
+        }
+        if done.is_none() {
             generation.inverter_lost();
+        }
+        // The meter was read meanwhile: the limiter starts from its latest reading.
+        self.feed_limiter_from_maps();
+    }
+
+    /// The meter's reading as its map holds it now (read during the inverter's session; the
+    /// inverter's own registers are read again after its set-up, by the schedule).
+    fn feed_limiter_from_maps(&mut self) {
+        if let Some(meter) = self.meter {
+            let (p, u) = meter.at;
+            if let Some(map) = &self.ports[p].units[u].map {
+                self.generation.on_meter(&meter.offer, map);
+                self.fresh_meter = true;
+            }
         }
     }
 
@@ -309,7 +533,6 @@ impl App {
                     info!("limiter: grid meter {}", dev.service_name());
                 }
                 self.meter = Some(LimiterUnit { at, offer });
-                self.ports[at.0].preferred = Some(at.1);
             }
             _ if ours && !is_grid => {
                 warn!(
@@ -317,7 +540,6 @@ impl App {
                     dev.service_name()
                 );
                 self.meter = None;
-                self.ports[at.0].preferred = None;
                 self.generation.meter_lost();
             }
             _ => {}
@@ -335,23 +557,14 @@ impl App {
                     .inverter
                     .is_some_and(|i| i.at == (p, u))
                     .then_some(&self.generation);
-                dev.publish(map, now, self.opts.publish_interval, |svc| {
+                let throttle = publish_throttle(self.opts.publish_interval);
+                dev.publish(map, now, throttle, |svc| {
                     if let Some(g) = generation {
                         g.publish(svc);
                     }
                 });
             }
         }
-    }
-
-    fn pump(&mut self, budget: Duration) -> anyhow::Result<()> {
-        let mut conns: Vec<&mut dyn Pump> = Vec::with_capacity(self.devices.len() + 1);
-        conns.push(&mut self.settings);
-        conns.push(self.generation.watcher());
-        for dev in self.devices.values_mut() {
-            conns.push(dev.pump_handle());
-        }
-        pump_all(&mut conns, budget).context("D-Bus")
     }
 
     fn handle_writes(&mut self) {
@@ -414,7 +627,16 @@ impl App {
             && self.ports[p].units[u].lifecycle.is_online()
         {
             let generation = &mut self.generation;
-            self.ports[p].with_unit(u, |regs| generation.shutdown(regs, Instant::now()));
+            let mut serving = Serving::new(
+                p,
+                &mut self.devices,
+                &mut self.settings,
+                &mut self.poller,
+                self.opts.publish_interval,
+            );
+            self.ports[p].with_unit(u, &mut serving, |regs| {
+                generation.shutdown(regs, Instant::now())
+            });
         }
         for dev in self.devices.values_mut() {
             dev.go_offline();

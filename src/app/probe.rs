@@ -29,6 +29,8 @@ pub fn probe(opts: &Options, out: &mut impl Write) -> anyhow::Result<()> {
     let mut master = RtuMaster::open(&spec.port.path, settings)
         .with_context(|| format!("opening {}", spec.port.path))?;
     let mut buf = [0u16; 125];
+    let interval = opts.command_interval(spec.unit);
+    master.set_pacing(spec.unit, super::port::unit_pacing(None, interval));
     let overrides = super::port::IdentifyOverrides {
         forced: opts.forced_models.clone(),
         rated_power_w: opts.rated_power_w,
@@ -37,6 +39,8 @@ pub fn probe(opts: &Options, out: &mut impl Write) -> anyhow::Result<()> {
         .with_context(|| format!("unit {} on {} does not answer", spec.unit, spec.port.path))?;
     let ctx = overrides.context(spec.unit);
     let mut explain = |model: &Model, out: &mut dyn Write| -> std::io::Result<()> {
+        // From here on the unit's own pace.
+        master.set_pacing(spec.unit, super::port::unit_pacing(Some(model), interval));
         let mut regs = super::port::UnitRegisters::new(&mut master, spec.unit);
         let regs: &mut dyn RegisterReader = &mut regs;
         writeln!(out, "identification and set-up, and what the daemon does:")?;

@@ -41,6 +41,8 @@ pub struct Lifecycle {
     timing: Timing,
     last_good: Option<Instant>,
     next_probe: Option<Instant>,
+    /// The first probe is due from here.
+    created: Instant,
 }
 
 impl Lifecycle {
@@ -50,6 +52,7 @@ impl Lifecycle {
             timing,
             last_good: None,
             next_probe: None,
+            created: Instant::now(),
         }
     }
 
@@ -64,6 +67,11 @@ impl Lifecycle {
     /// Whether a probing unit should be probed now.
     pub fn probe_due(&self, now: Instant) -> bool {
         self.state == State::Probing && self.next_probe.is_none_or(|t| now >= t)
+    }
+
+    /// When a unit that is not online is next probed (`None` while online; the past if due).
+    pub fn probe_at(&self) -> Option<Instant> {
+        (self.state == State::Probing).then_some(self.next_probe.unwrap_or(self.created))
     }
 
     /// A probe failed: wait a probe interval before the next.

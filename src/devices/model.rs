@@ -159,7 +159,8 @@ pub const ENERGY_METER_ROLES: Roles = Roles {
 pub struct BusTiming {
     /// Silence the unit needs on the bus before a request to it.
     pub silence_before_request: Duration,
-    /// Shortest time between two commands (reads or writes) to the unit.
+    /// Shortest time between two commands (reads or writes) to the unit, counted from the end of
+    /// the previous exchange with it (its reply or timeout).
     pub min_command_interval: Duration,
 }
 

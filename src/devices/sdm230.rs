@@ -67,12 +67,21 @@ pub static REGISTERS: [Register; Reg::ALL.len()] = [
 ];
 
 /// Reads spanning the meter's undefined gaps are answered with an exception: keep holes within
-/// the defined blocks. Every register is two words at an even address, so every read has an even
-/// register count, as Eastron asks (docs/reference/eastron-sdm230.md §1).
+/// the defined blocks. Eastron: at most 30 values (60 registers) per read, and only whole
+/// values: an even start address and an even count (docs/reference/eastron-sdm230.md §1).
 pub const LIMITS: PackLimits = PackLimits {
     max_hole: 4,
-    max_count: 125,
+    max_count: 60,
     barriers: &[(Input, 0x0012), (Input, 0x0046), (Input, 0x0156)],
+    even: true,
+};
+
+/// Eastron: "a silent interval of 60 msec minimum is required in order to guarantee successful
+/// reception of the next request" (docs/reference/eastron-sdm230.md §1): 60 ms of silence on the
+/// line before every request to the meter; no interval of its own beyond that.
+pub const BUS: BusTiming = BusTiming {
+    silence_before_request: Duration::from_millis(60),
+    min_command_interval: Duration::ZERO,
 };
 
 /// The most the meter can measure: its 300 V voltage bound × Imax 100 A, i.e. 230 V × 100 A
@@ -337,7 +346,7 @@ pub static MODEL: Model = Model {
     plausibility: &PLAUSIBILITY,
     identify,
     explain,
-    bus: BusTiming::FRAMING_ONLY,
+    bus: BUS,
     // The Python original's id ("assigned by Victron Support" per community drivers, unverified).
     product_id: 0xB023,
     limiter: LimiterOffer {
@@ -518,12 +527,21 @@ mod tests {
     }
 
     #[test]
-    fn every_planned_read_has_an_even_register_count() {
+    fn every_planned_read_is_whole_values_within_the_meters_limit() {
         let mut map = RegisterMap::new(&REGISTERS, LIMITS);
         let now = Instant::now();
-        let fast = map.next_read(now, true).into_iter();
-        for read in fast.chain(plan_all_due(&mut map, now)) {
+        for read in plan_all_due(&mut map, now) {
+            assert_eq!(read.addr % 2, 0, "{read:?}");
             assert_eq!(read.count % 2, 0, "{read:?}");
+            assert!(read.count <= 60, "{read:?}");
+        }
+        // Even when every register is wanted at once and holes are allowed across the map.
+        let wide = PackLimits {
+            max_hole: 200,
+            ..LIMITS
+        };
+        for read in plan_all_due(&mut RegisterMap::new(&REGISTERS, wide), now) {
+            assert!(read.count <= 60 && read.count % 2 == 0, "{read:?}");
         }
     }
 

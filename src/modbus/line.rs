@@ -1,7 +1,7 @@
 //! The serial line under the master: a small transport trait, its production implementation
 //! over serialport's `TTYPort`, and the line settings the RTU timing is derived from.
 
-use std::io::{self, Write};
+use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::time::{Duration, Instant};
 
@@ -13,7 +13,9 @@ use super::ModbusError;
 /// wait (the silence before a request, the reply's deadlines), either itself through
 /// [`Line::wait`] or in the caller's poll loop.
 pub trait Line {
-    /// Sends `frame` whole and returns once its last byte has left (tcdrain on a UART).
+    /// Hands `frame` whole to the line. It may return before the last byte has left (no
+    /// tcdrain: that would be one more sleep and wake-up per request); the master counts the
+    /// frame's wire time itself.
     fn send(&mut self, frame: &[u8]) -> io::Result<()>;
     /// Reads what has arrived into `buf`, without waiting; `Ok(0)` when nothing is pending.
     /// A line that is gone is an error, never `Ok(0)`.
@@ -23,6 +25,10 @@ pub trait Line {
     fn wait(&mut self, until: Instant) -> io::Result<()>;
     /// The clock every instant of the master is on (virtual in a scripted line).
     fn now(&self) -> Instant;
+    /// Makes reads and writes non-blocking, as `read_ready` needs (done once, by the master).
+    fn prepare(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 /// Serial parity; 8 data bits and 1 stop bit always.
@@ -78,19 +84,54 @@ impl SerialSettings {
 /// use it: they never wait).
 const WRITE_TIMEOUT: Duration = Duration::from_millis(100);
 
+/// The line's fd in non-blocking mode: reads and writes never wait, so each costs one syscall
+/// (no poll before it); the master and the main loop do the waiting.
+pub(crate) fn set_nonblocking(port: &TTYPort) -> io::Result<()> {
+    let fd = port.as_raw_fd();
+    // SAFETY: F_GETFL/F_SETFL on a descriptor the port owns; no memory is passed.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    if flags < 0 || unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 impl Line for TTYPort {
     fn send(&mut self, frame: &[u8]) -> io::Result<()> {
-        self.write_all(frame)?;
-        // On a real UART tcdrain returns once the bytes are on the wire.
-        self.flush()
+        let fd = self.as_raw_fd();
+        let mut rest = frame;
+        let deadline = Instant::now() + WRITE_TIMEOUT;
+        while !rest.is_empty() {
+            // SAFETY: `rest` is valid for reads of its length; the fd is owned by `self`.
+            let n = unsafe { libc::write(fd, rest.as_ptr().cast(), rest.len()) };
+            match usize::try_from(n) {
+                Ok(n) => rest = rest.get(n..).unwrap_or(&[]),
+                Err(_) => {
+                    let e = io::Error::last_os_error();
+                    match e.kind() {
+                        io::ErrorKind::Interrupted => {}
+                        // A full output buffer (never for a Modbus frame on an idle line).
+                        io::ErrorKind::WouldBlock => {
+                            let left = deadline.saturating_duration_since(Instant::now());
+                            if left.is_zero() || !wait_writable(fd, left)? {
+                                return Err(io::ErrorKind::TimedOut.into());
+                            }
+                        }
+                        _ => return Err(e),
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     fn read_ready(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let fd = self.as_raw_fd();
-        if buf.is_empty() || !wait_readable(fd, Duration::ZERO)? {
+        if buf.is_empty() {
             return Ok(0);
         }
-        // SAFETY: `buf` is valid for writes of `buf.len()` bytes; the fd is owned by `self`.
+        // SAFETY: `buf` is valid for writes of `buf.len()` bytes; the fd is owned by `self`
+        // and non-blocking (`set_nonblocking`).
         let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
         match usize::try_from(n) {
             Ok(0) => Err(io::Error::new(
@@ -119,15 +160,27 @@ impl Line for TTYPort {
     fn now(&self) -> Instant {
         Instant::now()
     }
+
+    fn prepare(&mut self) -> io::Result<()> {
+        set_nonblocking(self)
+    }
 }
 
 /// ppoll(2) for input on `fd` for at most `timeout` (nanosecond resolution: poll(2)'s whole
 /// milliseconds would stretch a 3.6 ms silence to 4 ms). True when the fd is readable or hung
 /// up (the read then tells which); false on timeout or a signal.
 fn wait_readable(fd: RawFd, timeout: Duration) -> io::Result<bool> {
+    wait_for(fd, libc::POLLIN, timeout)
+}
+
+fn wait_writable(fd: RawFd, timeout: Duration) -> io::Result<bool> {
+    wait_for(fd, libc::POLLOUT, timeout)
+}
+
+fn wait_for(fd: RawFd, events: libc::c_short, timeout: Duration) -> io::Result<bool> {
     let mut pfd = libc::pollfd {
         fd,
-        events: libc::POLLIN,
+        events,
         revents: 0,
     };
     // SAFETY: a timespec is plain data; all-zero is a valid value.
@@ -162,12 +215,13 @@ pub(crate) fn open_port(path: &str, settings: SerialSettings) -> Result<TTYPort,
         .flow_control(serialport::FlowControl::None)
         .timeout(WRITE_TIMEOUT)
         .open_native();
-    match opened {
-        Ok(port) => Ok(port),
+    let port = match opened {
+        Ok(port) => port,
         // ENOSYS; serialport reports it as an unknown error with the errno's text.
-        Err(e) if e.description.contains("not implemented") => open_without_line_settings(path),
-        Err(e) => Err(e.into()),
-    }
+        Err(e) if e.description.contains("not implemented") => open_without_line_settings(path)?,
+        Err(e) => return Err(e.into()),
+    };
+    Ok(port)
 }
 
 /// serialport sets the line through termios2 (TCGETS2), which qemu-user 7.2 does not emulate
@@ -194,6 +248,7 @@ fn open_without_line_settings(path: &str) -> Result<TTYPort, ModbusError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write;
 
     #[test]
     fn wire_time_at_9600() {
@@ -224,6 +279,7 @@ mod tests {
     #[test]
     fn the_tty_line_reads_what_is_there_without_waiting_and_waits_for_input() {
         let (mut device, mut master) = TTYPort::pair().unwrap();
+        set_nonblocking(&master).unwrap();
         let mut buf = [0u8; 8];
         assert_eq!(master.read_ready(&mut buf).unwrap(), 0);
         // Nothing pending: the wait lasts until the deadline.

@@ -11,6 +11,11 @@
 //! 3. **draining** after a reply that could not be trusted (CRC, garbage, another unit): the line
 //!    is read until it has been quiet for a while, so its tail is not taken for the next reply.
 //!
+//! A unit's minimum interval between commands ([`UnitPacing::interval`]) is counted from the end
+//! of its previous exchange (its reply, its timeout or the drain after a bad reply), not from the
+//! previous request: the device then never sees two commands closer than the interval, whatever
+//! the latency of the adapter or of the process that sends them.
+//!
 //! [`RtuMaster::start`] begins one; [`RtuMaster::advance`] does whatever is due now, without
 //! blocking, and says when it needs to be called again ([`Step::Wait`]: at that instant or as
 //! soon as the line is readable, whichever is first) or how it ended ([`Step::Done`]). The main
@@ -78,7 +83,8 @@ pub struct UnitPacing {
     /// Silence on the line before a request to this unit (Eastron asks for 60 ms before a
     /// request to the SDM230).
     pub silence: Duration,
-    /// Minimum time from one request to this unit to the next (Growatt documents 850 ms).
+    /// Minimum time from the end of one exchange with this unit (its reply or timeout) to the
+    /// next request to it (Growatt documents 850 ms between commands).
     pub interval: Duration,
 }
 
@@ -108,8 +114,9 @@ struct UnitState {
     stats: UnitStats,
     timeout_cap: Option<Duration>,
     pacing: UnitPacing,
-    /// When the last request to this unit started.
-    last_request: Option<Instant>,
+    /// When the last exchange with this unit ended (reply, timeout, drain, or the request itself
+    /// for a broadcast or a failed send).
+    last_done: Option<Instant>,
 }
 
 impl Default for UnitState {
@@ -121,7 +128,7 @@ impl Default for UnitState {
             },
             timeout_cap: None,
             pacing: UnitPacing::default(),
-            last_request: None,
+            last_done: None,
         }
     }
 }
@@ -199,6 +206,8 @@ pub struct RtuMaster<L: Line = TTYPort> {
     reply: Option<Reply>,
     /// The instant of the last `Step::Wait`.
     wake_at: Option<Instant>,
+    /// The unit of the transaction in flight (or of the last one).
+    current_unit: u8,
 }
 
 impl RtuMaster<TTYPort> {
@@ -222,7 +231,8 @@ impl RtuMaster<TTYPort> {
         self.line = None;
         self.phase = Phase::Idle;
         self.wake_at = None;
-        let port = open_port(&path, self.settings)?;
+        let mut port = open_port(&path, self.settings)?;
+        port.prepare()?;
         self.line_quiet_since = port.now();
         self.line = Some(port);
         Ok(())
@@ -240,7 +250,10 @@ impl<L: Line + AsRawFd> RtuMaster<L> {
 impl<L: Line> RtuMaster<L> {
     /// Wraps an open line (e.g. one end of `TTYPort::pair()`, or a scripted line); `reopen`
     /// needs a path, so it fails on such a master. The line's settings are left as they are.
-    pub fn from_port(line: L, settings: SerialSettings) -> Self {
+    pub fn from_port(mut line: L, settings: SerialSettings) -> Self {
+        if let Err(e) = line.prepare() {
+            log::warn!("serial line: cannot make it non-blocking: {e}");
+        }
         let now = line.now();
         // Until the first request the assembler holds no reply (`reply` is None).
         let nothing = Request::WriteSingle {
@@ -260,6 +273,7 @@ impl<L: Line> RtuMaster<L> {
             rx: Assembler::new(nothing, now, Duration::ZERO, Duration::ZERO),
             reply: None,
             wake_at: None,
+            current_unit: BROADCAST,
         }
     }
 
@@ -298,7 +312,7 @@ impl<L: Line> RtuMaster<L> {
 
     /// The earliest instant a request to `unit` may go, as things stand: the line quiet for
     /// 3.5 characters (or the unit's longer silence) and the unit's interval since its last
-    /// request passed. Stale input arriving before then moves it.
+    /// exchange passed. Stale input arriving before then moves it.
     pub fn ready_at(&self, unit: u8) -> Instant {
         self.send_time(unit, None)
     }
@@ -324,6 +338,7 @@ impl<L: Line> RtuMaster<L> {
             return Err(port_closed());
         }
         self.reply = None;
+        self.current_unit = request.unit();
         self.wake_at = Some(self.ready_at(request.unit()));
         self.phase = Phase::Waiting {
             expected: request.expected(),
@@ -353,8 +368,12 @@ impl<L: Line> RtuMaster<L> {
             Step::Wait { until } => Some(until),
             Step::Idle | Step::Done(_) => None,
         };
-        if let Step::Done(Ok(reply)) = step {
-            self.reply = Some(reply);
+        if let Step::Done(result) = &step {
+            if let Ok(reply) = result {
+                self.reply = Some(*reply);
+            }
+            let end = self.line.as_ref().map(Line::now);
+            self.units[usize::from(self.current_unit)].last_done = end;
         }
         step
     }
@@ -440,7 +459,7 @@ impl<L: Line> RtuMaster<L> {
         if let Some(limit) = babble_until {
             line_ready = line_ready.min(limit);
         }
-        match u.last_request {
+        match u.last_done {
             Some(last) => line_ready.max(last + u.pacing.interval),
             None => line_ready,
         }
@@ -481,9 +500,9 @@ impl<L: Line> RtuMaster<L> {
         let state = &mut self.units[unit];
         state.stats.requests += 1;
         state.stats.bytes_out += frame.len() as u64;
-        state.last_request = Some(now);
         let sent = line.send(frame);
-        let sent_at = line.now();
+        // The line takes the frame at once; its last byte leaves a wire time later.
+        let sent_at = line.now().max(now + self.settings.wire_time(frame.len()));
         self.line_quiet_since = sent_at;
         if let Err(e) = sent {
             state.stats.bus_time += sent_at.saturating_duration_since(now);
@@ -615,6 +634,7 @@ impl<L: Line> RtuMaster<L> {
     fn abort(&mut self, error: ModbusError) -> Result<Reply, ModbusError> {
         self.wake_at = None;
         let now = self.line.as_ref().map(Line::now);
+        self.units[usize::from(self.current_unit)].last_done = now;
         match std::mem::replace(&mut self.phase, Phase::Idle) {
             // Counted like any failed reply (an Io error leaves no drain behind).
             Phase::Receiving { started } => {

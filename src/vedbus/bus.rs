@@ -7,6 +7,7 @@ use dbus::arg::IterAppend;
 use dbus::channel::{BusType, Channel};
 use dbus::strings::ErrorName;
 use std::ffi::CString;
+use std::os::fd::RawFd;
 use std::time::{Duration, Instant};
 
 /// Which bus to connect to (`--dbus system|session|ADDRESS`).
@@ -40,6 +41,7 @@ pub(crate) const DBUS_PATH: &str = "/org/freedesktop/DBus";
 pub(crate) const BUSITEM: &str = "com.victronenergy.BusItem";
 
 /// A new private connection: one per service, so each has its own `/` and its own sender name.
+/// Its socket is tracked for the main loop's poll ([`Pump::watch`]).
 pub(crate) fn open(bus: &BusAddress) -> Result<Channel, Error> {
     let ch = match bus {
         BusAddress::System => Channel::get_private(BusType::System),
@@ -48,7 +50,9 @@ pub(crate) fn open(bus: &BusAddress) -> Result<Channel, Error> {
             Channel::open_private(a).and_then(|mut c| c.register().map(|()| c))
         }
     };
-    ch.map_err(|e| Error::Connect(describe(&e)))
+    let mut ch = ch.map_err(|e| Error::Connect(describe(&e)))?;
+    ch.set_watch_enabled(true);
+    Ok(ch)
 }
 
 pub(crate) fn describe(e: &dbus::Error) -> String {
@@ -130,8 +134,143 @@ pub trait Pump {
     /// Reads what the connection has without blocking and handles every queued message.
     /// Returns how many messages were handled.
     fn pump_once(&mut self) -> Result<usize, Error>;
+    /// Handles the messages already read from the socket (a blocking call reads and queues what
+    /// arrives before its reply), without touching the socket.
+    fn dispatch_queued(&mut self) -> Result<usize, Error>;
     /// Blocks until the connection has input or `timeout` passed.
     fn wait(&mut self, timeout: Duration) -> Result<(), Error>;
+    /// The connection's socket, for the caller's poll.
+    fn watch(&self) -> Watch;
+}
+
+/// A connection's socket as the main loop polls it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Watch {
+    pub fd: RawFd,
+    /// Output is waiting for the socket to take it (poll for writability too).
+    pub write: bool,
+}
+
+pub(crate) fn watch(ch: &Channel) -> Watch {
+    let w = ch.watch();
+    Watch {
+        fd: w.fd,
+        write: w.write || ch.has_messages_to_send(),
+    }
+}
+
+/// One wait for the whole process: every D-Bus connection's socket, the caller's own fd (the
+/// serial line) and a deadline, in a single `ppoll`, so that the main loop wakes once for
+/// whichever comes first instead of sleeping in slices and polling each in turn. The fd array
+/// is kept between waits: no allocation per wait once it has grown.
+#[derive(Default)]
+pub struct Poller {
+    fds: Vec<libc::pollfd>,
+    /// The sockets found ready by the last wait.
+    ready: Vec<RawFd>,
+}
+
+impl Poller {
+    pub fn new() -> Self {
+        Poller::default()
+    }
+
+    /// Sleeps until a connection's socket or one of `extra` (serial lines) is ready, or until
+    /// `deadline` (at once if it has passed; without a deadline, until something is ready). A
+    /// signal ends the wait early. Returns whether one of `extra` is readable.
+    pub fn wait(
+        &mut self,
+        conns: &[&mut dyn Pump],
+        extra: &[RawFd],
+        deadline: Option<Instant>,
+    ) -> Result<bool, Error> {
+        self.fds.clear();
+        self.ready.clear();
+        for c in conns {
+            let w = c.watch();
+            let events = if w.write {
+                libc::POLLIN | libc::POLLOUT
+            } else {
+                libc::POLLIN
+            };
+            self.fds.push(libc::pollfd {
+                fd: w.fd,
+                events,
+                revents: 0,
+            });
+        }
+        for &fd in extra {
+            self.fds.push(libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            });
+        }
+        let timeout = deadline.map(|d| {
+            let left = d.saturating_duration_since(Instant::now());
+            // SAFETY: a timespec is plain data; all-zero is a valid value.
+            let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
+            ts.tv_sec = libc::time_t::try_from(left.as_secs()).unwrap_or(libc::time_t::MAX);
+            // Below 10^9: fits a c_long of any width.
+            ts.tv_nsec = left.subsec_nanos() as libc::c_long;
+            ts
+        });
+        let ts_ptr = timeout
+            .as_ref()
+            .map_or(std::ptr::null(), |ts| ts as *const libc::timespec);
+        // SAFETY: `fds` holds `fds.len()` valid pollfds; the timespec (if any) outlives the call;
+        // no signal mask change.
+        let n = unsafe {
+            libc::ppoll(
+                self.fds.as_mut_ptr(),
+                self.fds.len() as libc::nfds_t,
+                ts_ptr,
+                std::ptr::null(),
+            )
+        };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                return Ok(false);
+            }
+            return Err(Error::Poll(e.to_string()));
+        }
+        let mut extra_ready = false;
+        for (i, p) in self.fds.iter().enumerate() {
+            if p.revents == 0 {
+                continue;
+            }
+            if i < conns.len() {
+                self.ready.push(p.fd);
+            } else {
+                extra_ready = true;
+            }
+        }
+        Ok(extra_ready)
+    }
+
+    /// Handles what the last wait found: each connection whose socket was ready reads and
+    /// writes it without blocking; every connection handles the messages it has queued. All
+    /// connections are served even when one fails; the first error is returned.
+    pub fn dispatch(&mut self, conns: &mut [&mut dyn Pump]) -> Result<usize, Error> {
+        let mut handled = 0;
+        let mut first_err = None;
+        for c in conns.iter_mut() {
+            let result = if self.ready.contains(&c.watch().fd) {
+                c.pump_once()
+            } else {
+                c.dispatch_queued()
+            };
+            match result {
+                Ok(n) => handled += n,
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        self.ready.clear();
+        first_err.map_or(Ok(handled), Err)
+    }
 }
 
 /// Granularity of waiting on several connections: libdbus cannot wait on more than one, and std
@@ -179,9 +318,18 @@ pub(crate) fn read_nonblocking(ch: &Channel) -> Result<(), Error> {
 pub(crate) fn dispatch<T>(
     obj: &mut T,
     channel: impl Fn(&T) -> &Channel,
-    mut handle: impl FnMut(&mut T, &Message),
+    handle: impl FnMut(&mut T, &Message),
 ) -> Result<usize, Error> {
     read_nonblocking(channel(obj))?;
+    dispatch_queued(obj, channel, handle)
+}
+
+/// Hands each message already in the incoming queue to `handle`, without reading the socket.
+pub(crate) fn dispatch_queued<T>(
+    obj: &mut T,
+    channel: impl Fn(&T) -> &Channel,
+    mut handle: impl FnMut(&mut T, &Message),
+) -> Result<usize, Error> {
     let mut n = 0;
     while let Some(m) = channel(obj).pop_message() {
         if is_disconnect(&m) {

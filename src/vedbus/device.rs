@@ -404,7 +404,13 @@ impl Pump for DeviceService {
     fn pump_once(&mut self) -> Result<usize, Error> {
         self.svc.pump_once()
     }
+    fn dispatch_queued(&mut self) -> Result<usize, Error> {
+        self.svc.dispatch_queued()
+    }
     fn wait(&mut self, timeout: Duration) -> Result<(), Error> {
         self.svc.wait(timeout)
+    }
+    fn watch(&self) -> super::Watch {
+        self.svc.watch()
     }
 }

@@ -46,7 +46,7 @@ mod tree;
 mod value;
 mod watcher;
 
-pub use bus::{BusAddress, Pump, pump_all};
+pub use bus::{BusAddress, Poller, Pump, Watch, pump_all};
 pub use device::{DeviceConfig, DeviceService, role_has_position};
 pub use service::{MAX_QUEUED_WRITES, Service};
 pub use settings::{
@@ -66,6 +66,8 @@ pub enum Error {
     Connect(String),
     /// The bus connection was lost.
     Disconnected,
+    /// Waiting on the connections' sockets failed.
+    Poll(String),
     /// The well-known name is owned by another process.
     NameTaken(String),
     /// A bad name, path or argument given by the caller.
@@ -85,6 +87,7 @@ impl fmt::Display for Error {
         match self {
             Error::Connect(e) => write!(f, "cannot connect to D-Bus: {e}"),
             Error::Disconnected => write!(f, "D-Bus connection lost"),
+            Error::Poll(e) => write!(f, "waiting on the D-Bus connections failed: {e}"),
             Error::NameTaken(n) => write!(f, "D-Bus name {n} is already taken by another process"),
             Error::Invalid(e) => write!(f, "invalid D-Bus argument: {e}"),
             Error::Call { method, detail } => write!(f, "D-Bus call {method} failed: {detail}"),

@@ -377,8 +377,16 @@ impl Pump for Service {
         bus::dispatch(self, |s| &s.ch, Self::handle)
     }
 
+    fn dispatch_queued(&mut self) -> Result<usize, Error> {
+        bus::dispatch_queued(self, |s| &s.ch, Self::handle)
+    }
+
     fn wait(&mut self, timeout: Duration) -> Result<(), Error> {
         bus::wait(&self.ch, timeout)
+    }
+
+    fn watch(&self) -> bus::Watch {
+        bus::watch(&self.ch)
     }
 }
 

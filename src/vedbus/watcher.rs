@@ -67,14 +67,8 @@ impl Watcher {
                 ),
             )?;
         }
-        bus::add_match(
-            &ch,
-            &format!("type='signal',interface='{BUSITEM}',member='ItemsChanged'"),
-        )?;
-        bus::add_match(
-            &ch,
-            &format!("type='signal',interface='{BUSITEM}',member='PropertiesChanged'"),
-        )?;
+        // Value signals come through one match per watched service (`appeared`): a match on
+        // every ItemsChanged would wake the daemon for each service on the bus, its own too.
         let mut w = Watcher {
             ch,
             prefixes: prefixes.iter().map(|p| p.to_string()).collect(),
@@ -307,8 +301,16 @@ impl Pump for Watcher {
         Ok(n)
     }
 
+    fn dispatch_queued(&mut self) -> Result<usize, Error> {
+        bus::dispatch_queued(self, |s| &s.ch, Self::handle)
+    }
+
     fn wait(&mut self, timeout: Duration) -> Result<(), Error> {
         bus::wait(&self.ch, timeout)
+    }
+
+    fn watch(&self) -> bus::Watch {
+        bus::watch(&self.ch)
     }
 }
 

@@ -4,6 +4,7 @@
 //!   pty, a private dbus-daemon and the Victron stand-ins: [`devices`], [`faults`], [`limiter`],
 //!   [`dropin`] (a GX with the original's history and an ESS), [`fidelity`] (the devices'
 //!   documented quirks);
+//!   [`schedule`] (each device's pace, from the simulator's request log);
 //! - the RTU master against the simulator and the response parser: [`modbus_rtu`],
 //!   [`modbus_parser_fuzz`] (the simulator as a process is tested in its own crate, sim/tests:
 //!   Cargo hands a package's tests only that package's binaries);
@@ -27,6 +28,7 @@ mod install;
 mod limiter;
 mod modbus_parser_fuzz;
 mod modbus_rtu;
+mod schedule;
 mod setvalue_fuzz;
 mod vedbus_cli;
 mod vedbus_service;

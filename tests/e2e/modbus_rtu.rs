@@ -209,7 +209,10 @@ fn slow_replies_within_the_timeout_succeed_and_beyond_it_time_out() {
     let (sim, mut m) = start();
     sim.fault(METER, FaultKind::Slow(Duration::from_millis(60)), false);
     assert!(meter_power(&mut m).is_ok());
-    assert!(m.stats(METER).last_turnaround.unwrap() >= Duration::from_millis(60));
+    // Turnaround counts from the end of the request on the wire (8 bytes after it was handed to
+    // the line; on the pty the simulator receives it at once and waits its wire time itself).
+    let request_wire = m.wire_time(8);
+    assert!(m.stats(METER).last_turnaround.unwrap() + request_wire >= Duration::from_millis(60));
 
     m.set_timeout_cap(METER, Some(Duration::from_millis(150)));
     sim.fault(METER, FaultKind::Slow(Duration::from_millis(600)), false);
@@ -307,8 +310,9 @@ fn realistic_timing_costs_at_least_the_wire_time() {
     .unwrap();
     let mut m = RtuMaster::open(sim.tty_path(), SerialSettings::default()).unwrap();
     assert!(meter_power(&mut m).is_ok());
-    // The simulator waits 41 bytes of wire time plus its turnaround before replying.
-    let floor = m.wire_time(8 + 33) + Duration::from_millis(10);
+    // The simulator waits 41 bytes of wire time plus its turnaround before replying; the
+    // master counts its turnaround from the end of the request's 8 bytes on the wire.
+    let floor = m.wire_time(33) + Duration::from_millis(10);
     assert!(m.stats(METER).last_turnaround.unwrap() >= floor);
 }
 

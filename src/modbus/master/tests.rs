@@ -332,16 +332,41 @@ fn a_units_own_pause_holds_requests_to_it_only() {
         .expect(&meter_request(), &[(ms(5), &meter_reply(1))]);
     m.line_mut().expect(&write, &[(ms(5), &write)]);
     m.write_register(INVERTER, 3, 50).unwrap();
+    let first_done = m.line_mut().now();
     let inverter_again = m.ready_at(INVERTER);
     assert_eq!(m.ready_at(METER), m.line_quiet_since + ms(60));
     read_meter(&mut m).unwrap();
     m.write_register(INVERTER, 3, 50).unwrap();
     let sent = m.line_mut().sent().to_vec();
     assert!(near(sent[1].idle_before, ms(60)), "{:?}", sent[1]);
-    // The inverter's interval, counted from its previous request, not the line's silence.
-    assert_eq!(sent[2].at - sent[0].at, ms(400));
+    // The inverter's interval, counted from the end of its previous exchange (its echo), not
+    // from its previous request nor the line's silence.
+    assert_eq!(inverter_again, first_done + ms(400));
     assert_eq!(sent[2].at, inverter_again);
+    assert!(sent[2].at - sent[0].at > ms(400));
     assert!(sent[2].idle_before > silence);
+}
+
+#[test]
+fn the_interval_after_a_timeout_counts_from_the_timeout() {
+    let mut m = master();
+    m.set_pacing(
+        INVERTER,
+        UnitPacing {
+            silence: Duration::ZERO,
+            interval: ms(400),
+        },
+    );
+    let write = with_crc(&[INVERTER, 6, 0, 3, 0, 50]);
+    m.line_mut().expect(&write, &[]);
+    m.line_mut().expect(&write, &[(ms(5), &write)]);
+    assert!(matches!(
+        m.write_register(INVERTER, 3, 50),
+        Err(ModbusError::Timeout)
+    ));
+    let timed_out = m.line_mut().now();
+    m.write_register(INVERTER, 3, 50).unwrap();
+    assert_eq!(m.line_mut().sent()[1].at, timed_out + ms(400));
 }
 
 #[test]
