@@ -220,6 +220,26 @@ pub fn parse_command_intervals(s: &str) -> Result<Vec<(u8, Duration)>, CliError>
         .collect()
 }
 
+/// An option's value parsed by `parse`, when given.
+fn opt_parsed<T>(
+    args: &mut pico_args::Arguments,
+    keys: impl Into<pico_args::Keys>,
+    parse: impl FnOnce(&str) -> Result<T, CliError>,
+) -> Result<Option<T>, CliError> {
+    opt(args, keys)?.map(|v| parse(&v)).transpose()
+}
+
+/// A duration option read by `parse` (`parse_secs`, `parse_ms`), when given; errors name it
+/// by its key ("--stale-grid" → "stale grid").
+fn opt_duration(
+    args: &mut pico_args::Arguments,
+    key: &'static str,
+    parse: fn(&str, &str) -> Result<Duration, CliError>,
+) -> Result<Option<Duration>, CliError> {
+    let name = key.trim_start_matches('-').replace('-', " ");
+    opt_parsed(args, key, |v| parse(&name, v))
+}
+
 fn opt(
     args: &mut pico_args::Arguments,
     keys: impl Into<pico_args::Keys>,
@@ -257,42 +277,26 @@ pub fn parse(args: Vec<OsString>) -> Result<Command, CliError> {
         return Err(err(format!("unsupported mode '{mode}': only rtu")));
     }
     let forced = opt(&mut args, ["-F", "--force-devices"])?;
-    let meter_unit = opt(&mut args, "--meter-unit")?
-        .map(|u| parse_unit(&u))
-        .transpose()?
-        .unwrap_or(2);
-    let inverter_unit = opt(&mut args, "--inverter-unit")?
-        .map(|u| parse_unit(&u))
-        .transpose()?
-        .unwrap_or(1);
+    let meter_unit = opt_parsed(&mut args, "--meter-unit", parse_unit)?.unwrap_or(2);
+    let inverter_unit = opt_parsed(&mut args, "--inverter-unit", parse_unit)?.unwrap_or(1);
     let probe = opt(&mut args, ["-P", "--probe"])?;
     let dbus = opt(&mut args, "--dbus")?;
-    let export_limit_w = opt(&mut args, "--export-limit")?
-        .map(|v| parse_positive("export limit", &v))
-        .transpose()?
-        .unwrap_or(3680.0);
-    let rated_power_w = opt(&mut args, "--rated-power")?
-        .map(|v| parse_positive("rated power", &v))
-        .transpose()?;
-    let forced_models = opt(&mut args, "--force-model")?
-        .map(|v| parse_forced_models(&v))
-        .transpose()?
-        .unwrap_or_default();
-    let power_limit_timeout = opt(&mut args, "--power-limit-timeout")?
-        .map(|v| parse_secs("power limit timeout", &v))
-        .transpose()?
+    let export_limit_w = opt_parsed(&mut args, "--export-limit", |v| {
+        parse_positive("export limit", v)
+    })?
+    .unwrap_or(3680.0);
+    let rated_power_w = opt_parsed(&mut args, "--rated-power", |v| {
+        parse_positive("rated power", v)
+    })?;
+    let forced_models =
+        opt_parsed(&mut args, "--force-model", parse_forced_models)?.unwrap_or_default();
+    let power_limit_timeout = opt_duration(&mut args, "--power-limit-timeout", parse_secs)?
         .unwrap_or(Duration::from_secs(60));
-    let stale_grid = opt(&mut args, "--stale-grid")?
-        .map(|v| parse_secs("stale grid age", &v))
-        .transpose()?
-        .unwrap_or(Duration::from_secs(5));
-    let publish_interval = opt(&mut args, "--publish-interval")?
-        .map(|v| parse_ms("publish interval", &v))
-        .transpose()?
+    let stale_grid =
+        opt_duration(&mut args, "--stale-grid", parse_secs)?.unwrap_or(Duration::from_secs(5));
+    let publish_interval = opt_duration(&mut args, "--publish-interval", parse_ms)?
         .unwrap_or(Duration::from_millis(200));
-    let max_transaction = opt(&mut args, "--max-transaction")?
-        .map(|v| parse_ms("max transaction", &v))
-        .transpose()?
+    let max_transaction = opt_duration(&mut args, "--max-transaction", parse_ms)?
         .unwrap_or(Duration::from_millis(100));
     let mut command_intervals = Vec::new();
     while let Some(list) = opt(&mut args, "--command-interval")? {

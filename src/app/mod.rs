@@ -22,7 +22,7 @@ use log::{error, info, warn};
 
 use crate::cli::Options;
 use crate::devices::lifecycle::Timing;
-use crate::devices::{GridMeter, LimitedInverter, Rating};
+use crate::devices::{GridMeter, LimitedInverter, Rating, RegisterWriter};
 use crate::modbus::{Parity, SerialSettings};
 use crate::vedbus::{self, BusAddress, Poller, Pump, Settings, Watcher};
 use generation::Generation;
@@ -485,6 +485,26 @@ impl App {
     /// The limiter's set-up of the inverter at (`p`, `u`), now, at its pace: the port reads the
     /// other units meanwhile and the loop serves D-Bus.
     fn set_up_inverter(&mut self, p: usize, u: usize) {
+        let done = self.inverter_session(p, u, "set-up", |generation, regs| {
+            generation.set_up_inverter(regs, Instant::now())
+        });
+        if done.is_none() {
+            self.generation.inverter_lost();
+        }
+        // The meter was read meanwhile: the limiter starts from its latest reading.
+        self.feed_limiter_from_maps();
+    }
+
+    /// Runs `f` with the limiter and the registers of the inverter at (`p`, `u`) in a session of
+    /// its own, at its pace: the port reads the other units meanwhile and the loop serves D-Bus.
+    /// `None` when the unit could not be reached.
+    fn inverter_session<R>(
+        &mut self,
+        p: usize,
+        u: usize,
+        what: &str,
+        f: impl FnOnce(&mut Generation, &mut dyn RegisterWriter) -> R,
+    ) -> Option<R> {
         let generation = &mut self.generation;
         let mut serving = Serving::new(
             p,
@@ -493,17 +513,11 @@ impl App {
             &mut self.poller,
             self.opts.publish_interval,
         );
-        let done = self.ports[p].with_unit(u, &mut serving, |regs| {
-            generation.set_up_inverter(regs, Instant::now())
-        });
+        let result = self.ports[p].with_unit(u, &mut serving, |regs| f(generation, regs));
         if let Some(e) = serving.error {
-            error!("D-Bus during the inverter's set-up: {e}");
+            error!("D-Bus during the inverter's {what}: {e}");
         }
-        if done.is_none() {
-            generation.inverter_lost();
-        }
-        // The meter was read meanwhile: the limiter starts from its latest reading.
-        self.feed_limiter_from_maps();
+        result
     }
 
     /// The meter's reading as its map holds it now (read during the inverter's session; the
@@ -626,15 +640,7 @@ impl App {
         if let Some(LimiterUnit { at: (p, u), .. }) = self.inverter
             && self.ports[p].units[u].lifecycle.is_online()
         {
-            let generation = &mut self.generation;
-            let mut serving = Serving::new(
-                p,
-                &mut self.devices,
-                &mut self.settings,
-                &mut self.poller,
-                self.opts.publish_interval,
-            );
-            self.ports[p].with_unit(u, &mut serving, |regs| {
+            self.inverter_session(p, u, "shutdown", |generation, regs| {
                 generation.shutdown(regs, Instant::now())
             });
         }

@@ -143,6 +143,35 @@ pub trait Pump {
     fn watch(&self) -> Watch;
 }
 
+/// What owns a connection: its channel and what it does with each message. Every such owner
+/// is pumped the same way (the blanket [`Pump`] impl below).
+pub(crate) trait Connection {
+    fn channel(&self) -> &Channel;
+    fn handle(&mut self, msg: &Message);
+    /// Housekeeping after each read of the socket (e.g. dropping calls that were never answered).
+    fn after_read(&mut self) {}
+}
+
+impl<T: Connection> Pump for T {
+    fn pump_once(&mut self) -> Result<usize, Error> {
+        let n = dispatch(self, |c| c.channel(), T::handle)?;
+        self.after_read();
+        Ok(n)
+    }
+
+    fn dispatch_queued(&mut self) -> Result<usize, Error> {
+        dispatch_queued(self, |c| c.channel(), T::handle)
+    }
+
+    fn wait(&mut self, timeout: Duration) -> Result<(), Error> {
+        wait(self.channel(), timeout)
+    }
+
+    fn watch(&self) -> Watch {
+        watch(self.channel())
+    }
+}
+
 /// A connection's socket as the main loop polls it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Watch {

@@ -6,11 +6,12 @@
 //! `/IsGenericEnergyMeter`).
 
 use super::adopt::{self, Adopted};
-use super::bus::Pump;
 use super::settings::{
     SettingDef, Settings, allocate_instance, class_instance_path, parse_class_instance,
 };
 use super::{BusAddress, Error, Format, Service, Value, Writable};
+use dbus::Message;
+use dbus::channel::Channel;
 use std::collections::VecDeque;
 use std::time::Duration;
 
@@ -400,17 +401,12 @@ fn log_adoption(adopted: &Adopted, ident: &str, class: &str, instance: i32) {
     }
 }
 
-impl Pump for DeviceService {
-    fn pump_once(&mut self) -> Result<usize, Error> {
-        self.svc.pump_once()
+impl super::bus::Connection for DeviceService {
+    fn channel(&self) -> &Channel {
+        super::bus::Connection::channel(&self.svc)
     }
-    fn dispatch_queued(&mut self) -> Result<usize, Error> {
-        self.svc.dispatch_queued()
-    }
-    fn wait(&mut self, timeout: Duration) -> Result<(), Error> {
-        self.svc.wait(timeout)
-    }
-    fn watch(&self) -> super::Watch {
-        self.svc.watch()
+
+    fn handle(&mut self, msg: &Message) {
+        super::bus::Connection::handle(&mut self.svc, msg)
     }
 }

@@ -1,6 +1,6 @@
 //! A published Victron service: one private connection, the BusItem tree, batched signals.
 
-use super::bus::{self, BUSITEM, DBUS_NAME, DBUS_PATH, Pump, UNKNOWN_METHOD, UNKNOWN_OBJECT};
+use super::bus::{self, BUSITEM, DBUS_NAME, DBUS_PATH, UNKNOWN_METHOD, UNKNOWN_OBJECT};
 use super::tree::{Item, Node, Tree, is_valid_leaf_path};
 use super::value::{
     Format, INVALID_TEXT, Value, Writable, append_value_text_dict, append_variant, read_value,
@@ -372,21 +372,13 @@ impl Service {
     }
 }
 
-impl Pump for Service {
-    fn pump_once(&mut self) -> Result<usize, Error> {
-        bus::dispatch(self, |s| &s.ch, Self::handle)
+impl bus::Connection for Service {
+    fn channel(&self) -> &Channel {
+        &self.ch
     }
 
-    fn dispatch_queued(&mut self) -> Result<usize, Error> {
-        bus::dispatch_queued(self, |s| &s.ch, Self::handle)
-    }
-
-    fn wait(&mut self, timeout: Duration) -> Result<(), Error> {
-        bus::wait(&self.ch, timeout)
-    }
-
-    fn watch(&self) -> bus::Watch {
-        bus::watch(&self.ch)
+    fn handle(&mut self, msg: &Message) {
+        Service::handle(self, msg)
     }
 }
 

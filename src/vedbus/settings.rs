@@ -1,6 +1,6 @@
 //! Client of `com.victronenergy.settings` (localsettings, spec §6) and device instance allocation.
 
-use super::bus::{self, BUSITEM, DBUS_NAME, DBUS_PATH, Pump};
+use super::bus::{self, BUSITEM, DBUS_NAME, DBUS_PATH};
 use super::value::{Value, append_variant, read_dict_sv, read_value};
 use super::{BusAddress, Error};
 use dbus::arg::{ArgType, IterAppend, Variant};
@@ -309,21 +309,13 @@ impl Settings {
     }
 }
 
-impl Pump for Settings {
-    fn pump_once(&mut self) -> Result<usize, Error> {
-        bus::dispatch(self, |s| &s.ch, Self::handle)
+impl bus::Connection for Settings {
+    fn channel(&self) -> &Channel {
+        &self.ch
     }
 
-    fn dispatch_queued(&mut self) -> Result<usize, Error> {
-        bus::dispatch_queued(self, |s| &s.ch, Self::handle)
-    }
-
-    fn wait(&mut self, timeout: Duration) -> Result<(), Error> {
-        bus::wait(&self.ch, timeout)
-    }
-
-    fn watch(&self) -> bus::Watch {
-        bus::watch(&self.ch)
+    fn handle(&mut self, msg: &Message) {
+        Settings::handle(self, msg)
     }
 }
 

@@ -2,7 +2,7 @@
 //! NameOwnerChanged, an initial GetItems scan (GetValue on `/` as fallback), then ItemsChanged and
 //! PropertiesChanged. Scans are asynchronous: a slow peer never blocks the loop.
 
-use super::bus::{self, BUSITEM, DBUS_NAME, DBUS_PATH, Pump};
+use super::bus::{self, BUSITEM, DBUS_NAME, DBUS_PATH};
 use super::value::{Value, read_dict_sv, read_items};
 use super::{BusAddress, Error};
 use dbus::arg::ArgType;
@@ -292,25 +292,19 @@ impl Watcher {
     }
 }
 
-impl Pump for Watcher {
-    fn pump_once(&mut self) -> Result<usize, Error> {
-        let n = bus::dispatch(self, |s| &s.ch, Self::handle)?;
+impl bus::Connection for Watcher {
+    fn channel(&self) -> &Channel {
+        &self.ch
+    }
+
+    fn handle(&mut self, msg: &Message) {
+        Watcher::handle(self, msg)
+    }
+
+    fn after_read(&mut self) {
         let now = Instant::now();
         self.pending
             .retain(|p| now.duration_since(p.sent) < SCAN_TIMEOUT);
-        Ok(n)
-    }
-
-    fn dispatch_queued(&mut self) -> Result<usize, Error> {
-        bus::dispatch_queued(self, |s| &s.ch, Self::handle)
-    }
-
-    fn wait(&mut self, timeout: Duration) -> Result<(), Error> {
-        bus::wait(&self.ch, timeout)
-    }
-
-    fn watch(&self) -> bus::Watch {
-        bus::watch(&self.ch)
     }
 }
 
