@@ -788,6 +788,12 @@ impl Daemon {
     fn start(&mut self, c: Candidate, side: &Side, load: f64) {
         let now = self.now;
         let (duration, read, value) = match c.what {
+            // The original's average may come back to what the inverter holds before the slot
+            // does: no write then (the daemon's controller never asks for that).
+            What::Write(setting) if setting.0 == side.hr3 => {
+                self.pending = None;
+                return;
+            }
             What::Write(_) => (write_us(), None, 0.0),
             What::Read(who) => {
                 let unit = match who {
@@ -1402,7 +1408,8 @@ fn report(name: &str, config: &Config, house: &House, o: &Outcome) {
     );
     let raise = ours.rise.median();
     println!(
-        "| load rise → first raise write, median ≤ 0.5 s | {raise:.2} s | {} | | |",
+        "| load rise → first raise write, median ≤ 0.5 s | {} | {} | | |",
+        ours.rise.show(),
         met(raise <= 0.5)
     );
     println!(
