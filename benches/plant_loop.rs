@@ -8,7 +8,7 @@
 //! scenario over the first 300 s as a smoke pass, and asserts nothing about the figures.
 //! Options (after `--`): `--dead-time S` (default 0.3), `--ramp W_PER_S` (default 1000),
 //! `--growatt-interval MS` (default 400; the third scenario always uses 1000), `--seed N`,
-//! `--secs S` (length of the house, at most 1620), `--trace` (every HR3 write to stderr).
+//! `--secs S` (length of the house, 60–1620), `--trace` (every HR3 write to stderr).
 //!
 //! The model (nothing of it measured on the site):
 //! - **Plant**, stepped and integrated at 20 Hz: the inverter's output ramps towards
@@ -17,10 +17,10 @@
 //!   it). No battery activity (full and idle, or no ESS): `grid = load − pv`, so the import
 //!   the site pays for is what the limiter fails to produce. The inverter's own export limit
 //!   (G100 via its meter input) is not modelled: the check is that the limiter never needs it.
-//! - **House** (seeded): base load drifting 190–350 W (≤ 0.25 W/s) with per-second noise, a fridge cycling
-//!   110 W, a kettle 2.8 kW for 2–3 min, a microwave 1.2 kW, an induction hob pulsing 2 kW
-//!   on/off (50 % duty) with a 5–10 s period for 10 min, a washing-machine heater 2 kW for
-//!   5 min; sun ~3.9 kW available with two clouds dropping it to 600–1500 W for 20–90 s with
+//! - **House** (seeded): base load drifting 190–350 W (≤ 0.25 W/s) with per-second noise, a
+//!   fridge cycling 110 W, a kettle 2.8 kW for 2–3 min, a microwave 1.2 kW, an induction hob
+//!   pulsing 2 kW on/off (50 % duty) with a 5–10 s period for 10 min, a washing-machine heater
+//!   2 kW for 5 min; sun ~3.9 kW available with two clouds dropping it to 600–1500 W for 20–90 s with
 //!   2–6 s edges, one while the kettle boils and one while the washer heats.
 //! - **Site**: configured as the users' (energyDifference set, offset −50 kWh, derate on), so
 //!   §1 rule 5 (limiting) applies throughout; rated 4200 W, export limit 3680 W.
@@ -120,8 +120,13 @@ fn main() {
         hob_period_s: (5.0, 10.0),
         secs: value("--secs")
             .unwrap_or(if full { HOUSE_S } else { SHORT_S })
-            .clamp(10.0, HOUSE_S),
-        seed: value("--seed").map_or(SEED, |s| s as u64),
+            .clamp(60.0, HOUSE_S),
+        seed: args
+            .iter()
+            .position(|a| a == "--seed")
+            .and_then(|i| args.get(i + 1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(SEED),
         trace: args.iter().any(|a| a == "--trace"),
     };
     let scenarios: Vec<(&str, Config)> = if full {
