@@ -23,7 +23,7 @@
 
 use std::time::{Duration, Instant};
 
-use dbus_modbus_client::devices::{PowerLimiter, growatt};
+use dbus_modbus_client::devices::{GROWATT_LIMITER, PowerLimiter};
 use dbus_modbus_client::limiter::{
     BatteryReadings, Controller, Inputs, PercentOfRated, Reading, ReferenceSmoother, Settings,
     Status, decide,
@@ -443,7 +443,7 @@ struct ClosedLoop {
 
 /// How the Growatt takes a limit, from its strategy: what the daemon uses.
 fn growatt_encoding() -> PercentOfRated {
-    growatt::LIMITER.encoding()
+    GROWATT_LIMITER.encoding()
 }
 
 impl ClosedLoop {

@@ -11,10 +11,12 @@
 //! The simulated devices the tests, the demo and the benchmarks run against are the workspace
 //! crate `modbus-sim` (sim/), which shares no code with this one.
 
+#![warn(unreachable_pub)]
+
 pub mod app;
 pub mod cli;
 pub mod devices;
 pub mod limiter;
 pub mod modbus;
-pub mod registers;
+mod registers;
 pub mod vedbus;

@@ -108,13 +108,13 @@ impl Register {
 }
 
 /// Decodes a number from its words; `None` if the length is wrong or the value is not finite.
-pub fn decode_number(kind: Kind, words: &[u16]) -> Option<f64> {
+pub(crate) fn decode_number(kind: Kind, words: &[u16]) -> Option<f64> {
     decode_raw(kind, words).filter(|v| v.is_finite())
 }
 
 /// Decodes a number from its words, NaN and infinities included (a plausibility filter counts
 /// them); `None` only if the length is wrong or the kind is text.
-pub fn decode_raw(kind: Kind, words: &[u16]) -> Option<f64> {
+pub(crate) fn decode_raw(kind: Kind, words: &[u16]) -> Option<f64> {
     Some(match (kind, words) {
         (Kind::U16, [w]) => *w as f64,
         (Kind::S16, [w]) => *w as i16 as f64,
@@ -131,7 +131,7 @@ fn join_u32(hi: u16, lo: u16) -> u32 {
 
 /// Decodes ASCII text (two characters per word, high byte first), dropping NULs, padding and
 /// anything not printable so a device's garbage cannot reach D-Bus as control characters.
-pub fn decode_text(words: &[u16]) -> String {
+pub(crate) fn decode_text(words: &[u16]) -> String {
     let text: String = words
         .iter()
         .flat_map(|w| w.to_be_bytes())
@@ -142,7 +142,7 @@ pub fn decode_text(words: &[u16]) -> String {
 }
 
 /// Looks a raw code up in a datasheet's value table (status codes, derating modes...).
-pub fn lookup<T: Copy>(map: &[(u16, T)], raw: u16) -> Option<T> {
+pub(crate) fn lookup<T: Copy>(map: &[(u16, T)], raw: u16) -> Option<T> {
     map.iter().find(|(code, _)| *code == raw).map(|(_, v)| *v)
 }
 
@@ -160,7 +160,7 @@ pub struct PackLimits {
     pub even: bool,
 }
 
-pub const MODBUS_MAX_READ: u16 = 125;
+pub(crate) const MODBUS_MAX_READ: u16 = 125;
 
 impl PackLimits {
     /// `start..end` widened to even bounds when the device needs them.
@@ -182,7 +182,7 @@ impl PackLimits {
 }
 
 /// Registers per read that fit in `max_time`: 8 request + 5 + 2N response bytes + 7 silent chars.
-pub fn max_count_for_time(char_time: Duration, max_time: Duration) -> u16 {
+pub(crate) fn max_count_for_time(char_time: Duration, max_time: Duration) -> u16 {
     let chars = max_time.as_secs_f64() / char_time.as_secs_f64().max(1e-9);
     // The epsilon keeps exact fits from losing a register to nanosecond rounding of char_time.
     let n = ((chars - 8.0 - 5.0 - 7.0) / 2.0 + 1e-3).floor();
@@ -190,7 +190,8 @@ pub fn max_count_for_time(char_time: Duration, max_time: Duration) -> u16 {
 }
 
 /// Wire time of a read of `count` registers, silences included, at `char_time` per character.
-pub fn read_wire_time(char_time: Duration, count: u16) -> Duration {
+#[cfg(test)]
+fn read_wire_time(char_time: Duration, count: u16) -> Duration {
     char_time * (8 + 5 + 2 * count as u32 + 7)
 }
 

@@ -9,8 +9,8 @@
 //! reply arrives; D-Bus is served in the same wake-ups.
 
 mod generation;
-pub mod port;
-pub mod probe;
+mod port;
+mod probe;
 mod publish;
 
 use std::collections::BTreeMap;
@@ -21,13 +21,15 @@ use anyhow::{Context, bail};
 use log::{error, info, warn};
 
 use crate::cli::Options;
-use crate::devices::lifecycle::Timing;
+use crate::devices::Timing;
 use crate::devices::{GridMeter, LimitedInverter, Rating};
 use crate::modbus::{Parity, SerialSettings};
 use crate::vedbus::{self, BusAddress, Poller, Pump, Settings, Watcher};
 use generation::Generation;
 use port::{Event, FastPace, IdentifyOverrides, Meanwhile, Port};
 use publish::Published;
+
+pub use probe::{list_models, probe};
 
 /// How long start-up waits for com.victronenergy.settings before giving up (runit restarts us).
 const SETTINGS_WAIT: Duration = Duration::from_secs(60);

@@ -24,12 +24,12 @@ use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
 
-use crate::devices::lifecycle::{Lifecycle, Timing, Transition};
-use crate::devices::plausibility::Guard;
+use crate::devices::Guard;
 use crate::devices::{
     self, AccessError, IdentifyContext, Identity, MODELS, Recognition, RegisterReader,
     RegisterWriter,
 };
+use crate::devices::{Lifecycle, Timing, Transition};
 use crate::modbus::{
     ErrorKind, ModbusError, ReadFunction, Reply, Request, RtuMaster, SerialSettings, Step,
     UnitPacing,
@@ -60,7 +60,7 @@ fn retry_pause(failures: u8) -> Option<Duration> {
     (failures >= 2).then_some(RETRY_AFTER_FAILURE)
 }
 /// Units one port drives (an RS485 bus with more devices than this is not this product's case).
-pub const MAX_UNITS_PER_PORT: usize = 8;
+pub(super) const MAX_UNITS_PER_PORT: usize = 8;
 /// A pending write and one probe or read per unit.
 const MAX_CANDIDATES: usize = MAX_UNITS_PER_PORT + 1;
 const REOPEN_BACKOFF_MAX: Duration = Duration::from_secs(30);
@@ -84,8 +84,10 @@ pub trait Meanwhile {
 }
 
 /// Waits on the serial line only (tests of the port): nothing else to serve.
-pub struct JustWait;
+#[cfg(test)]
+struct JustWait;
 
+#[cfg(test)]
 impl Meanwhile for JustWait {
     fn wait(&mut self, _port: &Port, until: Option<Instant>, fd: Option<RawFd>) {
         wait_for_line(fd, until);
@@ -94,7 +96,8 @@ impl Meanwhile for JustWait {
 
 /// ppoll on `fd` (if any) until `until` (if any); errors and signals end the wait early, the
 /// caller's loop re-checks.
-pub fn wait_for_line(fd: Option<RawFd>, until: Option<Instant>) {
+#[cfg(test)]
+fn wait_for_line(fd: Option<RawFd>, until: Option<Instant>) {
     let mut pfd = libc::pollfd {
         fd: fd.unwrap_or(-1),
         events: libc::POLLIN,
@@ -115,7 +118,7 @@ pub fn wait_for_line(fd: Option<RawFd>, until: Option<Instant>) {
 /// The pace of a unit of `model` on the bus (None: not identified yet, so the strictest of every
 /// supported model: whatever answers there is respected), with the command line's interval if
 /// one was given.
-pub fn unit_pacing(
+pub(super) fn unit_pacing(
     model: Option<&devices::Model>,
     interval_override: Option<Duration>,
 ) -> UnitPacing {
@@ -239,7 +242,7 @@ pub enum Event {
 }
 
 /// A limit write the app wants made: unit index, register, value.
-pub type Write = (usize, u16, u16);
+pub(super) type Write = (usize, u16, u16);
 
 /// The transaction in flight.
 #[derive(Clone, Copy, Debug)]
@@ -1003,14 +1006,14 @@ enum Bus<'a> {
 /// One unit's registers through the master, as device code reads and writes them. Keeps the error
 /// behind the last failure (a serial I/O error, once seen, sticks) so that the caller can react
 /// to what device code only sees as an [`AccessError`]; device code logs failures in context.
-pub struct UnitRegisters<'a> {
+pub(super) struct UnitRegisters<'a> {
     bus: Bus<'a>,
     unit: u8,
     error: Option<ModbusError>,
 }
 
 impl<'a> UnitRegisters<'a> {
-    pub fn new(master: &'a mut RtuMaster, unit: u8) -> Self {
+    pub(super) fn new(master: &'a mut RtuMaster, unit: u8) -> Self {
         UnitRegisters {
             bus: Bus::Master(master),
             unit,
@@ -1102,7 +1105,7 @@ impl RegisterWriter for UnitRegisters<'_> {
 }
 
 /// Identifies `unit`: the first supported model that recognises it, logged when found.
-pub fn identify(
+pub(super) fn identify(
     master: &mut RtuMaster,
     unit: u8,
     overrides: &IdentifyOverrides,

@@ -7,26 +7,32 @@
 //! [`RegisterReader`], values come from a [`RegisterMap`](crate::registers::RegisterMap) and
 //! leave as `(path, Option<f64>)` pairs. docs/architecture.md shows how to add a model.
 
-pub mod growatt;
-pub mod lifecycle;
-pub mod model;
-pub mod plausibility;
-pub mod sdm230;
+mod growatt;
+mod lifecycle;
+mod model;
+mod plausibility;
+mod sdm230;
 
-pub use model::{
-    AccessError, BusTiming, ENERGY_METER_ROLES, Explained, GridMeter, IdentifyContext, Identity,
-    LimitedInverter, LimiterOffer, Model, PathDef, PowerLimiter, Quantity, Rating, Recognition,
-    RegisterReader, RegisterWrite, RegisterWriter, Roles, SetUpReport, SetUpTarget, Unit, Values,
-    ident_for, original_ident,
+// What the benchmarks use: the Growatt's limiter strategy and the SDM230's bus timing.
+pub use growatt::LIMITER as GROWATT_LIMITER;
+pub use model::PowerLimiter;
+pub use sdm230::BUS as SDM230_BUS;
+
+pub(crate) use lifecycle::{Lifecycle, Timing, Transition};
+pub(crate) use model::{
+    AccessError, BusTiming, Explained, GridMeter, IdentifyContext, Identity, LimitedInverter,
+    Model, PathDef, Quantity, Rating, Recognition, RegisterReader, RegisterWrite, RegisterWriter,
+    SetUpTarget, Unit,
 };
+pub(crate) use plausibility::Guard;
 
 /// The supported models, in the order identification tries them.
-pub static MODELS: [&Model; 2] = [&sdm230::MODEL, &growatt::MODEL];
+pub(crate) static MODELS: [&Model; 2] = [&sdm230::MODEL, &growatt::MODEL];
 
 /// Identifies the unit behind `regs`: the first model of [`MODELS`] that recognises it (as one
 /// to drive, or as a variant it refuses). `Recognition::Other`: the unit answers, but as no
 /// supported model.
-pub fn identify(
+pub(crate) fn identify(
     regs: &mut dyn RegisterReader,
     ctx: &IdentifyContext,
 ) -> Result<Recognition, AccessError> {
@@ -40,7 +46,7 @@ pub fn identify(
 }
 
 /// The vendors `--force-model` may name.
-pub fn vendors() -> impl Iterator<Item = &'static str> {
+pub(crate) fn vendors() -> impl Iterator<Item = &'static str> {
     MODELS.iter().map(|m| m.vendor)
 }
 

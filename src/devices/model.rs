@@ -51,7 +51,10 @@ pub(crate) use register_names;
 /// Checks that `all` (a model's typed names, in declaration order) and its register `table` agree
 /// row by row: same count, and each row named like its variant.
 #[cfg(test)]
-pub fn assert_names_match<R: fmt::Debug + Copy + Into<RegId>>(all: &[R], table: &[Register]) {
+pub(super) fn assert_names_match<R: fmt::Debug + Copy + Into<RegId>>(
+    all: &[R],
+    table: &[Register],
+) {
     assert_eq!(
         all.len(),
         table.len(),
@@ -140,7 +143,7 @@ pub struct Roles {
 }
 
 /// Victron's energy-meter roles (dbus-modbus-client `EnergyMeter.role_names`), default first.
-pub const ENERGY_METER_ROLES: Roles = Roles {
+pub(crate) const ENERGY_METER_ROLES: Roles = Roles {
     default: "grid",
     allowed: &[
         "grid",
@@ -317,7 +320,7 @@ pub trait RegisterReader {
 
 /// Reads a block the unit may lack: `Ok(false)` when the unit refuses it (during identification:
 /// not this model, or an optional block), `Err` when there is no valid answer.
-pub fn read_if_present(
+pub(super) fn read_if_present(
     regs: &mut dyn RegisterReader,
     access: Access,
     addr: u16,
@@ -337,11 +340,11 @@ pub trait RegisterWriter: RegisterReader {
 
 /// A model's identification: what the unit is ([`Recognition`]), `Err` no valid answer (the
 /// probe failed).
-pub type Identify =
+pub(super) type Identify =
     fn(&mut dyn RegisterReader, &IdentifyContext) -> Result<Recognition, AccessError>;
 
 /// A model's register explanation for `--probe`.
-pub type Explain = fn(&mut dyn RegisterReader, &IdentifyContext, f64) -> Vec<Explained>;
+pub(super) type Explain = fn(&mut dyn RegisterReader, &IdentifyContext, f64) -> Vec<Explained>;
 
 /// What identification knows besides the registers: the unit address and the command line's
 /// overrides.
@@ -552,7 +555,7 @@ impl Identity {
 
 /// `<vendor>_<serial>` with every character outside `[A-Za-z0-9_]` replaced, so it is a valid
 /// settings ident and bus-name element (the vendor prefix keeps it from starting with a digit).
-pub fn ident_for(vendor: &str, serial: &str) -> String {
+pub(crate) fn ident_for(vendor: &str, serial: &str) -> String {
     let serial: String = serial
         .chars()
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
@@ -563,7 +566,7 @@ pub fn ident_for(vendor: &str, serial: &str) -> String {
 /// `<prefix>_<serial>` as the Python original formed its settings ident, if it is one
 /// localsettings takes (`[A-Za-z0-9_]`): with anything else the original could not have stored
 /// settings under it.
-pub fn original_ident(prefix: &str, serial: &str) -> Option<String> {
+pub(crate) fn original_ident(prefix: &str, serial: &str) -> Option<String> {
     let valid = serial
         .bytes()
         .all(|b| b.is_ascii_alphanumeric() || b == b'_');

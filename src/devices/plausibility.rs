@@ -56,7 +56,7 @@ impl Bound {
 }
 
 /// kWh per second at `watts`: the rate of an energy counter at full power.
-pub const fn kwh_per_s(watts: f64) -> f64 {
+pub(super) const fn kwh_per_s(watts: f64) -> f64 {
     watts / 3_600_000.0
 }
 
@@ -108,7 +108,7 @@ impl Rule {
 
 /// Why a reading was rejected, for the log.
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub enum Rejection {
+pub(crate) enum Rejection {
     NotFinite,
     OutOfRange { min: f64, max: f64 },
     Backwards { last: f64 },
@@ -117,7 +117,7 @@ pub enum Rejection {
 
 /// What one reading does to its quantity's episode.
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub enum Event {
+pub(crate) enum Event {
     /// Accepted, as was the reading before (or first reading).
     Accepted,
     /// Rejected, and the reading before was accepted: an episode starts (logged at warn).
@@ -133,7 +133,7 @@ pub enum Event {
 
 /// Counters of one quantity.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Stats {
+pub(crate) struct Stats {
     /// Readings rejected since the guard was built.
     pub rejections: u64,
     /// Runs of consecutive rejections (each logged once).
@@ -157,7 +157,7 @@ struct Slot {
 /// Plausibility state of one unit. Keep it while the unit is lost and found again (same ident):
 /// a new guard accepts any first counter reading.
 #[derive(Debug)]
-pub struct Guard {
+pub(crate) struct Guard {
     rules: &'static [Rule],
     /// The unit's register table, for the names in log lines.
     table: &'static [Register],
@@ -171,7 +171,7 @@ pub struct Guard {
 impl Guard {
     /// A guard applying `rules` to the registers of `table` (a rule for a row the table does not
     /// have is ignored; of two rules for one register the first applies).
-    pub fn new(rules: &'static [Rule], table: &'static [Register]) -> Self {
+    pub(crate) fn new(rules: &'static [Rule], table: &'static [Register]) -> Self {
         let mut rule_of = vec![None; table.len()];
         for (i, rule) in rules.iter().enumerate() {
             if let Some(slot @ None) = rule_of.get_mut(rule.reg.row()) {
@@ -190,13 +190,13 @@ impl Guard {
 
     /// The unit's rated power (W), for [`Bound::rated`] limits. A non-positive or non-finite
     /// value counts as unknown.
-    pub fn with_rated_power(mut self, rated_power_w: Option<f64>) -> Self {
+    pub(crate) fn with_rated_power(mut self, rated_power_w: Option<f64>) -> Self {
         self.rated_power_w = rated_power_w.filter(|w| w.is_finite() && *w > 0.0);
         self
     }
 
     /// The unit's name in log lines (e.g. its ident).
-    pub fn with_label(mut self, label: impl Into<String>) -> Self {
+    pub(crate) fn with_label(mut self, label: impl Into<String>) -> Self {
         self.label = label.into();
         self
     }
@@ -210,7 +210,7 @@ impl Guard {
     /// rejected counter its last accepted value; otherwise `None` (publish invalid).
     /// Checking the same reading again (same value and read time) repeats the answer and counts
     /// nothing, so it may be called on every publish cycle with the stored value.
-    pub fn check(&mut self, reg: impl Into<RegId>, value: f64, now: Instant) -> Option<f64> {
+    pub(crate) fn check(&mut self, reg: impl Into<RegId>, value: f64, now: Instant) -> Option<f64> {
         let reg = reg.into();
         let (publish, event) = self.judge(reg, value, now);
         let name = self.table.get(reg.row()).map_or("?", |r| r.name);
@@ -234,7 +234,7 @@ impl Guard {
     }
 
     /// [`Guard::check`] without the log line: the value to publish and the episode event.
-    pub fn judge(
+    pub(crate) fn judge(
         &mut self,
         reg: impl Into<RegId>,
         value: f64,
@@ -293,18 +293,20 @@ impl Guard {
 
     /// What the last check of `reg` said to publish: `Some(None)` = invalid, `None` when the
     /// register has no rule or was not checked yet.
-    pub fn current(&self, reg: impl Into<RegId>) -> Option<Option<f64>> {
+    #[cfg(test)]
+    fn current(&self, reg: impl Into<RegId>) -> Option<Option<f64>> {
         let i = self.rule_index(reg.into())?;
         self.slots[i].previous.map(|(_, _, publish)| publish)
     }
 
     /// Rejected readings of `reg` so far (0 for a register without a rule).
-    pub fn rejections(&self, reg: impl Into<RegId>) -> u64 {
+    #[cfg(test)]
+    fn rejections(&self, reg: impl Into<RegId>) -> u64 {
         self.stats(reg).map_or(0, |s| s.rejections)
     }
 
     /// The counters of `reg`; `None` for a register without a rule.
-    pub fn stats(&self, reg: impl Into<RegId>) -> Option<Stats> {
+    pub(crate) fn stats(&self, reg: impl Into<RegId>) -> Option<Stats> {
         Some(self.slots[self.rule_index(reg.into())?].stats)
     }
 }

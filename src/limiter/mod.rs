@@ -14,17 +14,17 @@
 //! Nothing here knows how values arrive or which registers a setting goes to (no D-Bus, no
 //! Modbus): the daemon feeds readings in and performs the writes the controller asks for.
 
-pub mod actuator;
-pub mod controller;
-pub mod policy;
-pub mod reference;
-pub mod strategy;
+mod actuator;
+mod controller;
+mod policy;
+mod reference;
+mod strategy;
 
-pub use actuator::{Actuator, ActuatorConfig};
+// What the benchmarks drive (the same controller as the daemon); the rest is internal.
 pub use controller::Controller;
-pub use policy::{
-    BatteryReadings, Decision, ExternalLimit, Inputs, Mode, Reading, Settings, Status, Target,
-    decide, pv_extrapolated,
-};
+pub use policy::{BatteryReadings, Inputs, Reading, Settings, Status, decide};
 pub use reference::ReferenceSmoother;
-pub use strategy::{PercentOfRated, Setting};
+pub use strategy::PercentOfRated;
+
+pub(crate) use policy::{Decision, ExternalLimit, Mode, Target};
+pub(crate) use strategy::{Setting, fraction_of_rated_floor};

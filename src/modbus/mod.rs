@@ -20,10 +20,13 @@ mod request;
 #[cfg(test)]
 mod scripted;
 
-pub use error::{ErrorKind, ExceptionCode, InvalidRequest, ModbusError};
-pub use frame::{
-    MAX_FRAME, MAX_READ_REGISTERS, MAX_WRITE_REGISTERS, Response, crc_ok, crc16, reply_frame_len,
-};
-pub use line::{Line, Parity, SerialSettings};
-pub use master::{Reply, RtuMaster, Step, UnitPacing, UnitStats};
-pub use request::{BROADCAST, ReadFunction, Request, foreign_frame_len, parse_response};
+// What the tests, benchmarks and fuzz targets use; the rest is for the daemon.
+pub use error::{ErrorKind, ExceptionCode, ModbusError};
+pub use frame::{Response, crc_ok, crc16, reply_frame_len};
+pub use line::{Parity, SerialSettings};
+pub use master::{RtuMaster, UnitPacing};
+pub use request::{ReadFunction, Request, foreign_frame_len, parse_response};
+
+pub(crate) use error::InvalidRequest;
+pub(crate) use line::Line;
+pub(crate) use master::{Reply, Step};

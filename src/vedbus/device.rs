@@ -46,7 +46,7 @@ pub struct DeviceConfig {
 /// Whether a role has `/Position` (AC input 1 / AC output / AC input 2), persisted in
 /// `/Settings/Devices/<ident>/Position`: Victron's energy meters in these roles, and PV inverters
 /// (docs/reference/victron.md §5).
-pub fn role_has_position(class: &str) -> bool {
+pub(crate) fn role_has_position(class: &str) -> bool {
     matches!(class, "pvinverter" | "evcharger" | "heatpump" | "acload")
 }
 

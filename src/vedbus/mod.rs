@@ -37,7 +37,7 @@
 //! changes coalesce into the next one (libdbus' outgoing queue is unbounded otherwise).
 //! [`Error::Disconnected`] from a pump means the bus is gone: exit and let the supervisor restart.
 
-pub mod adopt;
+mod adopt;
 mod bus;
 mod device;
 mod service;
@@ -46,15 +46,18 @@ mod tree;
 mod value;
 mod watcher;
 
-pub use bus::{BusAddress, Poller, Pump, Watch, pump_all};
-pub use device::{DeviceConfig, DeviceService, role_has_position};
-pub use service::{MAX_QUEUED_WRITES, Service};
-pub use settings::{
-    MAX_QUEUED_CHANGES, SETTINGS_SERVICE, SettingDef, Settings, allocate_instance,
-    class_instance_path, is_valid_ident, parse_class_instance,
-};
-pub use value::{Format, INVALID_TEXT, Refusal, Value, Writable, format_text};
-pub use watcher::{Watcher, name_matches};
+// What the tests, benchmarks, fuzz targets and the app use.
+pub use bus::{BusAddress, Pump, pump_all};
+pub use device::{DeviceConfig, DeviceService};
+pub use service::Service;
+pub use settings::{SettingDef, Settings, allocate_instance};
+pub use value::{Format, Refusal, Value, Writable};
+pub use watcher::Watcher;
+
+pub(crate) use bus::{Poller, Watch};
+pub(crate) use service::MAX_QUEUED_WRITES;
+#[cfg(test)]
+pub(crate) use value::format_text;
 
 use std::fmt;
 
