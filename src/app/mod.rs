@@ -43,7 +43,7 @@ fn publish_throttle(interval: Duration) -> Duration {
     interval - interval / 10
 }
 
-pub fn serial_settings(opts: &Options, baud: u32) -> SerialSettings {
+fn serial_settings(opts: &Options, baud: u32) -> SerialSettings {
     SerialSettings {
         baud,
         parity: if opts.even_parity {
@@ -55,7 +55,7 @@ pub fn serial_settings(opts: &Options, baud: u32) -> SerialSettings {
 }
 
 /// Groups the configured units by port, in command-line order.
-pub fn build_ports(opts: &Options) -> Vec<Port> {
+fn build_ports(opts: &Options) -> Vec<Port> {
     let mut by_path: BTreeMap<&str, (u32, Vec<u8>, usize)> = BTreeMap::new();
     for (order, u) in opts.units.iter().enumerate() {
         let entry = by_path

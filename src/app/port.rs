@@ -67,7 +67,7 @@ const REOPEN_BACKOFF_MAX: Duration = Duration::from_secs(30);
 
 /// How often a unit's `Fast` registers (the limiter's inputs) are read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum FastPace {
+pub(super) enum FastPace {
     /// As often as the unit's pace and the bus allow: the limiter is using them.
     AsAllowed,
     /// One read completing every this long (the publish interval).
@@ -79,7 +79,7 @@ pub enum FastPace {
 /// What the caller does while a unit's session (identification, set-up) waits on the bus: it
 /// serves D-Bus and publishes what the port's other units read meanwhile. It must return at
 /// `until` at the latest, or as soon as `fd` (the serial line) is readable.
-pub trait Meanwhile {
+pub(super) trait Meanwhile {
     fn wait(&mut self, port: &Port, until: Option<Instant>, fd: Option<RawFd>);
 }
 
@@ -138,7 +138,7 @@ pub(super) fn unit_pacing(
     }
 }
 
-pub struct Unit {
+pub(super) struct Unit {
     pub id: u8,
     pub lifecycle: Lifecycle,
     pub identity: Option<Identity>,
@@ -217,7 +217,7 @@ impl Unit {
 
 /// What one poll of the port did.
 #[derive(Debug, PartialEq)]
-pub enum Event {
+pub(super) enum Event {
     /// Nothing was due (or the bus is kept for a unit about to be ready).
     Idle,
     /// A transaction is in flight.
@@ -314,13 +314,13 @@ fn choose(now: Instant, last_failed: bool, candidates: &[Candidate]) -> Option<C
 
 /// What the command line tells identification (`--force-model`, `--rated-power`).
 #[derive(Clone, Debug, Default)]
-pub struct IdentifyOverrides {
+pub(super) struct IdentifyOverrides {
     pub forced: Vec<(String, u16)>,
     pub rated_power_w: Option<f64>,
 }
 
 impl IdentifyOverrides {
-    pub fn context(&self, unit: u8) -> IdentifyContext<'_> {
+    pub(super) fn context(&self, unit: u8) -> IdentifyContext<'_> {
         IdentifyContext {
             unit,
             forced: &self.forced,
@@ -329,7 +329,7 @@ impl IdentifyOverrides {
     }
 }
 
-pub struct Port {
+pub(super) struct Port {
     pub path: String,
     /// Applied to every identification on this port.
     pub overrides: IdentifyOverrides,
@@ -356,7 +356,7 @@ fn function(access: Access) -> ReadFunction {
 
 impl Port {
     /// `intervals`: the command line's minimum interval per unit id.
-    pub fn new(
+    pub(super) fn new(
         path: &str,
         settings: SerialSettings,
         unit_ids: &[u8],
@@ -384,13 +384,9 @@ impl Port {
         }
     }
 
-    pub fn is_open(&self) -> bool {
-        self.master.is_some()
-    }
-
     /// Opens the port if it is closed and the back-off allows. `Ok(true)`: open; `Ok(false)`:
     /// closed, waiting for the next attempt; `Err`: this attempt failed.
-    pub fn ensure_open(&mut self, now: Instant) -> Result<bool, ModbusError> {
+    pub(super) fn ensure_open(&mut self, now: Instant) -> Result<bool, ModbusError> {
         if self.master.is_some() {
             return Ok(true);
         }
@@ -420,7 +416,7 @@ impl Port {
     }
 
     /// How often unit `unit`'s `Fast` registers are read from now on.
-    pub fn set_fast_pace(&mut self, unit: usize, pace: FastPace) {
+    pub(super) fn set_fast_pace(&mut self, unit: usize, pace: FastPace) {
         if let Some(u) = self.units.get_mut(unit)
             && u.fast_pace != pace
         {
@@ -432,7 +428,7 @@ impl Port {
     /// How often unit `unit`'s `Fast` registers (a device's `/Ac/Power`) are read as its pace
     /// stands: what `/RefreshTime` tells (never shorter than the publish interval, applied by
     /// the caller).
-    pub fn fast_period(&self, unit: usize) -> Option<Duration> {
+    pub(super) fn fast_period(&self, unit: usize) -> Option<Duration> {
         let u = self.units.get(unit)?;
         Some(match u.fast_pace {
             FastPace::AsAllowed => u.pacing.interval,
@@ -442,12 +438,13 @@ impl Port {
     }
 
     /// The pace unit `unit` gets on the bus.
-    pub fn pacing(&self, unit: usize) -> Option<UnitPacing> {
+    #[cfg(test)]
+    fn pacing(&self, unit: usize) -> Option<UnitPacing> {
         self.units.get(unit).map(|u| u.pacing)
     }
 
     /// The unit a limit write is in flight to, if one is.
-    pub fn writing(&self) -> Option<usize> {
+    pub(super) fn writing(&self) -> Option<usize> {
         match self.job {
             Some(Job::Write { unit, .. }) => Some(unit),
             _ => None,
@@ -455,13 +452,13 @@ impl Port {
     }
 
     /// The serial line to poll while a transaction is in flight.
-    pub fn fd(&self) -> Option<RawFd> {
+    pub(super) fn fd(&self) -> Option<RawFd> {
         self.job.and(self.master.as_ref()?.raw_fd())
     }
 
     /// When the port needs [`poll`](Self::poll) again at the latest (a reply's deadline, a unit
     /// becoming ready for due work, a unit's loss timeout, the next reopen attempt).
-    pub fn next_wake(&self, now: Instant, write: Option<Write>) -> Option<Instant> {
+    pub(super) fn next_wake(&self, now: Instant, write: Option<Write>) -> Option<Instant> {
         let lost = self
             .units
             .iter()
@@ -486,7 +483,7 @@ impl Port {
 
     /// Does what is due now without blocking (except inside a session, see [`Meanwhile`]):
     /// completes the transaction in flight, or starts the next one.
-    pub fn poll(
+    pub(super) fn poll(
         &mut self,
         now: Instant,
         write: Option<Write>,
@@ -862,15 +859,11 @@ impl Port {
         }
     }
 
-    pub fn master(&self) -> Option<&RtuMaster> {
-        self.master.as_ref()
-    }
-
     /// Runs `f` on the registers of unit `unit` now, outside the schedule (the limiter's set-up
     /// and its last write on a clean stop), at the unit's pace; the other units' due reads go on
     /// while it waits. `None` when the port is closed or there is no such unit. A serial I/O
     /// error closes the port, as in the schedule.
-    pub fn with_unit<R>(
+    pub(super) fn with_unit<R>(
         &mut self,
         unit: usize,
         meanwhile: &mut dyn Meanwhile,

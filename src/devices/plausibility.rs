@@ -24,13 +24,13 @@ use crate::registers::{RegId, Register};
 /// A limit: `fixed + per_rated_w × rated power (W)`. Growatt bounds scale with the unit's rated
 /// power, which is only known after identification.
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Bound {
+pub(crate) struct Bound {
     pub fixed: f64,
     pub per_rated_w: f64,
 }
 
 impl Bound {
-    pub const fn fixed(value: f64) -> Self {
+    pub(crate) const fn fixed(value: f64) -> Self {
         Bound {
             fixed: value,
             per_rated_w: 0.0,
@@ -38,7 +38,7 @@ impl Bound {
     }
 
     /// `factor × rated power`.
-    pub const fn rated(factor: f64) -> Self {
+    pub(crate) const fn rated(factor: f64) -> Self {
         Bound {
             fixed: 0.0,
             per_rated_w: factor,
@@ -47,7 +47,7 @@ impl Bound {
 
     /// The limit for a unit; `None` when it depends on a rated power that is not known, in which
     /// case it is not enforced (blanking a unit for want of a bound would be worse).
-    pub fn resolve(self, rated_power_w: Option<f64>) -> Option<f64> {
+    pub(crate) fn resolve(self, rated_power_w: Option<f64>) -> Option<f64> {
         if self.per_rated_w == 0.0 {
             return Some(self.fixed);
         }
@@ -61,7 +61,7 @@ pub(super) const fn kwh_per_s(watts: f64) -> f64 {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub enum RuleKind {
+pub(crate) enum RuleKind {
     /// An instantaneous value: accepted when `min ≤ value ≤ max`.
     Range { min: Bound, max: Bound },
     /// A monotonic total. The first reading is accepted when `0 ≤ value ≤ ceiling`; later ones
@@ -76,13 +76,13 @@ pub enum RuleKind {
 
 /// The rule for one register of a model's table.
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Rule {
+pub(crate) struct Rule {
     pub reg: RegId,
     pub kind: RuleKind,
 }
 
 impl Rule {
-    pub const fn range(reg: RegId, min: Bound, max: Bound) -> Self {
+    pub(crate) const fn range(reg: RegId, min: Bound, max: Bound) -> Self {
         Rule {
             reg,
             kind: RuleKind::Range { min, max },
@@ -90,11 +90,16 @@ impl Rule {
     }
 
     /// A range with fixed bounds.
-    pub const fn between(reg: RegId, min: f64, max: f64) -> Self {
+    pub(crate) const fn between(reg: RegId, min: f64, max: f64) -> Self {
         Rule::range(reg, Bound::fixed(min), Bound::fixed(max))
     }
 
-    pub const fn counter(reg: RegId, ceiling: f64, max_rate_per_s: Bound, slack: f64) -> Self {
+    pub(crate) const fn counter(
+        reg: RegId,
+        ceiling: f64,
+        max_rate_per_s: Bound,
+        slack: f64,
+    ) -> Self {
         Rule {
             reg,
             kind: RuleKind::Counter {
