@@ -30,7 +30,7 @@ use crate::registers::{
 
 register_names! {
     /// The inverter's registers, one per row of [`REGISTERS`].
-    pub enum Reg {
+    pub(crate) enum Reg {
         Status,
         PvPower,
         Pv1Voltage,
@@ -693,9 +693,9 @@ pub(super) static PATHS: [PathDef; 30] = [
 
 /// The limiter's strategy for a Growatt: HR3 takes the limit in whole percent of rated power;
 /// every (re)initialisation clears HR2 and keeps the G100 set-up, writing only what differs.
-pub struct GrowattLimiter;
+pub(super) struct GrowattLimiter;
 
-pub static LIMITER: GrowattLimiter = GrowattLimiter;
+pub(super) static LIMITER: GrowattLimiter = GrowattLimiter;
 
 /// HR3 in whole percent of rated power, 2…100: the original driver's floor of 2 % keeps the
 /// inverter connected to the grid.

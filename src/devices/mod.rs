@@ -13,10 +13,12 @@ mod model;
 mod plausibility;
 mod sdm230;
 
-// What the benchmarks use: the Growatt's limiter strategy and the SDM230's bus timing.
-pub use growatt::LIMITER as GROWATT_LIMITER;
-pub use model::PowerLimiter;
+// What the benchmarks use: the Growatt's limit encoding and the SDM230's bus timing. Not the
+// `PowerLimiter` trait: its read-back takes a `RegisterMap`, and exporting it would make the
+// register store public too, out of reach of rustc's dead-code analysis.
 pub use sdm230::BUS as SDM230_BUS;
+
+pub(crate) use model::PowerLimiter;
 
 pub(crate) use lifecycle::{Lifecycle, Timing, Transition};
 pub(crate) use model::{
@@ -25,6 +27,12 @@ pub(crate) use model::{
     SetUpTarget, Unit,
 };
 pub(crate) use plausibility::Guard;
+
+/// How the Growatt's limiter strategy encodes a limit (whole percent of rated power): the
+/// benchmarks drive the limiter's `Controller` with it, as the daemon does.
+pub fn growatt_limit_encoding() -> crate::limiter::PercentOfRated {
+    growatt::LIMITER.encoding()
+}
 
 /// The supported models, in the order identification tries them.
 pub(crate) static MODELS: [&Model; 2] = [&sdm230::MODEL, &growatt::MODEL];

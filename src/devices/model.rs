@@ -31,10 +31,10 @@ macro_rules! register_names {
 
         impl $name {
             /// Every register, in table order.
-            pub const ALL: &'static [$name] = &[$($name::$variant,)*];
+            $vis const ALL: &'static [$name] = &[$($name::$variant,)*];
 
             /// The register's row in the model's table.
-            pub const fn id(self) -> $crate::registers::RegId {
+            $vis const fn id(self) -> $crate::registers::RegId {
                 $crate::registers::RegId::new(self as u16)
             }
         }
@@ -234,7 +234,7 @@ fn reading(map: &RegisterMap, id: RegId) -> Option<Reading> {
 /// [`encoding`](Self::encoding); the daemon applies them with [`write`](Self::write), runs
 /// [`set_up`](Self::set_up) whenever the inverter is (re)initialised, and compares every
 /// read-back ([`held`](Self::held), [`drift`](Self::drift)) with what it believes.
-pub trait PowerLimiter: Sync {
+pub(crate) trait PowerLimiter: Sync {
     /// How a limit in watts becomes this inverter's setting.
     fn encoding(&self) -> PercentOfRated;
 
@@ -262,7 +262,7 @@ pub trait PowerLimiter: Sync {
 
 /// What the set-up is for: the export limit to keep, in watts of a rated power.
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub struct SetUpTarget {
+pub(crate) struct SetUpTarget {
     pub export_limit_w: f64,
     /// `None`: the rated power is unknown, so nothing may be written.
     pub rated_w: Option<f64>,
@@ -270,7 +270,7 @@ pub struct SetUpTarget {
 
 /// What the set-up found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct SetUpReport {
+pub(crate) struct SetUpReport {
     /// The limit setting the inverter holds, as read back; `None` when it reads a value outside
     /// the documented range.
     pub held: Option<Setting>,
@@ -281,14 +281,14 @@ pub struct SetUpReport {
 
 /// One holding-register write.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct RegisterWrite {
+pub(crate) struct RegisterWrite {
     pub addr: u16,
     pub value: u16,
 }
 
 /// Why a register access gave nothing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum AccessError {
+pub(crate) enum AccessError {
     /// The unit answered that it will not (a Modbus exception: no such registers, a value it
     /// refuses). During identification: not this model, or an optional block it lacks.
     Refused,
@@ -306,7 +306,7 @@ impl fmt::Display for AccessError {
 }
 
 /// One unit's registers, as device code reads them (identification, set-up read-back).
-pub trait RegisterReader {
+pub(crate) trait RegisterReader {
     /// Reads `words.len()` registers from `addr` of the `access` table.
     fn read(&mut self, access: Access, addr: u16, words: &mut [u16]) -> Result<(), AccessError>;
 }
@@ -327,7 +327,7 @@ pub(super) fn read_if_present(
 }
 
 /// One unit's holding registers, as device code writes them (the limiter's set-up).
-pub trait RegisterWriter: RegisterReader {
+pub(crate) trait RegisterWriter: RegisterReader {
     fn write(&mut self, addr: u16, value: u16) -> Result<(), AccessError>;
 }
 

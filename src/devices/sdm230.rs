@@ -18,7 +18,7 @@ use crate::registers::{
 
 register_names! {
     /// The meter's registers, one per row of [`REGISTERS`].
-    pub enum Reg {
+    pub(crate) enum Reg {
         Voltage,
         Current,
         Power,
