@@ -1,11 +1,14 @@
 //! The supported devices. Each model is one file holding everything about it as data (registers
 //! with typed names, published paths, plausibility rules, identification, bus timing, roles, what
-//! it offers the limiter), built from the types in [`model`]; [`MODELS`] lists them. Also here:
-//! what is common to all units on the bus ([`lifecycle`], [`plausibility`]).
+//! it offers the limiter), built from the types in `model`; `MODELS` lists them. Also here:
+//! what is common to all units on the bus (`lifecycle`, `plausibility`).
 //!
 //! Knows nothing of wire details or D-Bus plumbing: registers are read through
-//! [`RegisterReader`], values come from a [`RegisterMap`](crate::registers::RegisterMap) and
-//! leave as `(path, Option<f64>)` pairs. docs/architecture.md shows how to add a model.
+//! `RegisterReader`, values come from a `RegisterMap` and leave as `(path, Option<f64>)` pairs.
+//! docs/architecture.md shows how to add a model.
+//!
+//! Private modules; all of it is for the app (`pub(crate)`), except what the benchmarks take:
+//! [`SDM230_BUS`] and [`growatt_limit_encoding`].
 
 mod growatt;
 mod lifecycle;
@@ -13,18 +16,20 @@ mod model;
 mod plausibility;
 mod sdm230;
 
-// What the benchmarks use: the Growatt's limit encoding and the SDM230's bus timing. Not the
+// What the benchmarks use: the Growatt's limit encoding and the SDM230's bus timing (and its
+// type). Not the
 // `PowerLimiter` trait: its read-back takes a `RegisterMap`, and exporting it would make the
 // register store public too, out of reach of rustc's dead-code analysis.
+pub use model::BusTiming;
 pub use sdm230::BUS as SDM230_BUS;
 
 pub(crate) use model::PowerLimiter;
 
 pub(crate) use lifecycle::{Lifecycle, Timing, Transition};
 pub(crate) use model::{
-    AccessError, BusTiming, Explained, GridMeter, IdentifyContext, Identity, LimitedInverter,
-    Model, PathDef, Quantity, Rating, Recognition, RegisterReader, RegisterWrite, RegisterWriter,
-    SetUpTarget, Unit,
+    AccessError, Explained, GridMeter, IdentifyContext, Identity, LimitedInverter, Model, PathDef,
+    Quantity, Rating, Recognition, RegisterReader, RegisterWrite, RegisterWriter, SetUpTarget,
+    Unit,
 };
 pub(crate) use plausibility::Guard;
 

@@ -1,7 +1,7 @@
 //! What a supported device is, as data: [`Model`] and the types a device file fills in.
 //!
 //! A device file (`sdm230.rs`, `growatt.rs`) names its registers (`register_names!`), lists
-//! them as a table, and ends in one `pub static MODEL: Model` holding everything about the
+//! them as a table, and ends in one `static MODEL: Model` holding everything about the
 //! device: the paths it publishes, the plausibility of its readings, how it is identified, how it
 //! wants the bus paced, its roles and what it offers the limiter. The registry (`devices/mod.rs`)
 //! lists the models; no other code names one. docs/architecture.md walks through adding a model.

@@ -59,7 +59,7 @@ impl PercentOfRated {
     }
 
     /// The highest setting whose output stays within `export_limit_w`: the export limit in
-    /// whole percent of rated, rounded down ([`fraction_of_rated_floor`]), at most `max`.
+    /// whole percent of rated, rounded down (`fraction_of_rated_floor`), at most `max`.
     pub fn failsafe(self, export_limit_w: f64, rated_w: f64) -> Setting {
         Setting(fraction_of_rated_floor(export_limit_w, rated_w, 100).min(self.max))
     }

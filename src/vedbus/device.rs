@@ -39,7 +39,7 @@ pub struct DeviceConfig {
     /// `/Mgmt/Connection`, e.g. `Modbus RTU /dev/ttyUSB0 unit 1`.
     pub connection: String,
     /// The settings ident the replaced driver used for this device (`cg_<serial>`): its entry is
-    /// taken over on the first start ([`adopt`]).
+    /// taken over on the first start (`adopt`).
     pub adopt_from: Option<String>,
 }
 

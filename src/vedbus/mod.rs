@@ -46,15 +46,15 @@ mod tree;
 mod value;
 mod watcher;
 
-// What the tests, benchmarks, fuzz targets and the app use.
-pub use bus::{BusAddress, Pump, pump_all};
+// What the tests, benchmarks, fuzz targets and the app use (`Watch`: what `Pump` names).
+pub use bus::{BusAddress, Pump, Watch, pump_all};
 pub use device::{DeviceConfig, DeviceService};
 pub use service::Service;
 pub use settings::{SettingDef, Settings, allocate_instance};
 pub use value::{Format, Refusal, Value, Writable};
 pub use watcher::Watcher;
 
-pub(crate) use bus::{Poller, Watch};
+pub(crate) use bus::Poller;
 pub(crate) use service::MAX_QUEUED_WRITES;
 #[cfg(test)]
 pub(crate) use value::format_text;
