@@ -23,10 +23,9 @@ use log::{error, info, warn};
 use crate::cli::Options;
 use crate::devices::Timing;
 use crate::devices::{GridMeter, LimitedInverter, Rating};
-use crate::modbus::{Parity, SerialSettings};
 use crate::vedbus::{self, BusAddress, Poller, Pump, Settings, Watcher};
 use generation::Generation;
-use port::{Event, FastPace, IdentifyOverrides, Meanwhile, Port};
+use port::{Event, FastPace, IdentifyOverrides, Meanwhile, Port, serial_settings};
 use publish::Published;
 
 pub use probe::{list_models, probe};
@@ -41,17 +40,6 @@ const POLLS_PER_TURN: usize = 8;
 /// be published, not every other one.
 fn publish_throttle(interval: Duration) -> Duration {
     interval - interval / 10
-}
-
-fn serial_settings(opts: &Options, baud: u32) -> SerialSettings {
-    SerialSettings {
-        baud,
-        parity: if opts.even_parity {
-            Parity::Even
-        } else {
-            Parity::None
-        },
-    }
 }
 
 /// Groups the configured units by port, in command-line order.
@@ -70,7 +58,7 @@ fn build_ports(opts: &Options) -> Vec<Port> {
         .map(|(path, (baud, units, order))| {
             let mut port = Port::new(
                 path,
-                serial_settings(opts, baud),
+                serial_settings(opts.even_parity, baud),
                 &units,
                 Timing::default(),
                 opts.max_transaction,

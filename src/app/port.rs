@@ -31,10 +31,22 @@ use crate::devices::{
 };
 use crate::devices::{Lifecycle, Timing, Transition};
 use crate::modbus::{
-    ErrorKind, ModbusError, ReadFunction, Reply, Request, RtuMaster, SerialSettings, Step,
+    ErrorKind, ModbusError, Parity, ReadFunction, Reply, Request, RtuMaster, SerialSettings, Step,
     UnitPacing,
 };
 use crate::registers::{Access, Read, RegisterMap};
+
+/// The line settings of a port at `baud`: 8N1, or 8E1 with `--even-parity`.
+pub(super) fn serial_settings(even_parity: bool, baud: u32) -> SerialSettings {
+    SerialSettings {
+        baud,
+        parity: if even_parity {
+            Parity::Even
+        } else {
+            Parity::None
+        },
+    }
+}
 
 /// Timeout cap while probing a unit that is not online: a dead inverter costs the other units at
 /// most this much, once per probe interval.
