@@ -23,10 +23,9 @@
 
 use std::time::{Duration, Instant};
 
-use dbus_modbus_client::devices::{PowerLimiter, growatt};
+use dbus_modbus_client::devices::growatt_limit_encoding;
 use dbus_modbus_client::limiter::{
-    BatteryReadings, Controller, Inputs, PercentOfRated, Reading, ReferenceSmoother, Settings,
-    Status, decide,
+    BatteryReadings, Controller, Inputs, Reading, ReferenceSmoother, Settings, Status, decide,
 };
 
 const DT: f64 = 0.05;
@@ -441,11 +440,6 @@ struct ClosedLoop {
     trace: bool,
 }
 
-/// How the Growatt takes a limit, from its strategy: what the daemon uses.
-fn growatt_encoding() -> PercentOfRated {
-    growatt::LIMITER.encoding()
-}
-
 impl ClosedLoop {
     fn new(name: &'static str, policy: Policy, pv_period: u64, soc0: f64) -> Self {
         Self {
@@ -464,13 +458,13 @@ impl ClosedLoop {
 
     fn daemon(name: &'static str, pv_period: u64, soc0: f64) -> Self {
         let mut controller = Controller::new(site_settings());
-        controller.attach_inverter(growatt_encoding());
+        controller.attach_inverter(growatt_limit_encoding());
         Self::new(name, Policy::Daemon(Box::new(controller)), pv_period, soc0)
     }
 
     fn reference(name: &'static str, pv_period: u64, soc0: f64) -> Self {
         let policy = Policy::Reference {
-            smoother: ReferenceSmoother::new(RATED_W, growatt_encoding()),
+            smoother: ReferenceSmoother::new(RATED_W, growatt_limit_encoding()),
             inputs: Box::default(),
         };
         Self::new(name, policy, pv_period, soc0)

@@ -51,12 +51,11 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use dbus_modbus_client::devices::{Model, PowerLimiter, growatt, sdm230};
+use dbus_modbus_client::devices::{PlannedRead, ReadPlanner, growatt_limit_encoding};
 use dbus_modbus_client::limiter::{
     Controller, Inputs, PercentOfRated, Reading, ReferenceSmoother, Setting, Settings, Target,
     decide,
 };
-use dbus_modbus_client::registers::{Access, Read, RegisterMap};
 
 /// Simulated time in microseconds since the start.
 type Us = u64;
@@ -496,7 +495,7 @@ impl Side {
 }
 
 fn encoding() -> PercentOfRated {
-    growatt::LIMITER.encoding()
+    growatt_limit_encoding()
 }
 
 fn site_settings() -> Settings {
@@ -535,7 +534,7 @@ enum Who {
 }
 
 struct BusUnit {
-    map: RegisterMap,
+    map: ReadPlanner,
     silence_us: Us,
     interval_us: Us,
     last_done: Option<Us>,
@@ -544,15 +543,15 @@ struct BusUnit {
 }
 
 impl BusUnit {
-    fn new(model: &'static Model, interval_us: Option<Us>) -> Self {
+    fn new(vendor: &str, interval_us: Option<Us>) -> Self {
         let char_time = Duration::from_nanos(CHAR_NS);
+        let map =
+            ReadPlanner::for_vendor(vendor, char_time, MAX_TRANSACTION).expect("a supported model");
+        let bus = map.bus();
         Self {
-            map: RegisterMap::new(
-                model.registers,
-                model.limits.with_time_bound(char_time, MAX_TRANSACTION),
-            ),
-            silence_us: model.bus.silence_before_request.as_micros() as Us,
-            interval_us: interval_us.unwrap_or(model.bus.min_command_interval.as_micros() as Us),
+            map,
+            silence_us: bus.silence_before_request.as_micros() as Us,
+            interval_us: interval_us.unwrap_or(bus.min_command_interval.as_micros() as Us),
             last_done: None,
             last_read_us: 0,
         }
@@ -606,7 +605,7 @@ fn choose(now: Us, candidates: &[Candidate]) -> Option<Candidate> {
 struct Job {
     end: Us,
     what: What,
-    read: Option<Read>,
+    read: Option<PlannedRead>,
     started: Us,
     /// The value measured when the request arrived.
     value: f64,
@@ -678,8 +677,8 @@ impl Daemon {
         Self {
             policy,
             clock,
-            meter: BusUnit::new(&sdm230::MODEL, None),
-            growatt: BusUnit::new(&growatt::MODEL, Some(config.growatt_interval_us)),
+            meter: BusUnit::new("eastron", None),
+            growatt: BusUnit::new("growatt", Some(config.growatt_interval_us)),
             line_quiet: 0,
             job: None,
             now: 0,
@@ -815,7 +814,7 @@ impl Daemon {
                     Who::Meter => load - side.plant.pv + noise(key, 2, 10.0),
                     Who::Growatt => side.plant.pv + noise(key, 3, 3.0),
                 };
-                (read_us(read.count), Some(read), value)
+                (read_us(read.count()), Some(read), value)
             }
         };
         self.job = Some(Job {
@@ -854,7 +853,7 @@ impl Daemon {
                 };
                 unit.last_done = Some(now);
                 unit.last_read_us = now - job.started;
-                let n = usize::from(read.count).min(self.words.len());
+                let n = usize::from(read.count()).min(self.words.len());
                 unit.map.store(&read, &self.words[..n], at);
                 match who {
                     Who::Meter => {
@@ -867,7 +866,7 @@ impl Daemon {
                                 Policy::Original { inputs, .. } => inputs.consumption = Some(r),
                             }
                         }
-                        if read.fast {
+                        if read.fast() {
                             let r = Reading::new(job.value, at);
                             match &mut self.policy {
                                 Policy::Daemon(c) => c.on_grid(r),
@@ -880,7 +879,7 @@ impl Daemon {
                     }
                     Who::Growatt => {
                         self.growatt_commands += 1;
-                        if read.fast {
+                        if read.fast() {
                             let r = Reading::new(job.value, at);
                             match &mut self.policy {
                                 Policy::Daemon(c) => c.on_pv(r),
@@ -928,8 +927,8 @@ impl Daemon {
     }
 }
 
-fn covers(read: &Read, addr: u16) -> bool {
-    read.access == Access::Input && read.addr <= addr && addr < read.addr + read.count
+fn covers(read: &PlannedRead, addr: u16) -> bool {
+    read.input_registers() && read.addr() <= addr && addr < read.addr() + read.count()
 }
 
 // ---------------------------------------------------------------------------------------------

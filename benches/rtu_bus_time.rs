@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use dbus_modbus_client::devices::sdm230;
+use dbus_modbus_client::devices::SDM230_BUS;
 use dbus_modbus_client::modbus::{ReadFunction, RtuMaster, SerialSettings, UnitPacing};
 use modbus_sim::{MeterSilence, SimConfig, Simulator};
 use testkit::percentile;
@@ -56,8 +56,8 @@ fn main() {
     // a simulated meter that ignores a request sent sooner (a master without the pacing fails
     // about every other read here).
     let pacing = UnitPacing {
-        silence: sdm230::BUS.silence_before_request,
-        interval: sdm230::BUS.min_command_interval,
+        silence: SDM230_BUS.silence_before_request,
+        interval: SDM230_BUS.min_command_interval,
     };
     let paced = bus_time(reads, MeterSilence::Always, pacing);
     let paced_theory = pacing.silence + settings.wire_time(8 + 33) + TURNAROUND;

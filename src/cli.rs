@@ -121,7 +121,7 @@ fn tty_path(tty: &str) -> String {
 }
 
 /// Parses `rtu:TTY:RATE:UNIT`.
-pub fn parse_device(spec: &str) -> Result<UnitSpec, CliError> {
+fn parse_device(spec: &str) -> Result<UnitSpec, CliError> {
     let parts: Vec<&str> = spec.split(':').collect();
     let [mode, tty, rate, unit] = parts.as_slice() else {
         return Err(err(format!(
@@ -160,7 +160,7 @@ fn parse_unit(s: &str) -> Result<u8, CliError> {
 }
 
 /// Parses `VENDOR:CODE[,VENDOR:CODE...]`, the vendors those of the supported models.
-pub fn parse_forced_models(list: &str) -> Result<Vec<(String, u16)>, CliError> {
+fn parse_forced_models(list: &str) -> Result<Vec<(String, u16)>, CliError> {
     list.split(',')
         .map(|item| {
             let bad = || {
@@ -199,7 +199,7 @@ fn parse_ms(name: &str, s: &str) -> Result<Duration, CliError> {
 const MAX_COMMAND_INTERVAL_MS: u64 = 10_000;
 
 /// Parses `UNIT=MS[,UNIT=MS...]`.
-pub fn parse_command_intervals(s: &str) -> Result<Vec<(u8, Duration)>, CliError> {
+fn parse_command_intervals(s: &str) -> Result<Vec<(u8, Duration)>, CliError> {
     s.split(',')
         .map(|item| {
             let (unit, ms) = item.split_once('=').ok_or_else(|| {

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use dbus_modbus_client::app::{App, probe};
+use dbus_modbus_client::app::{App, list_models, probe};
 use dbus_modbus_client::cli::{self, Command, USAGE};
 
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -50,14 +50,14 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Command::Models => {
-            return match probe::list_models(&mut stdout) {
+            return match list_models(&mut stdout) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(_) => ExitCode::FAILURE,
             };
         }
         Command::Probe(o) => {
             init_logging(o.debug);
-            return match probe::probe(&o, &mut stdout) {
+            return match probe(&o, &mut stdout) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("dbus-modbus-client: {e:#}");

@@ -10,18 +10,17 @@ use std::time::{Duration, Instant};
 
 /// Which Modbus table a register lives in (function 0x03 or 0x04).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Access {
+pub(crate) enum Access {
     Holding,
     Input,
 }
 
 /// How the words of a register encode its value. Multi-word numbers are high word first.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Kind {
+pub(crate) enum Kind {
     U16,
     S16,
     U32,
-    S32,
     /// IEEE-754 single, big-endian word and byte order (the SDM230's encoding).
     F32,
     /// ASCII, two characters per register, high byte first; `words` registers long.
@@ -31,10 +30,10 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub const fn words(self) -> u16 {
+    pub(crate) const fn words(self) -> u16 {
         match self {
             Kind::U16 | Kind::S16 => 1,
-            Kind::U32 | Kind::S32 | Kind::F32 => 2,
+            Kind::U32 | Kind::F32 => 2,
             Kind::Text { words } => words,
         }
     }
@@ -42,7 +41,7 @@ impl Kind {
 
 /// How often a register must be refreshed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Refresh {
+pub(crate) enum Refresh {
     /// The limiter's inputs (meter power, inverter output): as often as the bus allows while the
     /// limiter needs them, otherwise at the period the scheduler sets
     /// ([`RegisterMap::set_fast_age`]).
@@ -57,22 +56,22 @@ pub enum Refresh {
 /// variant, see `devices::model::register_names!`) that converts to this, so the rest of the
 /// daemon refers to registers by index, never by name string.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct RegId(u16);
+pub(crate) struct RegId(u16);
 
 impl RegId {
-    pub const fn new(row: u16) -> Self {
+    pub(crate) const fn new(row: u16) -> Self {
         RegId(row)
     }
 
     /// The row in the table.
-    pub const fn row(self) -> usize {
+    pub(crate) const fn row(self) -> usize {
         self.0 as usize
     }
 }
 
 /// One register (or register pair / text run) as the datasheet lists it.
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Register {
+pub(crate) struct Register {
     pub name: &'static str,
     pub access: Access,
     pub addr: u16,
@@ -83,7 +82,7 @@ pub struct Register {
 }
 
 impl Register {
-    pub const fn new(
+    pub(crate) const fn new(
         name: &'static str,
         access: Access,
         addr: u16,
@@ -102,24 +101,23 @@ impl Register {
     }
 
     /// One past the last address this register occupies.
-    pub fn end(&self) -> u32 {
+    pub(crate) fn end(&self) -> u32 {
         self.addr as u32 + self.kind.words() as u32
     }
 }
 
 /// Decodes a number from its words; `None` if the length is wrong or the value is not finite.
-pub fn decode_number(kind: Kind, words: &[u16]) -> Option<f64> {
+pub(crate) fn decode_number(kind: Kind, words: &[u16]) -> Option<f64> {
     decode_raw(kind, words).filter(|v| v.is_finite())
 }
 
 /// Decodes a number from its words, NaN and infinities included (a plausibility filter counts
 /// them); `None` only if the length is wrong or the kind is text.
-pub fn decode_raw(kind: Kind, words: &[u16]) -> Option<f64> {
+pub(crate) fn decode_raw(kind: Kind, words: &[u16]) -> Option<f64> {
     Some(match (kind, words) {
         (Kind::U16, [w]) => *w as f64,
         (Kind::S16, [w]) => *w as i16 as f64,
         (Kind::U32, [hi, lo]) => join_u32(*hi, *lo) as f64,
-        (Kind::S32, [hi, lo]) => join_u32(*hi, *lo) as i32 as f64,
         (Kind::F32, [hi, lo]) => f32::from_bits(join_u32(*hi, *lo)) as f64,
         _ => return None,
     })
@@ -131,7 +129,7 @@ fn join_u32(hi: u16, lo: u16) -> u32 {
 
 /// Decodes ASCII text (two characters per word, high byte first), dropping NULs, padding and
 /// anything not printable so a device's garbage cannot reach D-Bus as control characters.
-pub fn decode_text(words: &[u16]) -> String {
+pub(crate) fn decode_text(words: &[u16]) -> String {
     let text: String = words
         .iter()
         .flat_map(|w| w.to_be_bytes())
@@ -142,13 +140,13 @@ pub fn decode_text(words: &[u16]) -> String {
 }
 
 /// Looks a raw code up in a datasheet's value table (status codes, derating modes...).
-pub fn lookup<T: Copy>(map: &[(u16, T)], raw: u16) -> Option<T> {
+pub(crate) fn lookup<T: Copy>(map: &[(u16, T)], raw: u16) -> Option<T> {
     map.iter().find(|(code, _)| *code == raw).map(|(_, v)| *v)
 }
 
 /// Bounds on one read transaction.
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub struct PackLimits {
+pub(crate) struct PackLimits {
     /// Unwanted registers allowed between two wanted ones before a new read is started.
     pub max_hole: u16,
     /// Registers per read; the protocol allows at most 125.
@@ -160,11 +158,11 @@ pub struct PackLimits {
     pub even: bool,
 }
 
-pub const MODBUS_MAX_READ: u16 = 125;
+pub(crate) const MODBUS_MAX_READ: u16 = 125;
 
 impl PackLimits {
     /// `start..end` widened to even bounds when the device needs them.
-    pub fn aligned(&self, start: u32, end: u32) -> (u32, u32) {
+    pub(crate) fn aligned(&self, start: u32, end: u32) -> (u32, u32) {
         if self.even {
             (start & !1, (end + 1) & !1)
         } else {
@@ -175,14 +173,14 @@ impl PackLimits {
     /// Caps `max_count` so that one read (request, response and the 3.5-character silences before
     /// and after) takes at most `max_time` on the wire: a long inverter read must not hold the bus
     /// while the meter's power waits.
-    pub fn with_time_bound(mut self, char_time: Duration, max_time: Duration) -> Self {
+    pub(crate) fn with_time_bound(mut self, char_time: Duration, max_time: Duration) -> Self {
         self.max_count = self.max_count.min(max_count_for_time(char_time, max_time));
         self
     }
 }
 
 /// Registers per read that fit in `max_time`: 8 request + 5 + 2N response bytes + 7 silent chars.
-pub fn max_count_for_time(char_time: Duration, max_time: Duration) -> u16 {
+pub(crate) fn max_count_for_time(char_time: Duration, max_time: Duration) -> u16 {
     let chars = max_time.as_secs_f64() / char_time.as_secs_f64().max(1e-9);
     // The epsilon keeps exact fits from losing a register to nanosecond rounding of char_time.
     let n = ((chars - 8.0 - 5.0 - 7.0) / 2.0 + 1e-3).floor();
@@ -190,13 +188,14 @@ pub fn max_count_for_time(char_time: Duration, max_time: Duration) -> u16 {
 }
 
 /// Wire time of a read of `count` registers, silences included, at `char_time` per character.
-pub fn read_wire_time(char_time: Duration, count: u16) -> Duration {
+#[cfg(test)]
+fn read_wire_time(char_time: Duration, count: u16) -> Duration {
     char_time * (8 + 5 + 2 * count as u32 + 7)
 }
 
 /// One planned transaction.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Read {
+pub(crate) struct Read {
     pub access: Access,
     pub addr: u16,
     pub count: u16,
@@ -210,7 +209,7 @@ pub struct Read {
 /// (a `Fast` register's period is set by the scheduler, [`RegisterMap::set_fast_age`]); the next
 /// read starts at the register due earliest and takes in neighbours that are due or at least
 /// half-way to due, within the pack limits, so that registers read together stay together.
-pub struct RegisterMap {
+pub(crate) struct RegisterMap {
     table: &'static [Register],
     /// Indices into `table`, sorted by (access, addr): packing walks neighbours.
     order: Vec<usize>,
@@ -229,7 +228,7 @@ pub struct RegisterMap {
 }
 
 impl RegisterMap {
-    pub fn new(table: &'static [Register], limits: PackLimits) -> Self {
+    pub(crate) fn new(table: &'static [Register], limits: PackLimits) -> Self {
         let mut order: Vec<usize> = (0..table.len()).collect();
         order.sort_by_key(|&i| (table[i].access, table[i].addr));
         let mut offset = Vec::with_capacity(table.len());
@@ -251,33 +250,10 @@ impl RegisterMap {
         }
     }
 
-    pub fn table(&self) -> &'static [Register] {
-        self.table
-    }
-
-    /// The table row of `id`, if the table has one.
-    pub fn register(&self, id: RegId) -> Option<&'static Register> {
-        self.table.get(id.row())
-    }
-
-    pub fn limits(&self) -> PackLimits {
-        self.limits
-    }
-
     /// How often `Fast` registers are read: `None` = as often as the bus allows (the limiter
     /// needs them), `Some(age)` = when they are this old.
-    pub fn set_fast_age(&mut self, age: Option<Duration>) {
+    pub(crate) fn set_fast_age(&mut self, age: Option<Duration>) {
         self.fast_age = age;
-    }
-
-    pub fn fast_age(&self) -> Option<Duration> {
-        self.fast_age
-    }
-
-    /// Forgets every value (a device that went away must not show old readings when it returns).
-    pub fn clear(&mut self) {
-        self.read_at.iter_mut().for_each(|t| *t = None);
-        self.values.iter_mut().for_each(|v| *v = None);
     }
 
     /// How often register `i` is read; `None` for a register read once.
@@ -307,7 +283,7 @@ impl RegisterMap {
 
     /// When the next read of this device is due (it may be in the past); `None` if nothing is
     /// ever read again.
-    pub fn next_due(&self) -> Option<Instant> {
+    pub(crate) fn next_due(&self) -> Option<Instant> {
         (0..self.table.len())
             .filter_map(|i| self.due_at(i))
             .min()
@@ -316,7 +292,7 @@ impl RegisterMap {
 
     /// Plans the next read, if one is due at `now`: the register due earliest, extended over
     /// neighbouring registers worth reading within the pack limits.
-    pub fn next_read(&self, now: Instant) -> Option<Read> {
+    pub(crate) fn next_read(&self, now: Instant) -> Option<Read> {
         // Registers never read go first, in the table's order (a device file lists what
         // matters most first).
         let (seed, _) = (0..self.order.len())
@@ -393,7 +369,7 @@ impl RegisterMap {
     }
 
     /// Stores the words of a completed read: every register wholly inside it is refreshed.
-    pub fn store(&mut self, read: &Read, words: &[u16], now: Instant) {
+    pub(crate) fn store(&mut self, read: &Read, words: &[u16], now: Instant) {
         self.store_filtered(read, words, now, |_, v, _| v.is_finite().then_some(v));
     }
 
@@ -401,7 +377,7 @@ impl RegisterMap {
     /// through `accept` (register, scaled value, read time) → the value to keep (e.g. a
     /// plausibility guard's verdict, which counts and logs what it rejects). Keeping a
     /// non-finite value is refused here whatever the filter says.
-    pub fn store_filtered(
+    pub(crate) fn store_filtered(
         &mut self,
         read: &Read,
         words: &[u16],
@@ -432,12 +408,12 @@ impl RegisterMap {
     }
 
     /// When register `id` was last read.
-    pub fn read_at(&self, id: RegId) -> Option<Instant> {
+    pub(crate) fn read_at(&self, id: RegId) -> Option<Instant> {
         self.read_at.get(id.row()).copied().flatten()
     }
 
     /// The raw words of register `id`, if it has been read.
-    pub fn raw(&self, id: RegId) -> Option<&[u16]> {
+    pub(crate) fn raw(&self, id: RegId) -> Option<&[u16]> {
         self.read_at(id)?;
         let i = id.row();
         let r = self.table.get(i)?;
@@ -446,18 +422,13 @@ impl RegisterMap {
     }
 
     /// The scaled value of numeric register `id`, if read and finite.
-    pub fn number(&self, id: RegId) -> Option<f64> {
+    pub(crate) fn number(&self, id: RegId) -> Option<f64> {
         self.values.get(id.row()).copied().flatten()
     }
 
     /// The scaled value of `id` with its read time, if read and finite.
-    pub fn reading(&self, id: RegId) -> Option<(f64, Instant)> {
+    pub(crate) fn reading(&self, id: RegId) -> Option<(f64, Instant)> {
         Some((self.number(id)?, self.read_at(id)?))
-    }
-
-    /// The text of register `id`, if read.
-    pub fn text(&self, id: RegId) -> Option<String> {
-        self.raw(id).map(decode_text)
     }
 }
 
@@ -509,7 +480,6 @@ mod tests {
         assert_eq!(decode_number(Kind::U16, &[0xFFFE]), Some(65534.0));
         assert_eq!(decode_number(Kind::S16, &[0xFFFE]), Some(-2.0));
         assert_eq!(decode_number(Kind::U32, &[0x0001, 0x0002]), Some(65538.0));
-        assert_eq!(decode_number(Kind::S32, &[0xFFFF, 0xFFF6]), Some(-10.0));
         let bits = 230.5f32.to_bits();
         let f = [(bits >> 16) as u16, bits as u16];
         assert_eq!(decode_number(Kind::F32, &f), Some(230.5));
@@ -771,8 +741,6 @@ mod tests {
         let (a, b) = (RegId::new(0), RegId::new(1));
         assert!((map.number(a).unwrap() - 49.95).abs() < 1e-4);
         assert_eq!(map.number(b), None, "b spans 6..8, only 6 was read");
-        map.clear();
-        assert_eq!(map.number(a), None);
     }
 
     #[test]

@@ -26,17 +26,17 @@ use crate::vedbus::{
     self, BusAddress, Format, Service, SettingDef, Settings, Value, Watcher, Writable,
 };
 
-pub const ENERGY_DIFFERENCE: &str = "/Settings/DynamicGeneration/energyDifference";
-pub const DERATE_GENERATION: &str = "/Settings/DynamicGeneration/derateGeneration";
-pub const MODE: &str = "/Settings/DynamicGeneration/Mode";
-pub const EXPORT_LIMIT: &str = "/Settings/DynamicGeneration/ExportLimit";
+pub(super) const ENERGY_DIFFERENCE: &str = "/Settings/DynamicGeneration/energyDifference";
+pub(super) const DERATE_GENERATION: &str = "/Settings/DynamicGeneration/derateGeneration";
+pub(super) const MODE: &str = "/Settings/DynamicGeneration/Mode";
+pub(super) const EXPORT_LIMIT: &str = "/Settings/DynamicGeneration/ExportLimit";
 
 const BATTERY: &str = "com.victronenergy.battery";
 const VEBUS: &str = "com.victronenergy.vebus";
 /// systemcalc's service: which battery service the system uses.
 const SYSTEM: &str = "com.victronenergy.system";
 /// The user's battery-monitor choice, systemcalc's setting (docs/reference/victron.md §9).
-pub const BATTERY_SERVICE: &str = "/Settings/SystemSetup/BatteryService";
+pub(super) const BATTERY_SERVICE: &str = "/Settings/SystemSetup/BatteryService";
 /// Services the system may take its battery readings from (systemcalc: battery, vebus, and an
 /// acsystem, multi or inverter with its own SoC); the limiter watches them and the system.
 const BATTERY_SOURCES: [&str; 5] = [
@@ -67,7 +67,7 @@ const WATCHED_PATHS: [&str; 13] = [
 const DECIDE_AT_LEAST_EVERY: Duration = Duration::from_millis(250);
 /// The pace of limit writes an inverter keeps in non-volatile memory (~150 a day instead of
 /// ~500), urgent export protection excepted.
-pub const PERSISTENT_WRITE_INTERVAL: Duration = Duration::from_secs(600);
+pub(super) const PERSISTENT_WRITE_INTERVAL: Duration = Duration::from_secs(600);
 /// A set-up register that drifted is set up again at most this often (a register the inverter
 /// will not take must not be rewritten every read).
 const DRIFT_SET_UP_INTERVAL: Duration = Duration::from_secs(600);
@@ -96,12 +96,12 @@ struct Driven {
 
 /// Which of the limiter's inputs it needs read as fast as the bus allows.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct ReadNeeds {
+pub(super) struct ReadNeeds {
     pub grid: bool,
     pub pv: bool,
 }
 
-pub struct Generation {
+pub(super) struct Generation {
     controller: Controller,
     /// The inverter being driven, once one is found.
     inverter: Option<Driven>,
@@ -120,7 +120,7 @@ pub struct Generation {
 }
 
 impl Generation {
-    pub fn new(
+    pub(super) fn new(
         bus: &BusAddress,
         settings: &mut Settings,
         opts: &Options,
@@ -169,7 +169,7 @@ impl Generation {
     /// What the limiter needs read as fast as the bus allows: the grid power while it tracks the
     /// site's demand (its own limiter holding a limit), the inverter's output while it limits.
     /// Otherwise both are read at the ordinary pace (the publish interval, every few seconds).
-    pub fn needs(&self) -> ReadNeeds {
+    pub(super) fn needs(&self) -> ReadNeeds {
         let tracking = self.controller.settings().mode == Mode::OwnLimiter
             && matches!(self.controller.decision().target, Target::Limit(_));
         ReadNeeds {
@@ -179,12 +179,12 @@ impl Generation {
     }
 
     /// When [`decide`](Self::decide) must run at the latest without a fresh meter reading.
-    pub fn decide_by(&self) -> Option<Instant> {
+    pub(super) fn decide_by(&self) -> Option<Instant> {
         self.last_decided.map(|t| t + DECIDE_AT_LEAST_EVERY)
     }
 
     /// The register write the controller wants made, if any.
-    pub fn pending_write(&self) -> Option<RegisterWrite> {
+    pub(super) fn pending_write(&self) -> Option<RegisterWrite> {
         let driven = self.inverter.as_ref()?;
         Some(driven.limiter.write(self.pending?))
     }
@@ -203,12 +203,12 @@ impl Generation {
         }
     }
 
-    pub fn watcher(&mut self) -> &mut Watcher {
+    pub(super) fn watcher(&mut self) -> &mut Watcher {
         &mut self.watcher
     }
 
     /// A change of one of the limiter's settings (from localsettings). Returns whether it was one.
-    pub fn apply_setting(&mut self, path: &str, v: &Value) -> bool {
+    pub(super) fn apply_setting(&mut self, path: &str, v: &Value) -> bool {
         if path == BATTERY_SERVICE {
             info!("limiter: {BATTERY_SERVICE} = {v:?}");
             self.battery_setting = v.clone();
@@ -234,7 +234,7 @@ impl Generation {
     }
 
     /// A fresh reading of the limiter's meter: grid power and consumption energy.
-    pub fn on_meter(&mut self, meter: &GridMeter, map: &RegisterMap) {
+    pub(super) fn on_meter(&mut self, meter: &GridMeter, map: &RegisterMap) {
         if let Some(power) = meter.power(map) {
             self.controller.on_grid(power);
         }
@@ -243,14 +243,14 @@ impl Generation {
         }
     }
 
-    pub fn meter_lost(&mut self) {
+    pub(super) fn meter_lost(&mut self) {
         self.controller.meter_lost();
     }
 
     /// The inverter the limiter drives from now on (found, or found again), with the rating its
     /// identification settled. Without a rated power it is published but never written to, and
     /// the log and `/dynamicGenerationStatus` say why.
-    pub fn attach_inverter(&mut self, inverter: &LimitedInverter, rating: Rating) {
+    pub(super) fn attach_inverter(&mut self, inverter: &LimitedInverter, rating: Rating) {
         self.controller.attach_inverter(inverter.limiter.encoding());
         match rating.watts {
             Some(watts) => {
@@ -295,7 +295,7 @@ impl Generation {
     /// of its setting and set-up registers. True when the set-up should run now (a read-back
     /// differs from what the controller believes, a set-up register drifted, or a failed set-up
     /// is due again).
-    pub fn on_inverter(
+    pub(super) fn on_inverter(
         &mut self,
         inverter: &LimitedInverter,
         map: &RegisterMap,
@@ -365,7 +365,7 @@ impl Generation {
         }
     }
 
-    pub fn inverter_lost(&mut self) {
+    pub(super) fn inverter_lost(&mut self) {
         self.controller.inverter_lost();
         self.pending = None;
         if let Some(d) = &mut self.inverter {
@@ -378,7 +378,7 @@ impl Generation {
     /// (docs/reference/limiter.md §3), through its registers; the controller starts from the
     /// setting read back. No answer: nothing was written, the controller forgets the setting,
     /// and the set-up is tried again a little later; until then nothing is written.
-    pub fn set_up_inverter(&mut self, regs: &mut dyn RegisterWriter, now: Instant) {
+    pub(super) fn set_up_inverter(&mut self, regs: &mut dyn RegisterWriter, now: Instant) {
         let Some(d) = &self.inverter else {
             return;
         };
@@ -465,7 +465,12 @@ impl Generation {
 
     /// Decides now if `fresh` (a new meter reading) or if the last decision is old; the setting
     /// to write, if any, while the inverter is online.
-    pub fn decide(&mut self, now: Instant, fresh: bool, inverter_online: bool) -> Option<Setting> {
+    pub(super) fn decide(
+        &mut self,
+        now: Instant,
+        fresh: bool,
+        inverter_online: bool,
+    ) -> Option<Setting> {
         let due = fresh
             || self
                 .last_decided
@@ -518,7 +523,7 @@ impl Generation {
     }
 
     /// The result of the pending write.
-    pub fn written(&mut self, ok: bool, now: Instant) {
+    pub(super) fn written(&mut self, ok: bool, now: Instant) {
         if let Some(setting) = self.pending.take() {
             self.controller.written(setting, ok, now);
             if ok {
@@ -537,7 +542,7 @@ impl Generation {
     }
 
     /// Restores full power on a clean stop (G100 stays enforced by the inverter), if needed.
-    pub fn shutdown(&mut self, regs: &mut dyn RegisterWriter, now: Instant) {
+    pub(super) fn shutdown(&mut self, regs: &mut dyn RegisterWriter, now: Instant) {
         if !self.may_write() {
             return;
         }
@@ -558,7 +563,7 @@ impl Generation {
 
     /// An accepted SetValue on /Ac/PowerLimit: every write is a keep-alive
     /// (docs/reference/limiter.md §4).
-    pub fn power_limit_write(&mut self, v: &Value, now: Instant) {
+    pub(super) fn power_limit_write(&mut self, v: &Value, now: Instant) {
         if self.controller.settings().mode != Mode::External {
             return;
         }
@@ -572,7 +577,7 @@ impl Generation {
     }
 
     /// Adds the limiter's paths to the PV inverter's service (before it registers).
-    pub fn add_paths(&self, svc: &mut Service) {
+    pub(super) fn add_paths(&self, svc: &mut Service) {
         svc.add_path(
             "/dynamicGenerationStatus",
             Value::Text(self.status_text()),
@@ -636,7 +641,7 @@ impl Generation {
     }
 
     /// Publishes the limiter's state on the PV inverter's service.
-    pub fn publish(&self, svc: &mut Service) {
+    pub(super) fn publish(&self, svc: &mut Service) {
         // Watts of a setting need the rating: without one they would be a guess.
         let rated = self
             .inverter

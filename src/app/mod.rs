@@ -9,8 +9,8 @@
 //! reply arrives; D-Bus is served in the same wake-ups.
 
 mod generation;
-pub mod port;
-pub mod probe;
+mod port;
+mod probe;
 mod publish;
 
 use std::collections::BTreeMap;
@@ -21,13 +21,14 @@ use anyhow::{Context, bail};
 use log::{error, info, warn};
 
 use crate::cli::Options;
-use crate::devices::lifecycle::Timing;
+use crate::devices::Timing;
 use crate::devices::{GridMeter, LimitedInverter, Rating, RegisterWriter};
-use crate::modbus::{Parity, SerialSettings};
 use crate::vedbus::{self, BusAddress, Poller, Pump, Settings, Watcher};
 use generation::Generation;
-use port::{Event, FastPace, IdentifyOverrides, Meanwhile, Port};
+use port::{Event, FastPace, IdentifyOverrides, Meanwhile, Port, serial_settings};
 use publish::Published;
+
+pub use probe::{list_models, probe};
 
 /// How long start-up waits for com.victronenergy.settings before giving up (runit restarts us).
 const SETTINGS_WAIT: Duration = Duration::from_secs(60);
@@ -41,19 +42,8 @@ fn publish_throttle(interval: Duration) -> Duration {
     interval - interval / 10
 }
 
-pub fn serial_settings(opts: &Options, baud: u32) -> SerialSettings {
-    SerialSettings {
-        baud,
-        parity: if opts.even_parity {
-            Parity::Even
-        } else {
-            Parity::None
-        },
-    }
-}
-
 /// Groups the configured units by port, in command-line order.
-pub fn build_ports(opts: &Options) -> Vec<Port> {
+fn build_ports(opts: &Options) -> Vec<Port> {
     let mut by_path: BTreeMap<&str, (u32, Vec<u8>, usize)> = BTreeMap::new();
     for (order, u) in opts.units.iter().enumerate() {
         let entry = by_path
@@ -68,7 +58,7 @@ pub fn build_ports(opts: &Options) -> Vec<Port> {
         .map(|(path, (baud, units, order))| {
             let mut port = Port::new(
                 path,
-                serial_settings(opts, baud),
+                serial_settings(opts.even_parity, baud),
                 &units,
                 Timing::default(),
                 opts.max_transaction,

@@ -24,17 +24,29 @@ use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
 
-use crate::devices::lifecycle::{Lifecycle, Timing, Transition};
-use crate::devices::plausibility::Guard;
+use crate::devices::Guard;
 use crate::devices::{
     self, AccessError, IdentifyContext, Identity, MODELS, Recognition, RegisterReader,
     RegisterWriter,
 };
+use crate::devices::{Lifecycle, Timing, Transition};
 use crate::modbus::{
-    ErrorKind, ModbusError, ReadFunction, Reply, Request, RtuMaster, SerialSettings, Step,
+    ErrorKind, ModbusError, Parity, ReadFunction, Reply, Request, RtuMaster, SerialSettings, Step,
     UnitPacing,
 };
 use crate::registers::{Access, Read, RegisterMap};
+
+/// The line settings of a port at `baud`: 8N1, or 8E1 with `--even-parity`.
+pub(super) fn serial_settings(even_parity: bool, baud: u32) -> SerialSettings {
+    SerialSettings {
+        baud,
+        parity: if even_parity {
+            Parity::Even
+        } else {
+            Parity::None
+        },
+    }
+}
 
 /// Timeout cap while probing a unit that is not online: a dead inverter costs the other units at
 /// most this much, once per probe interval.
@@ -60,14 +72,14 @@ fn retry_pause(failures: u8) -> Option<Duration> {
     (failures >= 2).then_some(RETRY_AFTER_FAILURE)
 }
 /// Units one port drives (an RS485 bus with more devices than this is not this product's case).
-pub const MAX_UNITS_PER_PORT: usize = 8;
+pub(super) const MAX_UNITS_PER_PORT: usize = 8;
 /// A pending write and one probe or read per unit.
 const MAX_CANDIDATES: usize = MAX_UNITS_PER_PORT + 1;
 const REOPEN_BACKOFF_MAX: Duration = Duration::from_secs(30);
 
 /// How often a unit's `Fast` registers (the limiter's inputs) are read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum FastPace {
+pub(super) enum FastPace {
     /// As often as the unit's pace and the bus allow: the limiter is using them.
     AsAllowed,
     /// One read completing every this long (the publish interval).
@@ -79,13 +91,15 @@ pub enum FastPace {
 /// What the caller does while a unit's session (identification, set-up) waits on the bus: it
 /// serves D-Bus and publishes what the port's other units read meanwhile. It must return at
 /// `until` at the latest, or as soon as `fd` (the serial line) is readable.
-pub trait Meanwhile {
+pub(super) trait Meanwhile {
     fn wait(&mut self, port: &Port, until: Option<Instant>, fd: Option<RawFd>);
 }
 
 /// Waits on the serial line only (tests of the port): nothing else to serve.
-pub struct JustWait;
+#[cfg(test)]
+struct JustWait;
 
+#[cfg(test)]
 impl Meanwhile for JustWait {
     fn wait(&mut self, _port: &Port, until: Option<Instant>, fd: Option<RawFd>) {
         wait_for_line(fd, until);
@@ -94,7 +108,8 @@ impl Meanwhile for JustWait {
 
 /// ppoll on `fd` (if any) until `until` (if any); errors and signals end the wait early, the
 /// caller's loop re-checks.
-pub fn wait_for_line(fd: Option<RawFd>, until: Option<Instant>) {
+#[cfg(test)]
+fn wait_for_line(fd: Option<RawFd>, until: Option<Instant>) {
     let mut pfd = libc::pollfd {
         fd: fd.unwrap_or(-1),
         events: libc::POLLIN,
@@ -115,7 +130,7 @@ pub fn wait_for_line(fd: Option<RawFd>, until: Option<Instant>) {
 /// The pace of a unit of `model` on the bus (None: not identified yet, so the strictest of every
 /// supported model: whatever answers there is respected), with the command line's interval if
 /// one was given.
-pub fn unit_pacing(
+pub(super) fn unit_pacing(
     model: Option<&devices::Model>,
     interval_override: Option<Duration>,
 ) -> UnitPacing {
@@ -135,7 +150,7 @@ pub fn unit_pacing(
     }
 }
 
-pub struct Unit {
+pub(super) struct Unit {
     pub id: u8,
     pub lifecycle: Lifecycle,
     pub identity: Option<Identity>,
@@ -214,7 +229,7 @@ impl Unit {
 
 /// What one poll of the port did.
 #[derive(Debug, PartialEq)]
-pub enum Event {
+pub(super) enum Event {
     /// Nothing was due (or the bus is kept for a unit about to be ready).
     Idle,
     /// A transaction is in flight.
@@ -239,7 +254,7 @@ pub enum Event {
 }
 
 /// A limit write the app wants made: unit index, register, value.
-pub type Write = (usize, u16, u16);
+pub(super) type Write = (usize, u16, u16);
 
 /// The transaction in flight.
 #[derive(Clone, Copy, Debug)]
@@ -311,13 +326,13 @@ fn choose(now: Instant, last_failed: bool, candidates: &[Candidate]) -> Option<C
 
 /// What the command line tells identification (`--force-model`, `--rated-power`).
 #[derive(Clone, Debug, Default)]
-pub struct IdentifyOverrides {
+pub(super) struct IdentifyOverrides {
     pub forced: Vec<(String, u16)>,
     pub rated_power_w: Option<f64>,
 }
 
 impl IdentifyOverrides {
-    pub fn context(&self, unit: u8) -> IdentifyContext<'_> {
+    pub(super) fn context(&self, unit: u8) -> IdentifyContext<'_> {
         IdentifyContext {
             unit,
             forced: &self.forced,
@@ -326,7 +341,7 @@ impl IdentifyOverrides {
     }
 }
 
-pub struct Port {
+pub(super) struct Port {
     pub path: String,
     /// Applied to every identification on this port.
     pub overrides: IdentifyOverrides,
@@ -353,7 +368,7 @@ fn function(access: Access) -> ReadFunction {
 
 impl Port {
     /// `intervals`: the command line's minimum interval per unit id.
-    pub fn new(
+    pub(super) fn new(
         path: &str,
         settings: SerialSettings,
         unit_ids: &[u8],
@@ -381,13 +396,9 @@ impl Port {
         }
     }
 
-    pub fn is_open(&self) -> bool {
-        self.master.is_some()
-    }
-
     /// Opens the port if it is closed and the back-off allows. `Ok(true)`: open; `Ok(false)`:
     /// closed, waiting for the next attempt; `Err`: this attempt failed.
-    pub fn ensure_open(&mut self, now: Instant) -> Result<bool, ModbusError> {
+    pub(super) fn ensure_open(&mut self, now: Instant) -> Result<bool, ModbusError> {
         if self.master.is_some() {
             return Ok(true);
         }
@@ -417,7 +428,7 @@ impl Port {
     }
 
     /// How often unit `unit`'s `Fast` registers are read from now on.
-    pub fn set_fast_pace(&mut self, unit: usize, pace: FastPace) {
+    pub(super) fn set_fast_pace(&mut self, unit: usize, pace: FastPace) {
         if let Some(u) = self.units.get_mut(unit)
             && u.fast_pace != pace
         {
@@ -429,7 +440,7 @@ impl Port {
     /// How often unit `unit`'s `Fast` registers (a device's `/Ac/Power`) are read as its pace
     /// stands: what `/RefreshTime` tells (never shorter than the publish interval, applied by
     /// the caller).
-    pub fn fast_period(&self, unit: usize) -> Option<Duration> {
+    pub(super) fn fast_period(&self, unit: usize) -> Option<Duration> {
         let u = self.units.get(unit)?;
         Some(match u.fast_pace {
             FastPace::AsAllowed => u.pacing.interval,
@@ -439,12 +450,13 @@ impl Port {
     }
 
     /// The pace unit `unit` gets on the bus.
-    pub fn pacing(&self, unit: usize) -> Option<UnitPacing> {
+    #[cfg(test)]
+    fn pacing(&self, unit: usize) -> Option<UnitPacing> {
         self.units.get(unit).map(|u| u.pacing)
     }
 
     /// The unit a limit write is in flight to, if one is.
-    pub fn writing(&self) -> Option<usize> {
+    pub(super) fn writing(&self) -> Option<usize> {
         match self.job {
             Some(Job::Write { unit, .. }) => Some(unit),
             _ => None,
@@ -452,13 +464,13 @@ impl Port {
     }
 
     /// The serial line to poll while a transaction is in flight.
-    pub fn fd(&self) -> Option<RawFd> {
+    pub(super) fn fd(&self) -> Option<RawFd> {
         self.job.and(self.master.as_ref()?.raw_fd())
     }
 
     /// When the port needs [`poll`](Self::poll) again at the latest (a reply's deadline, a unit
     /// becoming ready for due work, a unit's loss timeout, the next reopen attempt).
-    pub fn next_wake(&self, now: Instant, write: Option<Write>) -> Option<Instant> {
+    pub(super) fn next_wake(&self, now: Instant, write: Option<Write>) -> Option<Instant> {
         let lost = self
             .units
             .iter()
@@ -483,7 +495,7 @@ impl Port {
 
     /// Does what is due now without blocking (except inside a session, see [`Meanwhile`]):
     /// completes the transaction in flight, or starts the next one.
-    pub fn poll(
+    pub(super) fn poll(
         &mut self,
         now: Instant,
         write: Option<Write>,
@@ -859,15 +871,11 @@ impl Port {
         }
     }
 
-    pub fn master(&self) -> Option<&RtuMaster> {
-        self.master.as_ref()
-    }
-
     /// Runs `f` on the registers of unit `unit` now, outside the schedule (the limiter's set-up
     /// and its last write on a clean stop), at the unit's pace; the other units' due reads go on
     /// while it waits. `None` when the port is closed or there is no such unit. A serial I/O
     /// error closes the port, as in the schedule.
-    pub fn with_unit<R>(
+    pub(super) fn with_unit<R>(
         &mut self,
         unit: usize,
         meanwhile: &mut dyn Meanwhile,
@@ -1003,14 +1011,14 @@ enum Bus<'a> {
 /// One unit's registers through the master, as device code reads and writes them. Keeps the error
 /// behind the last failure (a serial I/O error, once seen, sticks) so that the caller can react
 /// to what device code only sees as an [`AccessError`]; device code logs failures in context.
-pub struct UnitRegisters<'a> {
+pub(super) struct UnitRegisters<'a> {
     bus: Bus<'a>,
     unit: u8,
     error: Option<ModbusError>,
 }
 
 impl<'a> UnitRegisters<'a> {
-    pub fn new(master: &'a mut RtuMaster, unit: u8) -> Self {
+    pub(super) fn new(master: &'a mut RtuMaster, unit: u8) -> Self {
         UnitRegisters {
             bus: Bus::Master(master),
             unit,
@@ -1102,7 +1110,7 @@ impl RegisterWriter for UnitRegisters<'_> {
 }
 
 /// Identifies `unit`: the first supported model that recognises it, logged when found.
-pub fn identify(
+pub(super) fn identify(
     master: &mut RtuMaster,
     unit: u8,
     overrides: &IdentifyOverrides,

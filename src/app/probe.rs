@@ -25,7 +25,7 @@ pub fn probe(opts: &Options, out: &mut impl Write) -> anyhow::Result<()> {
     let Some(spec) = opts.units.first() else {
         bail!("no unit to probe")
     };
-    let settings = super::serial_settings(opts, spec.port.baud);
+    let settings = super::port::serial_settings(opts.even_parity, spec.port.baud);
     let mut master = RtuMaster::open(&spec.port.path, settings)
         .with_context(|| format!("opening {}", spec.port.path))?;
     let mut buf = [0u16; 125];

@@ -59,7 +59,7 @@ fn value(p: &PathDef, v: Option<f64>) -> Value {
     }
 }
 
-pub struct Published {
+pub(super) struct Published {
     dev: DeviceService,
     identity: Identity,
     last_publish: Option<Instant>,
@@ -69,7 +69,7 @@ pub struct Published {
 
 impl Published {
     /// Allocates the instance through settings and builds the service; not yet on the bus.
-    pub fn new(
+    pub(super) fn new(
         bus: &BusAddress,
         settings: &mut Settings,
         identity: Identity,
@@ -129,7 +129,7 @@ impl Published {
         })
     }
 
-    pub fn serial(&self) -> &str {
+    pub(super) fn serial(&self) -> &str {
         &self.identity.serial
     }
 
@@ -137,14 +137,14 @@ impl Published {
     /// previous session is ever shown as live), then takes the bus name. A name held by another
     /// process (a second instance, a stale driver) is not fatal: it is asked for again every
     /// [`NAME_RETRY`] by [`Published::retry_name`], with one log line per episode.
-    pub fn go_online(&mut self, map: &RegisterMap) -> Result<(), vedbus::Error> {
+    pub(super) fn go_online(&mut self, map: &RegisterMap) -> Result<(), vedbus::Error> {
         self.write_values(map);
         self.last_publish = Some(Instant::now());
         self.take_name(Instant::now())
     }
 
     /// Asks for the bus name again when it was taken and the retry is due.
-    pub fn retry_name(&mut self, now: Instant) -> Result<(), vedbus::Error> {
+    pub(super) fn retry_name(&mut self, now: Instant) -> Result<(), vedbus::Error> {
         match self.name_retry_at {
             Some(at) if now >= at => self.take_name(now),
             _ => Ok(()),
@@ -184,7 +184,7 @@ impl Published {
     }
 
     /// Releases the bus name: the service disappears, as official drivers do for a lost device.
-    pub fn go_offline(&mut self) {
+    pub(super) fn go_offline(&mut self) {
         self.name_retry_at = None;
         self.dev.unregister();
     }
@@ -200,7 +200,7 @@ impl Published {
 
     /// Sends what changed, at most once per `interval` (the limiter reads the registers directly
     /// and is not held back by this).
-    pub fn publish(
+    pub(super) fn publish(
         &mut self,
         map: &RegisterMap,
         now: Instant,
@@ -219,20 +219,20 @@ impl Published {
         self.dev.service().flush();
     }
 
-    pub fn service(&mut self) -> &mut Service {
+    pub(super) fn service(&mut self) -> &mut Service {
         self.dev.service()
     }
 
-    pub fn model(&self) -> &'static Model {
+    pub(super) fn model(&self) -> &'static Model {
         self.identity.model
     }
 
-    pub fn pump_handle(&mut self) -> &mut dyn Pump {
+    pub(super) fn pump_handle(&mut self) -> &mut dyn Pump {
         &mut self.dev
     }
 
     /// Persists /CustomName, /Position and /Role writes; returns the other accepted writes.
-    pub fn take_writes(
+    pub(super) fn take_writes(
         &mut self,
         settings: &mut Settings,
         out: &mut Vec<(String, Value)>,
@@ -241,7 +241,7 @@ impl Published {
         Ok(())
     }
 
-    pub fn apply_setting(
+    pub(super) fn apply_setting(
         &mut self,
         settings: &mut Settings,
         path: &str,
@@ -250,12 +250,12 @@ impl Published {
         self.dev.apply_setting(settings, path, v)
     }
 
-    pub fn service_name(&self) -> String {
+    pub(super) fn service_name(&self) -> String {
         self.dev.service_name()
     }
 
     /// The service's class (role) now: `grid`, `pvinverter`…
-    pub fn class(&self) -> &str {
+    pub(super) fn class(&self) -> &str {
         self.dev.class()
     }
 }

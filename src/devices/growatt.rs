@@ -21,7 +21,7 @@ use super::model::{
     register_names,
 };
 use super::plausibility::{Bound, Rule, kwh_per_s};
-use crate::limiter::strategy::fraction_of_rated_floor;
+use crate::limiter::fraction_of_rated_floor;
 use crate::limiter::{PercentOfRated, Setting};
 use crate::registers::{
     Access::*, Kind, Kind::*, PackLimits, Refresh, Refresh::*, Register, RegisterMap,
@@ -30,7 +30,7 @@ use crate::registers::{
 
 register_names! {
     /// The inverter's registers, one per row of [`REGISTERS`].
-    pub enum Reg {
+    pub(crate) enum Reg {
         Status,
         PvPower,
         Pv1Voltage,
@@ -73,25 +73,25 @@ use Reg::*;
 
 /// "PF CMD memory state": 1 = writes of HR3, 4, 5 and 99 are kept across power-off (in
 /// non-volatile memory), 0 = they return to their initial values at the next power-up (§4).
-pub const HR_MEMORY_STATE: u16 = 2;
+pub(super) const HR_MEMORY_STATE: u16 = 2;
 /// Active power rate, % of rated power: the limiter's actuator. 255 = not limited.
-pub const HR_ACTIVE_POWER_RATE: u16 = 3;
+pub(super) const HR_ACTIVE_POWER_RATE: u16 = 3;
 /// HR3's "not limited" value (its initial value, and what a power-up with HR2 = 0 restores).
-pub const HR3_NOT_LIMITED: u16 = 255;
+pub(super) const HR3_NOT_LIMITED: u16 = 255;
 /// Rated power ("Pmax", normal power), u32 in 0.1 VA; 0 on units that do not fill it in.
-pub const HR_RATED_POWER: u16 = 6;
+pub(super) const HR_RATED_POWER: u16 = 6;
 /// G100 fail-safe enable: 1 enabled, 0 disabled.
-pub const HR_G100_FAILSAFE: u16 = 42;
+pub(super) const HR_G100_FAILSAFE: u16 = 42;
 /// Device type code (§7).
-pub const HR_DEVICE_TYPE: u16 = 43;
+pub(super) const HR_DEVICE_TYPE: u16 = 43;
 /// Trackers (high byte) and output phases (low byte).
-pub const HR_TRACKERS_PHASES: u16 = 44;
+pub(super) const HR_TRACKERS_PHASES: u16 = 44;
 /// Export limit source: 0 off, 1 RS485 meter, 2 RS232, 3 CT.
-pub const HR_EXPORT_LIMIT_SOURCE: u16 = 122;
+pub(super) const HR_EXPORT_LIMIT_SOURCE: u16 = 122;
 /// Export limit power rate, 0.1 % of rated, signed (−1000…+1000).
-pub const HR_EXPORT_LIMIT_RATE: u16 = 123;
+pub(super) const HR_EXPORT_LIMIT_RATE: u16 = 123;
 /// The power rate used when the export-limit meter fails, 0.1 % of rated.
-pub const HR_EXPORT_LIMIT_FAILSAFE_RATE: u16 = 3000;
+pub(super) const HR_EXPORT_LIMIT_FAILSAFE_RATE: u16 = 3000;
 
 const fn every(secs: u64) -> Refresh {
     MaxAge(Duration::from_secs(secs))
@@ -104,7 +104,7 @@ const fn holding(name: &'static str, addr: u16, kind: Kind, scale: f64, r: Refre
 }
 
 /// The registers read in normal operation, in the order of [`Reg`].
-pub static REGISTERS: [Register; Reg::ALL.len()] = [
+pub(super) static REGISTERS: [Register; Reg::ALL.len()] = [
     input("status", 0, U16, 1.0, every(5)),
     input("pv_power", 1, U32, 0.1, every(5)),
     input("pv1_voltage", 3, U16, 0.1, every(5)),
@@ -174,7 +174,7 @@ pub static REGISTERS: [Register; Reg::ALL.len()] = [
     ),
 ];
 
-pub const LIMITS: PackLimits = PackLimits {
+pub(super) const LIMITS: PackLimits = PackLimits {
     max_hole: 10,
     max_count: 125,
     barriers: &[],
@@ -187,7 +187,7 @@ pub const LIMITS: PackLimits = PackLimits {
 /// the previous exchange; `--command-interval UNIT=850` (or 1000) gives a unit the documented
 /// pace. The register ages above fit the pace: about one read a second when not limiting (of
 /// ~2 slots a second at 400 ms, ~1 at 850 ms); while limiting the AC block takes the rest.
-pub const BUS: BusTiming = BusTiming {
+pub(super) const BUS: BusTiming = BusTiming {
     silence_before_request: Duration::ZERO,
     min_command_interval: Duration::from_millis(400),
 };
@@ -205,7 +205,7 @@ const SERIAL_3001: (u16, usize) = (3001, 15);
 
 /// What a Growatt device type is, for the daemon.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Class {
+pub(super) enum Class {
     /// A single-phase grid-tied MIN/MIC TL-X: HR3 is its active power rate. Driven.
     SinglePhasePv,
     ThreePhase,
@@ -219,7 +219,7 @@ pub enum Class {
 
 /// One row of Growatt's device type table (HR43; docs/reference/growatt.md §7, VPP Table 3-1).
 #[derive(Clone, Copy, Debug)]
-pub struct DeviceType {
+pub(super) struct DeviceType {
     /// First and last code of the row.
     pub codes: (u16, u16),
     pub family: &'static str,
@@ -247,7 +247,7 @@ const fn row(
 /// Growatt device types. 5100 is listed by Growatt as the MIN TL-XH hybrids, but the users'
 /// grid-tied MIN 4200TL-XE reports it (the original driver accepted only 5100): driven, as the
 /// single-phase family it is (NOTEBOOK.md 2026-12-06).
-pub static DEVICE_TYPES: [DeviceType; 17] = [
+pub(super) static DEVICE_TYPES: [DeviceType; 17] = [
     row(
         (5100, 5100),
         "MIN 2500-6000TL-XH/XH2/XE (single phase)",
@@ -328,7 +328,7 @@ pub static DEVICE_TYPES: [DeviceType; 17] = [
 ];
 
 /// The table row of a device type code.
-pub fn device_type(code: u16) -> Option<&'static DeviceType> {
+pub(super) fn device_type(code: u16) -> Option<&'static DeviceType> {
     DEVICE_TYPES
         .iter()
         .find(|t| (t.codes.0..=t.codes.1).contains(&code))
@@ -336,7 +336,7 @@ pub fn device_type(code: u16) -> Option<&'static DeviceType> {
 
 /// The output phases HR44 gives (its low byte), when it gives one (1–3); 0 or anything else
 /// means the unit does not fill it in the documented way.
-pub fn output_phases(hr44: u16) -> Option<u8> {
+pub(super) fn output_phases(hr44: u16) -> Option<u8> {
     let phases = (hr44 & 0xFF) as u8;
     (1..=3).contains(&phases).then_some(phases)
 }
@@ -344,7 +344,7 @@ pub fn output_phases(hr44: u16) -> Option<u8> {
 /// Whether the daemon drives a unit of device type `code` reporting `hr44`: `Ok` with a note for
 /// the log, `Err` with the refusal naming the code. `forced` (`--force-model growatt:CODE`)
 /// drives whatever the table and HR44 say.
-pub fn judge_device_type(code: u16, hr44: u16, forced: bool) -> Result<String, String> {
+pub(super) fn judge_device_type(code: u16, hr44: u16, forced: bool) -> Result<String, String> {
     let row = device_type(code);
     let phases = output_phases(hr44);
     let named = row.map_or("not in the device type table".to_string(), |r| {
@@ -388,7 +388,7 @@ pub fn judge_device_type(code: u16, hr44: u16, forced: bool) -> Result<String, S
 /// The rated power, in the order the daemon trusts it: HR6–7 when the unit fills it in, else
 /// `--rated-power`, else the largest unit of the device type's family; else unknown, and then
 /// nothing is written.
-pub fn rating(hr6_7_w: f64, cli_w: Option<f64>, code: u16) -> Rating {
+pub(super) fn rating(hr6_7_w: f64, cli_w: Option<f64>, code: u16) -> Rating {
     let known = |watts: f64, source: String| Rating {
         watts: Some(watts),
         source,
@@ -534,28 +534,7 @@ fn original_text(words: &[u16]) -> Option<String> {
 /// Growatt status (input 0) → Victron/Fronius /StatusCode (docs/reference/victron.md §7).
 /// Waiting (not connected, no output) is standby; faults are errors. Running while derating is
 /// reported as throttled by `status_code`.
-pub const STATUS_CODES: &[(u16, i32)] = &[(0, 8), (1, 7), (2, 10), (3, 10)];
-
-/// Derating modes (input 104), for the log and /Internal/DeratingMode text.
-pub const DERATING_MODES: &[(u16, &str)] = &[
-    (0, "none"),
-    (1, "PV"),
-    (2, "constant power"),
-    (3, "grid over-voltage"),
-    (4, "over-frequency"),
-    (5, "DC source"),
-    (6, "inverter temperature"),
-    (7, "active power order"),
-    (8, "load speed"),
-    (9, "over back-by-time"),
-    (10, "internal temperature"),
-    (11, "outside temperature"),
-    (12, "line impedance"),
-    (13, "parallel anti-backflow"),
-    (14, "local anti-backflow"),
-    (15, "BDC load priority"),
-    (16, "CT check error"),
-];
+pub(super) const STATUS_CODES: &[(u16, i32)] = &[(0, 8), (1, 7), (2, 10), (3, 10)];
 
 /// AC output may exceed the rating by 10 %; a little negative AC power is the night draw.
 const AC_POWER_FACTOR: f64 = 1.1;
@@ -586,7 +565,7 @@ const fn counter(reg: Reg, max_power: f64) -> Rule {
 /// Physical bounds of each reading, relative to the rated power read at identification.
 /// The daily counters reset at midnight, so they are ranges (a day at full power), not counters.
 /// Frequency reads 0 while the inverter waits for the grid: only its upper bound is checked.
-pub static PLAUSIBILITY: [Rule; 15] = [
+pub(super) static PLAUSIBILITY: [Rule; 15] = [
     // 0 means "not filled in" (§5): /Ac/MaxPower is then invalid, not 0 W.
     between(RatedPower, 1.0, 1e6),
     range(AcPower, Bound::fixed(-50.0), Bound::rated(AC_POWER_FACTOR)),
@@ -631,7 +610,7 @@ const fn reg(path: &'static str, unit: Unit, reg: Reg) -> PathDef {
 
 /// HR3 as a percent: 0–100 as it reads, 255 (not limited) as 100; `None` outside the
 /// documented values.
-pub fn hr3_percent(raw: u16) -> Option<u16> {
+pub(super) fn hr3_percent(raw: u16) -> Option<u16> {
     match raw {
         0..=100 => Some(raw),
         HR3_NOT_LIMITED => Some(HR3_PERCENT.max),
@@ -646,7 +625,7 @@ fn active_power_rate(v: &Values) -> Option<f64> {
 }
 
 /// What the pvinverter service publishes (totals also per phase: a single-phase inverter).
-pub static PATHS: [PathDef; 30] = [
+pub(super) static PATHS: [PathDef; 30] = [
     reg("/Ac/Power", Unit::Watt, AcPower).also("/Ac/L1/Power"),
     reg("/Ac/L1/Voltage", Unit::Volt, AcVoltage),
     reg("/Ac/L1/Current", Unit::Ampere, AcCurrent),
@@ -714,19 +693,19 @@ pub static PATHS: [PathDef; 30] = [
 
 /// The limiter's strategy for a Growatt: HR3 takes the limit in whole percent of rated power;
 /// every (re)initialisation clears HR2 and keeps the G100 set-up, writing only what differs.
-pub struct GrowattLimiter;
+pub(super) struct GrowattLimiter;
 
-pub static LIMITER: GrowattLimiter = GrowattLimiter;
+pub(super) static LIMITER: GrowattLimiter = GrowattLimiter;
 
 /// HR3 in whole percent of rated power, 2…100: the original driver's floor of 2 % keeps the
 /// inverter connected to the grid.
-pub const HR3_PERCENT: PercentOfRated = PercentOfRated { min: 2, max: 100 };
+pub(super) const HR3_PERCENT: PercentOfRated = PercentOfRated { min: 2, max: 100 };
 
 /// The G100 set-up as the registers should hold it: HR122 = 1 (RS485 meter), HR123 = HR3000 =
 /// export limit in 0.1 % of rated, rounded down (docs/reference/limiter.md §3; the original
 /// driver's start-up, docs/reference/growatt.md §10). HR3 is not part of it: the limiter writes
 /// HR3 when its decision differs from what HR3 holds.
-pub fn g100_setup(export_limit_w: f64, rated_w: f64) -> [RegisterWrite; 3] {
+pub(super) fn g100_setup(export_limit_w: f64, rated_w: f64) -> [RegisterWrite; 3] {
     let permille = fraction_of_rated_floor(export_limit_w, rated_w, 1000);
     let write = |addr, value| RegisterWrite { addr, value };
     [
@@ -1145,7 +1124,7 @@ fn explain(
     out
 }
 
-pub static MODEL: Model = Model {
+pub(super) static MODEL: Model = Model {
     name: "Growatt MIN/MID TL-X",
     vendor: "growatt",
     // A PV inverter only, the limiter's: read-only /Role, never a generic meter.

@@ -6,20 +6,20 @@
 use std::time::{Duration, Instant};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum State {
+pub(crate) enum State {
     /// Not identified yet, or lost: only probed, at `probe_interval`.
     Probing,
     Online,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Transition {
+pub(crate) enum Transition {
     CameOnline,
     Lost,
 }
 
 #[derive(Clone, Copy, Debug)]
-pub struct Timing {
+pub(crate) struct Timing {
     /// Without a good read for this long, an online unit is lost (official drivers: 5 s).
     pub lost_after: Duration,
     /// How often a unit that is not online is probed.
@@ -36,7 +36,7 @@ impl Default for Timing {
 }
 
 #[derive(Clone, Debug)]
-pub struct Lifecycle {
+pub(crate) struct Lifecycle {
     state: State,
     timing: Timing,
     last_good: Option<Instant>,
@@ -46,7 +46,7 @@ pub struct Lifecycle {
 }
 
 impl Lifecycle {
-    pub fn new(timing: Timing) -> Self {
+    pub(crate) fn new(timing: Timing) -> Self {
         Lifecycle {
             state: State::Probing,
             timing,
@@ -56,31 +56,28 @@ impl Lifecycle {
         }
     }
 
-    pub fn state(&self) -> State {
-        self.state
-    }
-
-    pub fn is_online(&self) -> bool {
+    pub(crate) fn is_online(&self) -> bool {
         self.state == State::Online
     }
 
     /// Whether a probing unit should be probed now.
-    pub fn probe_due(&self, now: Instant) -> bool {
+    #[cfg(test)]
+    fn probe_due(&self, now: Instant) -> bool {
         self.state == State::Probing && self.next_probe.is_none_or(|t| now >= t)
     }
 
     /// When a unit that is not online is next probed (`None` while online; the past if due).
-    pub fn probe_at(&self) -> Option<Instant> {
+    pub(crate) fn probe_at(&self) -> Option<Instant> {
         (self.state == State::Probing).then_some(self.next_probe.unwrap_or(self.created))
     }
 
     /// A probe failed: wait a probe interval before the next.
-    pub fn probe_failed(&mut self, now: Instant) {
+    pub(crate) fn probe_failed(&mut self, now: Instant) {
         self.next_probe = Some(now + self.timing.probe_interval);
     }
 
     /// Identification succeeded (and the service is registered).
-    pub fn identified(&mut self, now: Instant) -> Option<Transition> {
+    pub(crate) fn identified(&mut self, now: Instant) -> Option<Transition> {
         self.last_good = Some(now);
         (self.state != State::Online).then(|| {
             self.state = State::Online;
@@ -89,13 +86,13 @@ impl Lifecycle {
     }
 
     /// A good read from an online unit.
-    pub fn read_ok(&mut self, now: Instant) {
+    pub(crate) fn read_ok(&mut self, now: Instant) {
         self.last_good = Some(now);
     }
 
     /// Called every loop iteration (and after a failed read): declares an online unit lost when
     /// its last good read is too old. A single failed poll is not a transition.
-    pub fn check(&mut self, now: Instant) -> Option<Transition> {
+    pub(crate) fn check(&mut self, now: Instant) -> Option<Transition> {
         let stale = self
             .last_good
             .is_none_or(|t| now.saturating_duration_since(t) >= self.timing.lost_after);
@@ -107,7 +104,7 @@ impl Lifecycle {
     }
 
     /// When an online unit would be lost if no good read arrives.
-    pub fn lost_deadline(&self) -> Option<Instant> {
+    pub(crate) fn lost_deadline(&self) -> Option<Instant> {
         (self.state == State::Online)
             .then(|| self.last_good.map(|t| t + self.timing.lost_after))
             .flatten()

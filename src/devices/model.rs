@@ -1,7 +1,7 @@
 //! What a supported device is, as data: [`Model`] and the types a device file fills in.
 //!
 //! A device file (`sdm230.rs`, `growatt.rs`) names its registers (`register_names!`), lists
-//! them as a table, and ends in one `pub static MODEL: Model` holding everything about the
+//! them as a table, and ends in one `static MODEL: Model` holding everything about the
 //! device: the paths it publishes, the plausibility of its readings, how it is identified, how it
 //! wants the bus paced, its roles and what it offers the limiter. The registry (`devices/mod.rs`)
 //! lists the models; no other code names one. docs/architecture.md walks through adding a model.
@@ -31,10 +31,10 @@ macro_rules! register_names {
 
         impl $name {
             /// Every register, in table order.
-            pub const ALL: &'static [$name] = &[$($name::$variant,)*];
+            $vis const ALL: &'static [$name] = &[$($name::$variant,)*];
 
             /// The register's row in the model's table.
-            pub const fn id(self) -> $crate::registers::RegId {
+            $vis const fn id(self) -> $crate::registers::RegId {
                 $crate::registers::RegId::new(self as u16)
             }
         }
@@ -51,7 +51,10 @@ pub(crate) use register_names;
 /// Checks that `all` (a model's typed names, in declaration order) and its register `table` agree
 /// row by row: same count, and each row named like its variant.
 #[cfg(test)]
-pub fn assert_names_match<R: fmt::Debug + Copy + Into<RegId>>(all: &[R], table: &[Register]) {
+pub(super) fn assert_names_match<R: fmt::Debug + Copy + Into<RegId>>(
+    all: &[R],
+    table: &[Register],
+) {
     assert_eq!(
         all.len(),
         table.len(),
@@ -80,7 +83,7 @@ fn snake_case(camel: &str) -> String {
 }
 
 /// A supported model: everything the daemon knows about the device, in one place.
-pub struct Model {
+pub(crate) struct Model {
     pub name: &'static str,
     /// Vendor part of the settings ident and the service suffix (`<vendor>_<serial>`).
     pub vendor: &'static str,
@@ -112,7 +115,7 @@ impl fmt::Debug for Model {
 
 impl Model {
     /// The published `(path, value)` pairs of a unit of this model, in table order.
-    pub fn published_values<'a>(
+    pub(crate) fn published_values<'a>(
         &'static self,
         map: &'a RegisterMap,
     ) -> impl Iterator<Item = (&'static PathDef, Option<f64>)> + 'a {
@@ -123,14 +126,14 @@ impl Model {
     }
 
     /// A register's name in this model's table, for logs.
-    pub fn register_name(&self, id: RegId) -> &'static str {
+    pub(crate) fn register_name(&self, id: RegId) -> &'static str {
         self.registers.get(id.row()).map_or("?", |r| r.name)
     }
 }
 
 /// The D-Bus roles (service classes) a model may take, and the one it starts in.
 #[derive(Clone, Copy, Debug)]
-pub struct Roles {
+pub(crate) struct Roles {
     pub default: &'static str,
     /// The roles a user may choose (`/AllowedRoles`); with one, `/Role` is read-only.
     pub allowed: &'static [&'static str],
@@ -140,7 +143,7 @@ pub struct Roles {
 }
 
 /// Victron's energy-meter roles (dbus-modbus-client `EnergyMeter.role_names`), default first.
-pub const ENERGY_METER_ROLES: Roles = Roles {
+pub(crate) const ENERGY_METER_ROLES: Roles = Roles {
     default: "grid",
     allowed: &[
         "grid",
@@ -174,21 +177,14 @@ impl BusTiming {
 
 /// What a model offers the limiter; a model may offer nothing.
 #[derive(Clone, Copy)]
-pub struct LimiterOffer {
+pub(crate) struct LimiterOffer {
     pub grid_meter: Option<GridMeter>,
     pub inverter: Option<LimitedInverter>,
 }
 
-impl LimiterOffer {
-    pub const NOTHING: LimiterOffer = LimiterOffer {
-        grid_meter: None,
-        inverter: None,
-    };
-}
-
 /// A grid meter's readings for the limiter: where the site's power and energy are.
 #[derive(Clone, Copy, Debug)]
-pub struct GridMeter {
+pub(crate) struct GridMeter {
     /// Total active power, W, + import.
     pub power: RegId,
     pub import_energy: RegId,
@@ -196,12 +192,12 @@ pub struct GridMeter {
 }
 
 impl GridMeter {
-    pub fn power(&self, map: &RegisterMap) -> Option<Reading> {
+    pub(crate) fn power(&self, map: &RegisterMap) -> Option<Reading> {
         reading(map, self.power)
     }
 
     /// Import − export energy (kWh), dated by the import counter's read.
-    pub fn consumption(&self, map: &RegisterMap) -> Option<Reading> {
+    pub(crate) fn consumption(&self, map: &RegisterMap) -> Option<Reading> {
         let (import, at) = map.reading(self.import_energy)?;
         let export = map.number(self.export_energy)?;
         Some(Reading::new(import - export, at))
@@ -210,7 +206,7 @@ impl GridMeter {
 
 /// A PV inverter the limiter can drive: its output and rating, and the strategy that limits it.
 #[derive(Clone, Copy)]
-pub struct LimitedInverter {
+pub(crate) struct LimitedInverter {
     /// AC output power, W.
     pub ac_power: RegId,
     /// Rated power, W, if the inverter tells it.
@@ -219,12 +215,12 @@ pub struct LimitedInverter {
 }
 
 impl LimitedInverter {
-    pub fn ac_power(&self, map: &RegisterMap) -> Option<Reading> {
+    pub(crate) fn ac_power(&self, map: &RegisterMap) -> Option<Reading> {
         reading(map, self.ac_power)
     }
 
     /// The rated power read from the inverter, when it gives a positive one.
-    pub fn rated_power_w(&self, map: &RegisterMap) -> Option<f64> {
+    pub(crate) fn rated_power_w(&self, map: &RegisterMap) -> Option<f64> {
         map.number(self.rated_power?).filter(|w| *w > 0.0)
     }
 }
@@ -238,7 +234,7 @@ fn reading(map: &RegisterMap, id: RegId) -> Option<Reading> {
 /// [`encoding`](Self::encoding); the daemon applies them with [`write`](Self::write), runs
 /// [`set_up`](Self::set_up) whenever the inverter is (re)initialised, and compares every
 /// read-back ([`held`](Self::held), [`drift`](Self::drift)) with what it believes.
-pub trait PowerLimiter: Sync {
+pub(crate) trait PowerLimiter: Sync {
     /// How a limit in watts becomes this inverter's setting.
     fn encoding(&self) -> PercentOfRated;
 
@@ -266,7 +262,7 @@ pub trait PowerLimiter: Sync {
 
 /// What the set-up is for: the export limit to keep, in watts of a rated power.
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub struct SetUpTarget {
+pub(crate) struct SetUpTarget {
     pub export_limit_w: f64,
     /// `None`: the rated power is unknown, so nothing may be written.
     pub rated_w: Option<f64>,
@@ -274,7 +270,7 @@ pub struct SetUpTarget {
 
 /// What the set-up found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct SetUpReport {
+pub(crate) struct SetUpReport {
     /// The limit setting the inverter holds, as read back; `None` when it reads a value outside
     /// the documented range.
     pub held: Option<Setting>,
@@ -285,14 +281,14 @@ pub struct SetUpReport {
 
 /// One holding-register write.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct RegisterWrite {
+pub(crate) struct RegisterWrite {
     pub addr: u16,
     pub value: u16,
 }
 
 /// Why a register access gave nothing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum AccessError {
+pub(crate) enum AccessError {
     /// The unit answered that it will not (a Modbus exception: no such registers, a value it
     /// refuses). During identification: not this model, or an optional block it lacks.
     Refused,
@@ -310,14 +306,14 @@ impl fmt::Display for AccessError {
 }
 
 /// One unit's registers, as device code reads them (identification, set-up read-back).
-pub trait RegisterReader {
+pub(crate) trait RegisterReader {
     /// Reads `words.len()` registers from `addr` of the `access` table.
     fn read(&mut self, access: Access, addr: u16, words: &mut [u16]) -> Result<(), AccessError>;
 }
 
 /// Reads a block the unit may lack: `Ok(false)` when the unit refuses it (during identification:
 /// not this model, or an optional block), `Err` when there is no valid answer.
-pub fn read_if_present(
+pub(super) fn read_if_present(
     regs: &mut dyn RegisterReader,
     access: Access,
     addr: u16,
@@ -331,22 +327,22 @@ pub fn read_if_present(
 }
 
 /// One unit's holding registers, as device code writes them (the limiter's set-up).
-pub trait RegisterWriter: RegisterReader {
+pub(crate) trait RegisterWriter: RegisterReader {
     fn write(&mut self, addr: u16, value: u16) -> Result<(), AccessError>;
 }
 
 /// A model's identification: what the unit is ([`Recognition`]), `Err` no valid answer (the
 /// probe failed).
-pub type Identify =
+pub(super) type Identify =
     fn(&mut dyn RegisterReader, &IdentifyContext) -> Result<Recognition, AccessError>;
 
 /// A model's register explanation for `--probe`.
-pub type Explain = fn(&mut dyn RegisterReader, &IdentifyContext, f64) -> Vec<Explained>;
+pub(super) type Explain = fn(&mut dyn RegisterReader, &IdentifyContext, f64) -> Vec<Explained>;
 
 /// What identification knows besides the registers: the unit address and the command line's
 /// overrides.
 #[derive(Clone, Copy, Debug)]
-pub struct IdentifyContext<'a> {
+pub(crate) struct IdentifyContext<'a> {
     pub unit: u8,
     /// `--force-model VENDOR:CODE`: drive a unit reporting this code as this vendor's model,
     /// whatever the model's code table says.
@@ -357,14 +353,14 @@ pub struct IdentifyContext<'a> {
 
 impl IdentifyContext<'_> {
     /// Whether the command line forces `vendor`'s model for `code`.
-    pub fn forces(&self, vendor: &str, code: u16) -> bool {
+    pub(crate) fn forces(&self, vendor: &str, code: u16) -> bool {
         self.forced.iter().any(|(v, c)| v == vendor && *c == code)
     }
 }
 
 /// What identification found on a unit.
 #[derive(Clone, Debug)]
-pub enum Recognition {
+pub(crate) enum Recognition {
     /// It is this model, to be driven.
     Found(Identity),
     /// The unit answers, but not as this model.
@@ -376,7 +372,7 @@ pub enum Recognition {
 
 /// One register as `--probe` explains it.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Explained {
+pub(crate) struct Explained {
     /// Table and address, e.g. "HR3" or "IR101-103".
     pub register: &'static str,
     pub value: String,
@@ -387,7 +383,7 @@ pub struct Explained {
 
 /// How a value is rendered in GetText.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Unit {
+pub(crate) enum Unit {
     Watt,
     VoltAmpere,
     Volt,
@@ -404,7 +400,7 @@ pub enum Unit {
 }
 
 impl Unit {
-    pub fn suffix(self) -> &'static str {
+    pub(crate) fn suffix(self) -> &'static str {
         match self {
             Unit::Watt => "W",
             Unit::VoltAmpere => "VA",
@@ -419,7 +415,7 @@ impl Unit {
         }
     }
 
-    pub fn decimals(self) -> usize {
+    pub(crate) fn decimals(self) -> usize {
         match self {
             Unit::Watt | Unit::VoltAmpere | Unit::Seconds | Unit::Code => 0,
             Unit::Volt | Unit::Celsius | Unit::Percent => 1,
@@ -430,7 +426,7 @@ impl Unit {
 
 /// Where a published value comes from.
 #[derive(Clone, Copy, Debug)]
-pub enum Quantity {
+pub(crate) enum Quantity {
     /// A register's scaled value.
     Reg(RegId),
     /// Computed from several registers by a function of the device file.
@@ -440,7 +436,7 @@ pub enum Quantity {
 /// One published value: its path and, for a single-phase device's totals, the per-phase path
 /// that carries the same value (`/Ac/Power` and `/Ac/L1/Power`).
 #[derive(Clone, Copy, Debug)]
-pub struct PathDef {
+pub(crate) struct PathDef {
     pub path: &'static str,
     pub also: Option<&'static str>,
     pub unit: Unit,
@@ -449,7 +445,7 @@ pub struct PathDef {
 
 impl PathDef {
     /// A path showing one register.
-    pub const fn reg(path: &'static str, unit: Unit, reg: RegId) -> Self {
+    pub(crate) const fn reg(path: &'static str, unit: Unit, reg: RegId) -> Self {
         PathDef {
             path,
             also: None,
@@ -459,7 +455,7 @@ impl PathDef {
     }
 
     /// A path computed from several registers.
-    pub const fn derived(
+    pub(crate) const fn derived(
         path: &'static str,
         unit: Unit,
         compute: fn(&Values) -> Option<f64>,
@@ -473,7 +469,7 @@ impl PathDef {
     }
 
     /// The same value published at `path` too.
-    pub const fn also(self, path: &'static str) -> Self {
+    pub(crate) const fn also(self, path: &'static str) -> Self {
         PathDef {
             also: Some(path),
             ..self
@@ -481,28 +477,28 @@ impl PathDef {
     }
 
     /// Every path the value is published at.
-    pub fn paths(&self) -> impl Iterator<Item = &'static str> + use<> {
+    pub(crate) fn paths(&self) -> impl Iterator<Item = &'static str> + use<> {
         std::iter::once(self.path).chain(self.also)
     }
 }
 
 /// A unit's current values, by register.
-pub struct Values<'a> {
+pub(crate) struct Values<'a> {
     map: &'a RegisterMap,
 }
 
 impl<'a> Values<'a> {
-    pub fn new(map: &'a RegisterMap) -> Self {
+    pub(crate) fn new(map: &'a RegisterMap) -> Self {
         Values { map }
     }
 
     /// The scaled value of `reg`; `None` = invalid (not read yet, or rejected).
-    pub fn get(&self, reg: impl Into<RegId>) -> Option<f64> {
+    pub(crate) fn get(&self, reg: impl Into<RegId>) -> Option<f64> {
         self.map.number(reg.into())
     }
 
     /// The value of one published path; `None` = invalid.
-    pub fn path_value(&self, q: Quantity) -> Option<f64> {
+    pub(crate) fn path_value(&self, q: Quantity) -> Option<f64> {
         match q {
             Quantity::Reg(id) => self.get(id),
             Quantity::Derived(compute) => compute(self),
@@ -512,7 +508,7 @@ impl<'a> Values<'a> {
 
 /// What identification found on a unit.
 #[derive(Clone, Debug)]
-pub struct Identity {
+pub(crate) struct Identity {
     pub model: &'static Model,
     pub serial: String,
     pub firmware: String,
@@ -531,7 +527,7 @@ pub struct Identity {
 
 /// An inverter's rated power as identification settled it.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Rating {
+pub(crate) struct Rating {
     /// `None`: unknown, so no limit may be written.
     pub watts: Option<f64>,
     /// Where the watts come from, or why there are none (for the log and the status).
@@ -540,19 +536,19 @@ pub struct Rating {
 
 impl Identity {
     /// The rated power, when known.
-    pub fn rated_power_w(&self) -> Option<f64> {
+    pub(crate) fn rated_power_w(&self) -> Option<f64> {
         self.rating.as_ref().and_then(|r| r.watts)
     }
 
     /// Settings ident and service suffix: `<vendor>_<serial>` reduced to `[A-Za-z0-9_]`.
-    pub fn ident(&self) -> String {
+    pub(crate) fn ident(&self) -> String {
         ident_for(self.model.vendor, &self.serial)
     }
 }
 
 /// `<vendor>_<serial>` with every character outside `[A-Za-z0-9_]` replaced, so it is a valid
 /// settings ident and bus-name element (the vendor prefix keeps it from starting with a digit).
-pub fn ident_for(vendor: &str, serial: &str) -> String {
+pub(crate) fn ident_for(vendor: &str, serial: &str) -> String {
     let serial: String = serial
         .chars()
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
@@ -563,7 +559,7 @@ pub fn ident_for(vendor: &str, serial: &str) -> String {
 /// `<prefix>_<serial>` as the Python original formed its settings ident, if it is one
 /// localsettings takes (`[A-Za-z0-9_]`): with anything else the original could not have stored
 /// settings under it.
-pub fn original_ident(prefix: &str, serial: &str) -> Option<String> {
+pub(crate) fn original_ident(prefix: &str, serial: &str) -> Option<String> {
     let valid = serial
         .bytes()
         .all(|b| b.is_ascii_alphanumeric() || b == b'_');

@@ -24,13 +24,13 @@ use crate::registers::{RegId, Register};
 /// A limit: `fixed + per_rated_w × rated power (W)`. Growatt bounds scale with the unit's rated
 /// power, which is only known after identification.
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Bound {
+pub(crate) struct Bound {
     pub fixed: f64,
     pub per_rated_w: f64,
 }
 
 impl Bound {
-    pub const fn fixed(value: f64) -> Self {
+    pub(crate) const fn fixed(value: f64) -> Self {
         Bound {
             fixed: value,
             per_rated_w: 0.0,
@@ -38,7 +38,7 @@ impl Bound {
     }
 
     /// `factor × rated power`.
-    pub const fn rated(factor: f64) -> Self {
+    pub(crate) const fn rated(factor: f64) -> Self {
         Bound {
             fixed: 0.0,
             per_rated_w: factor,
@@ -47,7 +47,7 @@ impl Bound {
 
     /// The limit for a unit; `None` when it depends on a rated power that is not known, in which
     /// case it is not enforced (blanking a unit for want of a bound would be worse).
-    pub fn resolve(self, rated_power_w: Option<f64>) -> Option<f64> {
+    pub(crate) fn resolve(self, rated_power_w: Option<f64>) -> Option<f64> {
         if self.per_rated_w == 0.0 {
             return Some(self.fixed);
         }
@@ -56,12 +56,12 @@ impl Bound {
 }
 
 /// kWh per second at `watts`: the rate of an energy counter at full power.
-pub const fn kwh_per_s(watts: f64) -> f64 {
+pub(super) const fn kwh_per_s(watts: f64) -> f64 {
     watts / 3_600_000.0
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub enum RuleKind {
+pub(crate) enum RuleKind {
     /// An instantaneous value: accepted when `min ≤ value ≤ max`.
     Range { min: Bound, max: Bound },
     /// A monotonic total. The first reading is accepted when `0 ≤ value ≤ ceiling`; later ones
@@ -76,13 +76,13 @@ pub enum RuleKind {
 
 /// The rule for one register of a model's table.
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Rule {
+pub(crate) struct Rule {
     pub reg: RegId,
     pub kind: RuleKind,
 }
 
 impl Rule {
-    pub const fn range(reg: RegId, min: Bound, max: Bound) -> Self {
+    pub(crate) const fn range(reg: RegId, min: Bound, max: Bound) -> Self {
         Rule {
             reg,
             kind: RuleKind::Range { min, max },
@@ -90,11 +90,16 @@ impl Rule {
     }
 
     /// A range with fixed bounds.
-    pub const fn between(reg: RegId, min: f64, max: f64) -> Self {
+    pub(crate) const fn between(reg: RegId, min: f64, max: f64) -> Self {
         Rule::range(reg, Bound::fixed(min), Bound::fixed(max))
     }
 
-    pub const fn counter(reg: RegId, ceiling: f64, max_rate_per_s: Bound, slack: f64) -> Self {
+    pub(crate) const fn counter(
+        reg: RegId,
+        ceiling: f64,
+        max_rate_per_s: Bound,
+        slack: f64,
+    ) -> Self {
         Rule {
             reg,
             kind: RuleKind::Counter {
@@ -108,7 +113,7 @@ impl Rule {
 
 /// Why a reading was rejected, for the log.
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub enum Rejection {
+pub(crate) enum Rejection {
     NotFinite,
     OutOfRange { min: f64, max: f64 },
     Backwards { last: f64 },
@@ -117,7 +122,7 @@ pub enum Rejection {
 
 /// What one reading does to its quantity's episode.
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub enum Event {
+pub(crate) enum Event {
     /// Accepted, as was the reading before (or first reading).
     Accepted,
     /// Rejected, and the reading before was accepted: an episode starts (logged at warn).
@@ -133,7 +138,7 @@ pub enum Event {
 
 /// Counters of one quantity.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Stats {
+pub(crate) struct Stats {
     /// Readings rejected since the guard was built.
     pub rejections: u64,
     /// Runs of consecutive rejections (each logged once).
@@ -157,7 +162,7 @@ struct Slot {
 /// Plausibility state of one unit. Keep it while the unit is lost and found again (same ident):
 /// a new guard accepts any first counter reading.
 #[derive(Debug)]
-pub struct Guard {
+pub(crate) struct Guard {
     rules: &'static [Rule],
     /// The unit's register table, for the names in log lines.
     table: &'static [Register],
@@ -171,7 +176,7 @@ pub struct Guard {
 impl Guard {
     /// A guard applying `rules` to the registers of `table` (a rule for a row the table does not
     /// have is ignored; of two rules for one register the first applies).
-    pub fn new(rules: &'static [Rule], table: &'static [Register]) -> Self {
+    pub(crate) fn new(rules: &'static [Rule], table: &'static [Register]) -> Self {
         let mut rule_of = vec![None; table.len()];
         for (i, rule) in rules.iter().enumerate() {
             if let Some(slot @ None) = rule_of.get_mut(rule.reg.row()) {
@@ -190,13 +195,13 @@ impl Guard {
 
     /// The unit's rated power (W), for [`Bound::rated`] limits. A non-positive or non-finite
     /// value counts as unknown.
-    pub fn with_rated_power(mut self, rated_power_w: Option<f64>) -> Self {
+    pub(crate) fn with_rated_power(mut self, rated_power_w: Option<f64>) -> Self {
         self.rated_power_w = rated_power_w.filter(|w| w.is_finite() && *w > 0.0);
         self
     }
 
     /// The unit's name in log lines (e.g. its ident).
-    pub fn with_label(mut self, label: impl Into<String>) -> Self {
+    pub(crate) fn with_label(mut self, label: impl Into<String>) -> Self {
         self.label = label.into();
         self
     }
@@ -210,7 +215,7 @@ impl Guard {
     /// rejected counter its last accepted value; otherwise `None` (publish invalid).
     /// Checking the same reading again (same value and read time) repeats the answer and counts
     /// nothing, so it may be called on every publish cycle with the stored value.
-    pub fn check(&mut self, reg: impl Into<RegId>, value: f64, now: Instant) -> Option<f64> {
+    pub(crate) fn check(&mut self, reg: impl Into<RegId>, value: f64, now: Instant) -> Option<f64> {
         let reg = reg.into();
         let (publish, event) = self.judge(reg, value, now);
         let name = self.table.get(reg.row()).map_or("?", |r| r.name);
@@ -234,7 +239,7 @@ impl Guard {
     }
 
     /// [`Guard::check`] without the log line: the value to publish and the episode event.
-    pub fn judge(
+    pub(crate) fn judge(
         &mut self,
         reg: impl Into<RegId>,
         value: f64,
@@ -293,18 +298,20 @@ impl Guard {
 
     /// What the last check of `reg` said to publish: `Some(None)` = invalid, `None` when the
     /// register has no rule or was not checked yet.
-    pub fn current(&self, reg: impl Into<RegId>) -> Option<Option<f64>> {
+    #[cfg(test)]
+    fn current(&self, reg: impl Into<RegId>) -> Option<Option<f64>> {
         let i = self.rule_index(reg.into())?;
         self.slots[i].previous.map(|(_, _, publish)| publish)
     }
 
     /// Rejected readings of `reg` so far (0 for a register without a rule).
-    pub fn rejections(&self, reg: impl Into<RegId>) -> u64 {
+    #[cfg(test)]
+    fn rejections(&self, reg: impl Into<RegId>) -> u64 {
         self.stats(reg).map_or(0, |s| s.rejections)
     }
 
     /// The counters of `reg`; `None` for a register without a rule.
-    pub fn stats(&self, reg: impl Into<RegId>) -> Option<Stats> {
+    pub(crate) fn stats(&self, reg: impl Into<RegId>) -> Option<Stats> {
         Some(self.slots[self.rule_index(reg.into())?].stats)
     }
 }

@@ -18,7 +18,7 @@ use crate::registers::{
 
 register_names! {
     /// The meter's registers, one per row of [`REGISTERS`].
-    pub enum Reg {
+    pub(crate) enum Reg {
         Voltage,
         Current,
         Power,
@@ -46,7 +46,7 @@ const fn float(name: &'static str, addr: u16, refresh: Refresh) -> Register {
 }
 
 /// Input and holding registers read in normal operation, in the order of [`Reg`].
-pub static REGISTERS: [Register; Reg::ALL.len()] = [
+pub(super) static REGISTERS: [Register; Reg::ALL.len()] = [
     float("voltage", 0x0000, every(1)),
     float("current", 0x0006, every(1)),
     // The limiter's input: read as often as the bus allows.
@@ -69,7 +69,7 @@ pub static REGISTERS: [Register; Reg::ALL.len()] = [
 /// Reads spanning the meter's undefined gaps are answered with an exception: keep holes within
 /// the defined blocks. Eastron: at most 30 values (60 registers) per read, and only whole
 /// values: an even start address and an even count (docs/reference/eastron-sdm230.md §1).
-pub const LIMITS: PackLimits = PackLimits {
+pub(super) const LIMITS: PackLimits = PackLimits {
     max_hole: 4,
     max_count: 60,
     barriers: &[(Input, 0x0012), (Input, 0x0046), (Input, 0x0156)],
@@ -107,7 +107,7 @@ const fn between(reg: Reg, min: f64, max: f64) -> Rule {
 
 /// Physical bounds of each reading: anything outside is a glitch, not a measurement.
 /// Power factor gets a hair of tolerance because it is computed in float (P/S).
-pub static PLAUSIBILITY: [Rule; 12] = [
+pub(super) static PLAUSIBILITY: [Rule; 12] = [
     between(Voltage, 0.0, 300.0),
     between(Current, -MAX_CURRENT_A, MAX_CURRENT_A),
     between(Power, -MAX_POWER_W, MAX_POWER_W),
@@ -141,7 +141,7 @@ const fn reg(path: &'static str, unit: Unit, reg: Reg) -> PathDef {
 
 /// What the grid service publishes: the totals, and the same values per phase (what systemcalc
 /// reads).
-pub static PATHS: [PathDef; 9] = [
+pub(super) static PATHS: [PathDef; 9] = [
     reg("/Ac/Power", Unit::Watt, Power).also("/Ac/L1/Power"),
     reg("/Ac/Voltage", Unit::Volt, Voltage).also("/Ac/L1/Voltage"),
     PathDef::derived("/Ac/Current", Unit::Ampere, current_signed_like_power).also("/Ac/L1/Current"),
@@ -162,7 +162,7 @@ const FREQUENCY_ADDR: u16 = 0x0046;
 /// Eastron meter codes at 0xFC02 and their phases (docs/reference/eastron-sdm230.md §4). A
 /// three-phase meter answers the single-phase addresses with its L1 values: the limiter would
 /// take one phase for the site's grid power, so it is refused.
-pub static METER_CODES: [(u16, &str, u8); 8] = [
+pub(super) static METER_CODES: [(u16, &str, u8); 8] = [
     (32, "SDM120-Modbus", 1),
     (43, "SDM230-Modbus", 1),
     (112, "SDM630-Modbus", 3),
@@ -335,7 +335,7 @@ fn explain(regs: &mut dyn RegisterReader, ctx: &IdentifyContext, _: f64) -> Vec<
     out
 }
 
-pub static MODEL: Model = Model {
+pub(super) static MODEL: Model = Model {
     name: "Eastron SDM230",
     vendor: "eastron",
     // Any of Victron's energy-meter roles, grid by default.

@@ -39,7 +39,7 @@ use super::policy::{Decision, Settings, Target};
 use super::strategy::{PercentOfRated, Setting};
 
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub struct ActuatorConfig {
+pub(crate) struct ActuatorConfig {
     pub rated_w: f64,
     /// How a limit in watts becomes a setting (the inverter's strategy).
     pub encoding: PercentOfRated,
@@ -62,7 +62,7 @@ pub struct ActuatorConfig {
 }
 
 impl ActuatorConfig {
-    pub fn new(settings: &Settings, encoding: PercentOfRated) -> Self {
+    pub(crate) fn new(settings: &Settings, encoding: PercentOfRated) -> Self {
         Self {
             rated_w: settings.rated_w,
             encoding,
@@ -215,7 +215,7 @@ impl RaiseHistory {
 }
 
 #[derive(Clone, Debug)]
-pub struct Actuator {
+pub(crate) struct Actuator {
     config: ActuatorConfig,
     state: State,
     /// When the last write failed; nothing is written within `retry_interval` of it.
@@ -226,7 +226,7 @@ pub struct Actuator {
 }
 
 impl Actuator {
-    pub fn new(config: ActuatorConfig) -> Self {
+    pub(crate) fn new(config: ActuatorConfig) -> Self {
         Self {
             config: config.sanitised(),
             state: State::Unknown,
@@ -237,20 +237,20 @@ impl Actuator {
         }
     }
 
-    pub fn config(&self) -> &ActuatorConfig {
+    pub(crate) fn config(&self) -> &ActuatorConfig {
         &self.config
     }
 
     /// New settings (e.g. rated power read from the inverter): keeps what the inverter holds
     /// and the pacing state.
-    pub fn reconfigure(&mut self, config: ActuatorConfig) {
+    pub(crate) fn reconfigure(&mut self, config: ActuatorConfig) {
         self.config = config.sanitised();
     }
 
     /// The setting to write now for this decision, if any. The caller writes it and reports
     /// back with [`confirm_written`](Self::confirm_written) or [`write_failed`](Self::write_failed);
     /// until then the same setting is asked for again on the next call (that is the retry).
-    pub fn next_write(&mut self, decision: &Decision, now: Instant) -> Option<Setting> {
+    pub(crate) fn next_write(&mut self, decision: &Decision, now: Instant) -> Option<Setting> {
         let Some(wanted) = self.wanted(decision.target) else {
             self.drop_waiting_change();
             return None;
@@ -394,12 +394,12 @@ impl Actuator {
     }
 
     /// How long a raise must persist now (zero unless raises were reversed recently).
-    pub fn raise_backoff(&self, now: Instant) -> Duration {
+    pub(crate) fn raise_backoff(&self, now: Instant) -> Duration {
         self.raises.backoff(now, &self.config)
     }
 
     /// The write of `setting` succeeded at `now`.
-    pub fn confirm_written(&mut self, setting: Setting, now: Instant) {
+    pub(crate) fn confirm_written(&mut self, setting: Setting, now: Instant) {
         if let Some((previous, _)) = self.state.held() {
             self.raises.note_write(previous, setting, now, &self.config);
         }
@@ -413,13 +413,13 @@ impl Actuator {
 
     /// The write failed (timeout, exception): retry after `retry_interval`. The setting is kept
     /// as believed; if the write did land, the retry finds nothing to do or rewrites it once.
-    pub fn write_failed(&mut self, now: Instant) {
+    pub(crate) fn write_failed(&mut self, now: Instant) {
         self.last_failure = Some(now);
         self.failures = self.failures.saturating_add(1);
     }
 
     /// The inverter was (re)initialised (set-up run) and holds `setting`, as read back.
-    pub fn inverter_reinitialised(&mut self, setting: Setting) {
+    pub(crate) fn inverter_reinitialised(&mut self, setting: Setting) {
         self.state = State::Steady {
             setting,
             written_at: None,
@@ -428,26 +428,27 @@ impl Actuator {
     }
 
     /// The inverter stopped answering: its setting is unknown until re-initialised.
-    pub fn inverter_lost(&mut self) {
+    pub(crate) fn inverter_lost(&mut self) {
         self.state = State::Unknown;
     }
 
     /// Confirmed writes since start (for the published write counter).
-    pub fn writes(&self) -> u64 {
+    pub(crate) fn writes(&self) -> u64 {
         self.writes
     }
 
-    pub fn failures(&self) -> u64 {
+    #[cfg(test)]
+    fn failures(&self) -> u64 {
         self.failures
     }
 
     /// The setting the inverter is believed to hold.
-    pub fn applied(&self) -> Option<Setting> {
+    pub(crate) fn applied(&self) -> Option<Setting> {
         self.state.held().map(|(setting, _)| setting)
     }
 
     /// The applied limit in watts (`/dynamicGenerationMaxPower`, `/Ac/PowerLimit`).
-    pub fn applied_watts(&self) -> Option<f64> {
+    pub(crate) fn applied_watts(&self) -> Option<f64> {
         self.applied()
             .map(|s| self.config.encoding.watts(s, self.config.rated_w))
     }
@@ -460,7 +461,7 @@ fn elapsed(since: Instant, now: Instant) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::limiter::policy::Status;
+    use crate::limiter::Status;
 
     const MS: Duration = Duration::from_millis(1);
 

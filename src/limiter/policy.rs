@@ -23,11 +23,11 @@
 use std::time::{Duration, Instant};
 
 /// Below this PV power the inverter counts as offline (rule 3).
-pub const PV_OFFLINE_BELOW_W: f64 = 50.0;
+pub(super) const PV_OFFLINE_BELOW_W: f64 = 50.0;
 /// Offset window (kWh) in which the limiter tracks the demand (rule 5), exclusive bounds.
-pub const LIMITING_OFFSET_KWH: (f64, f64) = (-200.0, -2.0);
+pub(super) const LIMITING_OFFSET_KWH: (f64, f64) = (-200.0, -2.0);
 /// Beyond this |offset| (kWh) the status says "out of range" (rule 6).
-pub const OUT_OF_RANGE_KWH: f64 = 200.0;
+pub(super) const OUT_OF_RANGE_KWH: f64 = 200.0;
 
 /// One value with the instant it was read or received.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -344,7 +344,7 @@ fn decide_tracking(inputs: &Inputs, settings: &Settings, now: Instant, grid: f64
 }
 
 /// Rules 5 and 6: track the demand inside the offset window, else full power.
-pub fn decide_by_offset(offset_kwh: f64, limit_w: f64) -> Decision {
+pub(super) fn decide_by_offset(offset_kwh: f64, limit_w: f64) -> Decision {
     let (low, high) = LIMITING_OFFSET_KWH;
     if offset_kwh > low && offset_kwh < high {
         Decision::new(Target::Limit(limit_w), Status::Limiting)
@@ -357,7 +357,7 @@ pub fn decide_by_offset(offset_kwh: f64, limit_w: f64) -> Decision {
 
 /// Battery and vebus values, each `None` when unknown.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub struct BatteryView {
+pub(super) struct BatteryView {
     pub power: Option<f64>,
     pub voltage: Option<f64>,
     pub soc: Option<f64>,
@@ -369,7 +369,7 @@ pub struct BatteryView {
 
 impl BatteryView {
     /// Rule 4: `battery_power > 0 and (soc < 90 or voltage < 54)`, three-valued.
-    pub fn charging_below_full(&self) -> Option<bool> {
+    pub(super) fn charging_below_full(&self) -> Option<bool> {
         and3(
             cmp(self.power, |p| p > 0.0),
             or3(cmp(self.soc, |s| s < 90.0), cmp(self.voltage, |v| v < 54.0)),
@@ -378,7 +378,7 @@ impl BatteryView {
 
     /// The demand estimate's charging allowance (W): the first branch that holds, or — when
     /// unknowns leave the choice open — the smallest allowance any resolution could give.
-    pub fn charge_allowance_w(&self) -> f64 {
+    pub(super) fn charge_allowance_w(&self) -> f64 {
         let is = |v: Option<f64>, want: f64| cmp(v, |x| x == want);
         let absorption = or3(is(self.vebus_state, 3.0), is(self.led_absorption, 1.0));
         let bulk = or3(is(self.vebus_state, 4.0), is(self.led_bulk, 1.0));
@@ -391,7 +391,7 @@ impl BatteryView {
 
     /// The discharge correction `-multi_in` when discharging (< −100 W), choosing the lower
     /// limit when it is unknown whether the battery discharges.
-    pub fn discharge_correction_w(&self) -> f64 {
+    pub(super) fn discharge_correction_w(&self) -> f64 {
         let discharging = cmp(self.power, |p| p < -100.0);
         match (discharging, self.multi_in) {
             (Some(true), Some(m)) => -m,
@@ -402,12 +402,12 @@ impl BatteryView {
 }
 
 /// `limit_w = grid + pv + charging allowance + discharge correction` (§1 demand estimate).
-pub fn demand_w(grid: f64, pv: f64, battery: &BatteryView) -> f64 {
+pub(super) fn demand_w(grid: f64, pv: f64, battery: &BatteryView) -> f64 {
     grid + pv + battery.charge_allowance_w() + battery.discharge_correction_w()
 }
 
 /// Two PV readings further apart than this give no usable slope.
-pub const PV_SLOPE_SPAN: Duration = Duration::from_secs(1);
+pub(super) const PV_SLOPE_SPAN: Duration = Duration::from_secs(1);
 
 /// The PV power at `at` (the grid reading's time), extrapolated along the slope of the last two
 /// PV readings. `grid + pv` is invariant while the inverter ramps only if both are taken at the
@@ -418,7 +418,7 @@ pub const PV_SLOPE_SPAN: Duration = Duration::from_secs(1);
 ///
 /// `applied_w` (the limit HR3 holds, if known) is where a ramp ends: the estimate never goes
 /// past it, so a reading taken just before the inverter reached its limit does not overshoot.
-pub fn pv_extrapolated(
+pub(crate) fn pv_extrapolated(
     previous: Option<Reading>,
     latest: Reading,
     at: Instant,

@@ -70,7 +70,7 @@ impl ReferenceSmoother {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::limiter::policy::Status;
+    use crate::limiter::Status;
 
     const PERCENT: PercentOfRated = PercentOfRated { min: 2, max: 100 };
 

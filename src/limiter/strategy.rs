@@ -59,7 +59,7 @@ impl PercentOfRated {
     }
 
     /// The highest setting whose output stays within `export_limit_w`: the export limit in
-    /// whole percent of rated, rounded down ([`fraction_of_rated_floor`]), at most `max`.
+    /// whole percent of rated, rounded down (`fraction_of_rated_floor`), at most `max`.
     pub fn failsafe(self, export_limit_w: f64, rated_w: f64) -> Setting {
         Setting(fraction_of_rated_floor(export_limit_w, rated_w, 100).min(self.max))
     }
@@ -68,7 +68,7 @@ impl PercentOfRated {
 /// `watts` in `1/steps` of the rated power, rounded down, clamped to `0..=steps`; non-finite
 /// (e.g. rated power 0: a configuration error) → 0. An export limit expressed this way never
 /// lets more out than the limit.
-pub fn fraction_of_rated_floor(watts: f64, rated_w: f64, steps: u16) -> u16 {
+pub(crate) fn fraction_of_rated_floor(watts: f64, rated_w: f64, steps: u16) -> u16 {
     let fraction = (f64::from(steps) * watts / rated_w + 1e-9).floor();
     if !fraction.is_finite() {
         return 0;

@@ -7,11 +7,11 @@ use rmodbus::VectorTrait;
 use super::{ExceptionCode, ModbusError};
 
 /// An RTU frame is at most 256 bytes (unit + PDU of 253 + CRC).
-pub const MAX_FRAME: usize = 256;
+pub(crate) const MAX_FRAME: usize = 256;
 /// The Modbus limit for one read of holding/input registers.
-pub const MAX_READ_REGISTERS: u16 = 125;
+pub(crate) const MAX_READ_REGISTERS: u16 = 125;
 /// The Modbus limit for one 0x10 write.
-pub const MAX_WRITE_REGISTERS: u16 = 123;
+pub(crate) const MAX_WRITE_REGISTERS: u16 = 123;
 
 pub(crate) const FN_READ_HOLDING: u8 = 0x03;
 pub(crate) const FN_READ_INPUT: u8 = 0x04;

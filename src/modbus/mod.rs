@@ -2,6 +2,8 @@
 //! exact-length replies, strict checks, typed requests and errors, adaptive per-unit timeouts
 //! and counters. No heap allocation per transaction.
 //!
+//! Private modules; this file re-exports what other layers and the tests use.
+//!
 //! - `line`: the [`Line`] the master talks through (serialport's `TTYPort` in production, a
 //!   scripted line in unit tests) and the [`SerialSettings`] its timing derives from;
 //! - `request`: the typed [`Request`], checked before it reaches the bus;
@@ -20,10 +22,10 @@ mod request;
 #[cfg(test)]
 mod scripted;
 
+// The public surface: what the tests, benchmarks and fuzz targets use, and the types the
+// signatures of those items name (a master's line, replies, steps, counters).
 pub use error::{ErrorKind, ExceptionCode, InvalidRequest, ModbusError};
-pub use frame::{
-    MAX_FRAME, MAX_READ_REGISTERS, MAX_WRITE_REGISTERS, Response, crc_ok, crc16, reply_frame_len,
-};
+pub use frame::{Response, crc_ok, crc16, reply_frame_len};
 pub use line::{Line, Parity, SerialSettings};
 pub use master::{Reply, RtuMaster, Step, UnitPacing, UnitStats};
-pub use request::{BROADCAST, ReadFunction, Request, foreign_frame_len, parse_response};
+pub use request::{ReadFunction, Request, foreign_frame_len, parse_response};

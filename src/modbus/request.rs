@@ -10,7 +10,7 @@ use super::frame::{
 use super::{InvalidRequest, ModbusError};
 
 /// Unit 0: writes to every device, no reply.
-pub const BROADCAST: u8 = 0;
+pub(crate) const BROADCAST: u8 = 0;
 /// The highest unit address; 248..=255 are reserved.
 const MAX_UNIT: u8 = 247;
 

@@ -9,11 +9,11 @@ use super::settings::{Settings, parse_class_instance};
 use super::{Error, Value};
 
 /// The group every device entry lives in.
-pub const DEVICES: &str = "/Settings/Devices";
+pub(super) const DEVICES: &str = "/Settings/Devices";
 
 /// What an old entry held, to be written into the daemon's own entry.
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct Adopted {
+pub(super) struct Adopted {
     /// The old ident (`cg_21034567`).
     pub from: String,
     /// `ClassAndVrmInstance`, e.g. `grid:40`.
@@ -24,7 +24,7 @@ pub struct Adopted {
 
 impl Adopted {
     /// For the log: what was carried over.
-    pub fn describe(&self) -> String {
+    pub(super) fn describe(&self) -> String {
         let mut parts = Vec::new();
         if let Some(ci) = &self.class_instance {
             parts.push(format!("ClassAndVrmInstance {ci}"));
@@ -48,7 +48,7 @@ impl Adopted {
 /// to carry over and which old settings to remove (every leaf below `old`, relative to
 /// [`DEVICES`]: RemoveSettings takes leaves, a group path is refused). Values of the wrong shape
 /// are left behind (removed, not carried).
-pub fn plan(
+pub(super) fn plan(
     devices: &BTreeMap<String, Value>,
     old: &str,
     new: &str,
@@ -87,7 +87,11 @@ pub fn plan(
 /// what it held, for the caller to write into its new entry. Removal comes first: while the old
 /// `ClassAndVrmInstance` exists, localsettings would give the new entry the next free instance
 /// (docs/reference/victron.md §3). What was found is logged before anything is removed.
-pub fn take_over(settings: &mut Settings, old: &str, new: &str) -> Result<Option<Adopted>, Error> {
+pub(super) fn take_over(
+    settings: &mut Settings,
+    old: &str,
+    new: &str,
+) -> Result<Option<Adopted>, Error> {
     let devices = settings.values_below(DEVICES)?;
     let Some((adopted, leaves)) = plan(&devices, old, new) else {
         return Ok(None);

@@ -193,21 +193,21 @@ pub(crate) fn watch(ch: &Channel) -> Watch {
 /// whichever comes first instead of sleeping in slices and polling each in turn. The fd array
 /// is kept between waits: no allocation per wait once it has grown.
 #[derive(Default)]
-pub struct Poller {
+pub(crate) struct Poller {
     fds: Vec<libc::pollfd>,
     /// The sockets found ready by the last wait.
     ready: Vec<RawFd>,
 }
 
 impl Poller {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Poller::default()
     }
 
     /// Sleeps until a connection's socket or one of `extra` (serial lines) is ready, or until
     /// `deadline` (at once if it has passed; without a deadline, until something is ready). A
     /// signal ends the wait early. Returns whether one of `extra` is readable.
-    pub fn wait(
+    pub(crate) fn wait(
         &mut self,
         conns: &[&mut dyn Pump],
         extra: &[RawFd],
@@ -281,7 +281,7 @@ impl Poller {
     /// Handles what the last wait found: each connection whose socket was ready reads and
     /// writes it without blocking; every connection handles the messages it has queued. All
     /// connections are served even when one fails; the first error is returned.
-    pub fn dispatch(&mut self, conns: &mut [&mut dyn Pump]) -> Result<usize, Error> {
+    pub(crate) fn dispatch(&mut self, conns: &mut [&mut dyn Pump]) -> Result<usize, Error> {
         let mut handled = 0;
         let mut first_err = None;
         for c in conns.iter_mut() {

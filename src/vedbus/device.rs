@@ -40,14 +40,14 @@ pub struct DeviceConfig {
     /// `/Mgmt/Connection`, e.g. `Modbus RTU /dev/ttyUSB0 unit 1`.
     pub connection: String,
     /// The settings ident the replaced driver used for this device (`cg_<serial>`): its entry is
-    /// taken over on the first start ([`adopt`]).
+    /// taken over on the first start (`adopt`).
     pub adopt_from: Option<String>,
 }
 
 /// Whether a role has `/Position` (AC input 1 / AC output / AC input 2), persisted in
 /// `/Settings/Devices/<ident>/Position`: Victron's energy meters in these roles, and PV inverters
 /// (docs/reference/victron.md §5).
-pub fn role_has_position(class: &str) -> bool {
+pub(crate) fn role_has_position(class: &str) -> bool {
     matches!(class, "pvinverter" | "evcharger" | "heatpump" | "acload")
 }
 

@@ -37,65 +37,26 @@
 //! changes coalesce into the next one (libdbus' outgoing queue is unbounded otherwise).
 //! [`Error::Disconnected`] from a pump means the bus is gone: exit and let the supervisor restart.
 
-pub mod adopt;
+mod adopt;
 mod bus;
 mod device;
+mod error;
 mod service;
 mod settings;
 mod tree;
 mod value;
 mod watcher;
 
-pub use bus::{BusAddress, Poller, Pump, Watch, pump_all};
-pub use device::{DeviceConfig, DeviceService, role_has_position};
-pub use service::{MAX_QUEUED_WRITES, Service};
-pub use settings::{
-    MAX_QUEUED_CHANGES, SETTINGS_SERVICE, SettingDef, Settings, allocate_instance,
-    class_instance_path, is_valid_ident, parse_class_instance,
-};
-pub use value::{Format, INVALID_TEXT, Refusal, Value, Writable, format_text};
-pub use watcher::{Watcher, name_matches};
+// What the tests, benchmarks, fuzz targets and the app use (`Watch`: what `Pump` names).
+pub use bus::{BusAddress, Pump, Watch, pump_all};
+pub use device::{DeviceConfig, DeviceService};
+pub use error::Error;
+pub use service::Service;
+pub use settings::{SettingDef, Settings, allocate_instance};
+pub use value::{Format, Refusal, Value, Writable};
+pub use watcher::Watcher;
 
-use std::fmt;
-
-/// What can go wrong on D-Bus. Malformed input from peers is never an error here: it is
-/// answered (error reply or non-zero SetValue) and logged at debug level.
-#[derive(Debug)]
-pub enum Error {
-    /// Could not connect to the bus.
-    Connect(String),
-    /// The bus connection was lost.
-    Disconnected,
-    /// Waiting on the connections' sockets failed.
-    Poll(String),
-    /// The well-known name is owned by another process.
-    NameTaken(String),
-    /// A bad name, path or argument given by the caller.
-    Invalid(String),
-    /// A method call to a peer failed (error reply, timeout, peer gone).
-    Call { method: String, detail: String },
-    /// A peer's reply did not have the documented shape.
-    BadReply(String),
-    /// `com.victronenergy.settings` did not appear in time.
-    SettingsUnavailable,
-    /// localsettings refused a setting (AddSettings error code or SetValue result).
-    Setting { path: String, code: i32 },
-}
-
-impl fmt::Display for Error {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Error::Connect(e) => write!(f, "cannot connect to D-Bus: {e}"),
-            Error::Disconnected => write!(f, "D-Bus connection lost"),
-            Error::Poll(e) => write!(f, "waiting on the D-Bus connections failed: {e}"),
-            Error::NameTaken(n) => write!(f, "D-Bus name {n} is already taken by another process"),
-            Error::Invalid(e) => write!(f, "invalid D-Bus argument: {e}"),
-            Error::Call { method, detail } => write!(f, "D-Bus call {method} failed: {detail}"),
-            Error::BadReply(e) => write!(f, "unexpected D-Bus reply: {e}"),
-            Error::SettingsUnavailable => write!(f, "com.victronenergy.settings is not running"),
-            Error::Setting { path, code } => write!(f, "setting {path} refused with code {code}"),
-        }
-    }
-}
-
-impl std::error::Error for Error {}
+pub(crate) use bus::Poller;
+pub(crate) use service::MAX_QUEUED_WRITES;
+#[cfg(test)]
+pub(crate) use value::format_text;

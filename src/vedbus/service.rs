@@ -15,7 +15,7 @@ use std::time::Duration;
 
 /// Accepted writes kept until the owner takes them. The owner drains them every loop iteration;
 /// the bound only matters if it stops doing so (then the oldest are dropped).
-pub const MAX_QUEUED_WRITES: usize = 32;
+pub(crate) const MAX_QUEUED_WRITES: usize = 32;
 
 /// SetValue results. Callers only test for 0 (§1.3).
 const SET_OK: i32 = 0;

@@ -9,11 +9,11 @@ use dbus::{Message, MessageType, Signature};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
-pub const SETTINGS_SERVICE: &str = "com.victronenergy.settings";
+pub(crate) const SETTINGS_SERVICE: &str = "com.victronenergy.settings";
 const SETTINGS_IFACE: &str = "com.victronenergy.Settings";
 
 /// Changes kept until the owner takes them; the oldest are dropped beyond this.
-pub const MAX_QUEUED_CHANGES: usize = 64;
+pub(crate) const MAX_QUEUED_CHANGES: usize = 64;
 
 /// One setting to create (if absent) and follow. `default` must be `Int`, `Double` or `Text`
 /// (localsettings refuses other types with −3, §10.13); `min`/`max` are left out when invalid.
@@ -380,7 +380,7 @@ fn parse_add_settings_reply(reply: &Message) -> Option<Vec<AddResult>> {
 }
 
 /// Parses localsettings' `"<class>:<instance>"`.
-pub fn parse_class_instance(s: &str) -> Option<(&str, i32)> {
+pub(crate) fn parse_class_instance(s: &str) -> Option<(&str, i32)> {
     let (class, instance) = s.split_once(':')?;
     let valid_class = !class.is_empty()
         && class
@@ -391,7 +391,7 @@ pub fn parse_class_instance(s: &str) -> Option<(&str, i32)> {
 }
 
 /// The settings identifier rule of localsettings: `[A-Za-z0-9_]`, not starting with `_`.
-pub fn is_valid_ident(ident: &str) -> bool {
+pub(crate) fn is_valid_ident(ident: &str) -> bool {
     !ident.is_empty()
         && !ident.starts_with('_')
         && ident
@@ -399,7 +399,7 @@ pub fn is_valid_ident(ident: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
-pub fn class_instance_path(ident: &str) -> String {
+pub(crate) fn class_instance_path(ident: &str) -> String {
     format!("/Settings/Devices/{ident}/ClassAndVrmInstance")
 }
 

@@ -12,7 +12,7 @@ pub(crate) struct Item {
 }
 
 impl Item {
-    pub fn text(&self) -> String {
+    pub(super) fn text(&self) -> String {
         format_text(&self.value, self.format)
     }
 }
@@ -50,31 +50,31 @@ fn node_prefix(path: &str) -> String {
 }
 
 impl Tree {
-    pub fn insert(&mut self, path: &str, item: Item) {
+    pub(super) fn insert(&mut self, path: &str, item: Item) {
         self.items.insert(path.to_string(), item);
     }
 
-    pub fn remove(&mut self, path: &str) -> bool {
+    pub(super) fn remove(&mut self, path: &str) -> bool {
         self.items.remove(path).is_some()
     }
 
-    pub fn get(&self, path: &str) -> Option<&Item> {
+    pub(super) fn get(&self, path: &str) -> Option<&Item> {
         self.items.get(path)
     }
 
-    pub fn get_mut(&mut self, path: &str) -> Option<&mut Item> {
+    pub(super) fn get_mut(&mut self, path: &str) -> Option<&mut Item> {
         self.items.get_mut(path)
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = (&String, &Item)> {
+    pub(super) fn iter(&self) -> impl Iterator<Item = (&String, &Item)> {
         self.items.iter()
     }
 
-    pub fn iter_mut(&mut self) -> impl Iterator<Item = (&String, &mut Item)> {
+    pub(super) fn iter_mut(&mut self) -> impl Iterator<Item = (&String, &mut Item)> {
         self.items.iter_mut()
     }
 
-    pub fn kind(&self, path: &str) -> Node {
+    pub(super) fn kind(&self, path: &str) -> Node {
         if self.items.contains_key(path) {
             Node::Leaf
         } else if path == "/" || self.below(path).next().is_some() {
@@ -85,7 +85,10 @@ impl Tree {
     }
 
     /// Leaves below a node with their key relative to the node, no leading slash (node GetValue).
-    pub fn below<'a>(&'a self, node: &str) -> impl Iterator<Item = (&'a str, &'a Item)> + 'a {
+    pub(super) fn below<'a>(
+        &'a self,
+        node: &str,
+    ) -> impl Iterator<Item = (&'a str, &'a Item)> + 'a {
         let prefix = node_prefix(node);
         let plen = prefix.len();
         self.items
@@ -95,7 +98,7 @@ impl Tree {
     }
 
     /// Names of the direct children of a node (for introspection), sorted and unique.
-    pub fn children(&self, node: &str) -> Vec<&str> {
+    pub(super) fn children(&self, node: &str) -> Vec<&str> {
         let mut names: Vec<&str> = self
             .below(node)
             .filter_map(|(rel, _)| rel.split('/').next())
@@ -107,7 +110,7 @@ impl Tree {
     /// Introspection XML of an object: the BusItem methods it answers, the one signal the
     /// service sends (ItemsChanged, on `/`; no per-item PropertiesChanged, see `Service::flush`)
     /// and its child nodes.
-    pub fn introspect(&self, path: &str) -> String {
+    pub(super) fn introspect(&self, path: &str) -> String {
         let kind = self.kind(path);
         let mut x = String::with_capacity(1024);
         x.push_str(concat!(

@@ -107,10 +107,10 @@ impl Format {
 
 /// GetText of an invalid value, as velib's `VeDbusItemExport.GetText` answers
 /// (docs/reference/victron.md §1).
-pub const INVALID_TEXT: &str = "---";
+pub(crate) const INVALID_TEXT: &str = "---";
 
 /// GetText of a value: velib's `---` when invalid, else the value in its format.
-pub fn format_text(value: &Value, format: Format) -> String {
+pub(crate) fn format_text(value: &Value, format: Format) -> String {
     let text = match (value, format) {
         (Value::Invalid, _) => INVALID_TEXT.to_string(),
         (Value::Int(i), Format::Hex) => format!("0x{:X}", *i as u32),

@@ -46,7 +46,7 @@ pub struct Watcher {
 
 /// `name` is `prefix` or lies below it (`com.victronenergy.battery` matches
 /// `com.victronenergy.battery.ttyO1`, not `com.victronenergy.batteryx`).
-pub fn name_matches(prefix: &str, name: &str) -> bool {
+pub(crate) fn name_matches(prefix: &str, name: &str) -> bool {
     let prefix = prefix.trim_end_matches('.');
     name.strip_prefix(prefix)
         .is_some_and(|rest| rest.is_empty() || rest.starts_with('.'))
