@@ -102,13 +102,11 @@ fn run(steps: usize, pause: Duration, daemon_args: &[&str]) -> Result {
     std::thread::sleep(pause);
 
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
-    let mut size = 0.0;
     let mut applied: Vec<(SystemTime, bool)> = Vec::new();
     for i in 0..steps {
         let up = i % 2 == 0;
         let load = if up {
-            size = 200.0 + rng.below(801) as f64;
-            BASE_LOAD_W + size
+            BASE_LOAD_W + 200.0 + rng.below(801) as f64
         } else {
             BASE_LOAD_W
         };

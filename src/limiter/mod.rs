@@ -6,6 +6,8 @@
 //!   deadbanded and paced by time;
 //! - [`strategy`]: the vendor-neutral side of an inverter's power-limiting strategy: how a limit
 //!   in watts becomes a [`Setting`];
+//! - [`estimate`]: the inverter's expected output between PV readings (dead time, ramp, cap),
+//!   corrected by each reading;
 //! - [`controller`]: the step the daemon takes per decision (inputs at the grid reading's time,
 //!   decide, next write), shared with the benchmarks;
 //! - [`reference`](mod@reference): the original driver's per-event smoothing, kept only so benchmarks can
@@ -16,12 +18,14 @@
 
 pub mod actuator;
 pub mod controller;
+pub mod estimate;
 pub mod policy;
 pub mod reference;
 pub mod strategy;
 
 pub use actuator::{Actuator, ActuatorConfig};
 pub use controller::Controller;
+pub use estimate::{OutputEstimate, PlantModel};
 pub use policy::{
     BatteryReadings, Decision, ExternalLimit, Inputs, Mode, Reading, Settings, Status, Target,
     decide, pv_extrapolated,
