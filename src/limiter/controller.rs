@@ -476,4 +476,22 @@ mod tests {
         let export_per_pulse = l.exported_wh / 100.0;
         assert!(export_per_pulse < 0.5, "{export_per_pulse:.2} Wh per pulse");
     }
+
+    #[test]
+    fn a_kettle_while_the_hob_pulses_is_raised_at_once() {
+        let mut l = Loop::new(1000.0, 4);
+        let hob = |s: f64| 1000.0 + if (s % 6.0) < 3.0 { 2000.0 } else { 0.0 };
+        // The hob cycles long enough for the raise back-off to hold it off.
+        l.run(secs(20.0), secs(200.0), hob, |_| 0.0);
+        let before = l.writes.len();
+        let with_kettle = |s: f64| hob(s) + if s >= 200.0 { 2800.0 } else { 0.0 };
+        l.run(secs(200.0), secs(260.0), with_kettle, |_| 0.0);
+        let first = l.writes.get(before).copied();
+        assert!(
+            first.is_some_and(|(at, p)| at <= secs(200.5) && p >= 90),
+            "{first:?} after {:?}",
+            &l.writes[..before]
+        );
+        assert!(l.writes.len() - before <= 8, "{:?}", &l.writes[before..]);
+    }
 }
