@@ -5,8 +5,8 @@
 //! `cargo bench --bench limiter_latency`: 40 load steps in up/down pairs (issue 14): the load
 //! rises by 200–1000 W (the meter shows that much import: a raise is due), then falls back by as
 //! much, which crosses into export (the meter shows −200…−1000 W: an urgent lowering is due).
-//! Steps are 11 s apart (longer than the actuator's 10 s reversal window, so every step is judged
-//! on its own). Run at the Growatt's default pace and again at a 1 s pace
+//! Steps are 11 s apart (longer than the actuator's 6 s reversal window, so every step is judged
+//! on its own, not as a cycling load). Run at the Growatt's default pace and again at a 1 s pace
 //! (`--command-interval 1=1000`). Without `--bench` (under `cargo test --all-targets`): 2 steps
 //! at the default pace only.
 //!

@@ -33,6 +33,9 @@ use publish::Published;
 const SETTINGS_WAIT: Duration = Duration::from_secs(60);
 /// Polls of one port per turn of the loop at most (each finishes or starts a transaction).
 const POLLS_PER_TURN: usize = 8;
+/// While the limiter limits, the inverter's output is read once per this many of its command
+/// slots: half the slots stay free for limit writes.
+const PV_SLOTS_PER_READ: u32 = 2;
 
 /// A service publishes what changed at most once per publish interval, less this share of it:
 /// readings taken at the publish rate arrive a few milliseconds early or late, and each must
@@ -274,7 +277,12 @@ impl App {
                         .is_some_and(|id| id.model.limiter.inverter.is_some());
                 let pace = match (is_meter, is_inverter) {
                     (true, _) if needs.grid => FastPace::AsAllowed,
-                    (_, true) if needs.pv => FastPace::AsAllowed,
+                    // Every other slot: the limiter's output estimate carries the PV power
+                    // between readings (issue 14), and a free slot lets a limit write go out
+                    // without waiting for the inverter's interval.
+                    (_, true) if needs.pv => port.pacing(u).map_or(FastPace::AsAllowed, |p| {
+                        FastPace::Every(p.interval * PV_SLOTS_PER_READ)
+                    }),
                     (_, true) => FastPace::EveryFewSeconds,
                     _ => FastPace::Every(publish),
                 };

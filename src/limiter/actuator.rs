@@ -77,7 +77,9 @@ impl ActuatorConfig {
             settle_time: Duration::from_secs(5),
             // One point of rated power: less export than that is within the ceil rounding.
             urgent_export_w: settings.rated_w / 100.0,
-            reversal_window: Duration::from_secs(10),
+            // A hob pulsing with a 5–10 s period reverses each raise within its on-phase
+            // (≤ 5 s); a raise that held longer than this followed a real load.
+            reversal_window: Duration::from_secs(6),
             max_raise_backoff: Duration::from_secs(60),
             backoff_reset: Duration::from_secs(300),
             retry_interval: Duration::from_millis(250),
