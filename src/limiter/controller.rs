@@ -163,16 +163,30 @@ impl Controller {
         Inputs { pv, ..self.inputs }
     }
 
-    /// A tracking decision whose PV value was modelled with every write since the reading
-    /// stands for the grid reading's instant: the actuator's "readings predate the last write"
-    /// rule, which made raises wait for a fresh PV reading, is then met by the model. Without a
-    /// known cap the model cannot account for a write, and the PV reading's instant stays.
+    /// A tracking decision stands for the grid reading's instant when the model, with every
+    /// write since the PV reading, expects the output at that instant where the reading left it
+    /// (within the model's tolerance): the actuator's "readings predate the last write" rule,
+    /// which made raises wait for a fresh PV reading, is then met. While the model expects the
+    /// output to move (a ramp after a write) its value is only as good as its dead time and
+    /// ramp, which a real inverter may not share; a raise then waits, as before, for a PV
+    /// reading taken after the write (an export is still lowered at once). Without a known cap
+    /// the model cannot account for a write at all.
     fn sampled_by_the_estimate(&self, decision: Decision) -> Decision {
-        match (decision.sampled_at, self.inputs.grid) {
-            (Some(_), Some(grid)) if self.estimate.cap_at(grid.at).is_finite() => {
-                decision.sampled_at(grid.at)
-            }
-            _ => decision,
+        let (Some(_), Some(grid), Some(anchor)) = (
+            decision.sampled_at,
+            self.inputs.grid,
+            self.estimate.anchor(),
+        ) else {
+            return decision;
+        };
+        let steady = self
+            .estimate
+            .output_at(grid.at)
+            .is_some_and(|pv| (pv.value - anchor.value).abs() <= self.estimate.model().tolerance_w);
+        if steady && self.estimate.cap_at(grid.at).is_finite() {
+            decision.sampled_at(grid.at)
+        } else {
+            decision
         }
     }
 
