@@ -5,7 +5,7 @@
 //! `cargo bench --bench limiter_latency`: 40 load steps in up/down pairs (issue 14): the load
 //! rises by 200–1000 W (the meter shows that much import: a raise is due), then falls back by as
 //! much, which crosses into export (the meter shows −200…−1000 W: an urgent lowering is due).
-//! Steps are 11 s apart (longer than the actuator's 6 s reversal window, so every step is judged
+//! Steps are 11 s + a random 0–1 s apart (longer than the actuator's 6 s reversal window, so every step is judged
 //! on its own, not as a cycling load). Run at the Growatt's default pace and again at a 1 s pace
 //! (`--command-interval 1=1000`). Without `--bench` (under `cargo test --all-targets`): 2 steps
 //! at the default pace only.
@@ -37,19 +37,22 @@ fn main() {
         (2, Duration::from_secs(4))
     };
     let extra = std::env::var("LIMITER_LATENCY_DAEMON_ARGS").unwrap_or_default();
+    // `LIMITER_LATENCY_FIXED_PAUSE=1`: steps exactly 11 s apart, as the first runs of this bench.
+    let jittered = std::env::var("LIMITER_LATENCY_FIXED_PAUSE").is_err();
     let mut paces: Vec<(&str, Vec<&str>)> = vec![("default Growatt pace", Vec::new())];
     if full {
         paces.push(("1 s Growatt pace", vec!["--command-interval", "1=1000"]));
     }
     println!(
         "limiter_latency ({}): {steps} load steps in up/down pairs of 200-1000 W around {BASE_LOAD_W:.0} W, \
-         {} s apart, 9600 baud realistic simulator, ramp 1000 W/s, extra daemon options {extra:?}",
+         {} s{} apart, 9600 baud realistic simulator, ramp 1000 W/s, extra daemon options {extra:?}",
         if full { "bench" } else { "smoke" },
-        pause.as_secs()
+        pause.as_secs(),
+        if jittered { " + 0-1 s" } else { "" }
     );
     for (label, mut args) in paces {
         args.extend(extra.split_whitespace());
-        let result = run(steps, pause, &args);
+        let result = run(steps, pause, jittered, &args);
         result.print(label, &args);
     }
 }
@@ -66,7 +69,7 @@ struct Result {
     steps: Vec<Step>,
 }
 
-fn run(steps: usize, pause: Duration, daemon_args: &[&str]) -> Result {
+fn run(steps: usize, pause: Duration, jittered: bool, daemon_args: &[&str]) -> Result {
     let rig = Rig::start_limiter(
         EXE,
         Plant {
@@ -102,6 +105,8 @@ fn run(steps: usize, pause: Duration, daemon_args: &[&str]) -> Result {
     std::thread::sleep(pause);
 
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    // Its own stream: the step sizes stay those of the fixed-pause runs.
+    let mut jitter_rng = Rng(0x5eed_1a7e);
     let mut applied: Vec<(SystemTime, bool)> = Vec::new();
     for i in 0..steps {
         let up = i % 2 == 0;
@@ -112,7 +117,14 @@ fn run(steps: usize, pause: Duration, daemon_args: &[&str]) -> Result {
         };
         rig.set_load(load);
         applied.push((SystemTime::now(), up));
-        std::thread::sleep(pause);
+        // A random extra 0–1 s, so the steps fall at every phase of the inverter's read cycle
+        // (0.4 s or 1 s), not at the few phases a fixed pause would sample.
+        let jitter = Duration::from_millis(if jittered {
+            jitter_rng.below(1001) as u64
+        } else {
+            0
+        });
+        std::thread::sleep(pause + jitter);
     }
     let writes = rig.hr3_writes();
     let held_before = |at: SystemTime| {
