@@ -61,6 +61,12 @@ impl Controller {
         &self.estimate
     }
 
+    /// Whether the PV power is settled at `now`: the latest reading shows every write done and
+    /// nothing moves (the inverter may then be read sparsely: only the sun can change it).
+    pub fn pv_settled(&self, now: Instant) -> bool {
+        self.estimate.settled(now)
+    }
+
     pub fn settings(&self) -> &Settings {
         &self.settings
     }

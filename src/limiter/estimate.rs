@@ -202,6 +202,23 @@ impl OutputEstimate {
         Some(Reading::new(value.max(0.0), anchor.at))
     }
 
+    /// Whether the latest reading already shows the effect of every write and the model
+    /// expects no move from it at `at`: the next reading can only tell what the sun did.
+    pub fn settled(&self, at: Instant) -> bool {
+        let Some(anchor) = self.anchor else {
+            return false;
+        };
+        let acted = self
+            .pending
+            .iter()
+            .flatten()
+            .all(|c| c.at + self.model.dead_time <= anchor.at);
+        let still = self
+            .output_at(at)
+            .is_some_and(|r| (r.value - anchor.value).abs() <= self.model.tolerance_w);
+        acted && still && self.base_cap_w.is_finite()
+    }
+
     /// The cap in force at `at` (∞ when unknown).
     pub fn cap_at(&self, at: Instant) -> f64 {
         let dead = self.model.dead_time;
@@ -429,5 +446,20 @@ mod tests {
         assert!(value(&e, at(t, 10_000)) >= 3100.0 - 1e-6);
         e.on_reading(Reading::new(3100.0, at(t, 10_000)));
         assert!(close(value(&e, at(t, 11_000)), 3100.0));
+    }
+
+    #[test]
+    fn settled_once_a_reading_shows_the_last_write_done() {
+        let t = Instant::now();
+        let mut e = steady(1000.0, t);
+        assert!(e.settled(at(t, 100)));
+        e.on_write(2000.0, at(t, 200));
+        assert!(!e.settled(at(t, 300)), "a write not yet seen");
+        e.on_reading(Reading::new(1500.0, at(t, 1000)));
+        assert!(!e.settled(at(t, 1100)), "mid-ramp");
+        e.on_reading(Reading::new(2000.0, at(t, 2000)));
+        assert!(e.settled(at(t, 2100)));
+        e.set_cap(None);
+        assert!(!e.settled(at(t, 2100)), "cap unknown");
     }
 }
