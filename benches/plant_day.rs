@@ -25,7 +25,8 @@ use std::time::{Duration, Instant};
 
 use dbus_modbus_client::devices::growatt_limit_encoding;
 use dbus_modbus_client::limiter::{
-    BatteryReadings, Controller, Inputs, Reading, ReferenceSmoother, Settings, Status, decide,
+    BatteryReadings, Controller, Inputs, PlantModel, Reading, ReferenceSmoother, Settings, Status,
+    decide,
 };
 
 const DT: f64 = 0.05;
@@ -459,6 +460,14 @@ impl ClosedLoop {
     fn daemon(name: &'static str, pv_period: u64, soc0: f64) -> Self {
         let mut controller = Controller::new(site_settings());
         controller.attach_inverter(growatt_limit_encoding());
+        if std::env::var("PLANT_DAY_MATCHED_MODEL").is_ok() {
+            controller.set_plant_model(PlantModel {
+                dead_time: Duration::from_millis(50),
+                ramp_up_w_per_s: RAMP_UP_W_PER_S,
+                ramp_down_w_per_s: RAMP_DOWN_W_PER_S,
+                ..PlantModel::default()
+            });
+        }
         Self::new(name, Policy::Daemon(Box::new(controller)), pv_period, soc0)
     }
 

@@ -54,7 +54,7 @@ use std::time::{Duration, Instant};
 use dbus_modbus_client::devices::{PlannedRead, ReadPlanner, growatt_limit_encoding};
 use dbus_modbus_client::limiter::{
     Controller, Inputs, PercentOfRated, Reading, ReferenceSmoother, Setting, Settings, Target,
-    decide,
+    decide, pv_read_interval,
 };
 
 /// Simulated time in microseconds since the start.
@@ -917,7 +917,18 @@ impl Daemon {
         let early = |u: &BusUnit| u.interval_us + u.last_read_us;
         let meter_age = (!tracking).then(|| PUBLISH_US.saturating_sub(early(&self.meter)));
         let few = FEW_SECONDS_US.max(3 * self.growatt.interval_us);
-        let growatt_age = (!tracking).then(|| few.saturating_sub(early(&self.growatt)));
+        // While limiting, the daemon reads the inverter at the pace its controller asks for
+        // (`limiter::pv_read_interval`, as `app::set_read_paces`); the original's policy has no
+        // estimate to carry PV between readings and gets every slot.
+        let growatt_age = match &self.policy {
+            Policy::Daemon(c) if tracking => {
+                let interval = Duration::from_micros(self.growatt.interval_us);
+                let every = pv_read_interval(c.pv_settled(at), interval).as_micros() as Us;
+                Some(every.saturating_sub(early(&self.growatt)))
+            }
+            _ if tracking => None,
+            _ => Some(few.saturating_sub(early(&self.growatt))),
+        };
         self.meter
             .map
             .set_fast_age(meter_age.map(Duration::from_micros));

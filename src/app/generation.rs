@@ -99,6 +99,9 @@ struct Driven {
 pub(super) struct ReadNeeds {
     pub grid: bool,
     pub pv: bool,
+    /// The limiter's PV estimate is settled (the last write's effect seen): the inverter may be
+    /// read sparsely, leaving its command slots free for a limit write.
+    pub pv_settled: bool,
 }
 
 pub(super) struct Generation {
@@ -169,12 +172,13 @@ impl Generation {
     /// What the limiter needs read as fast as the bus allows: the grid power while it tracks the
     /// site's demand (its own limiter holding a limit), the inverter's output while it limits.
     /// Otherwise both are read at the ordinary pace (the publish interval, every few seconds).
-    pub(super) fn needs(&self) -> ReadNeeds {
+    pub(super) fn needs(&self, now: Instant) -> ReadNeeds {
         let tracking = self.controller.settings().mode == Mode::OwnLimiter
             && matches!(self.controller.decision().target, Target::Limit(_));
         ReadNeeds {
             grid: tracking,
             pv: tracking,
+            pv_settled: self.controller.pv_settled(now),
         }
     }
 

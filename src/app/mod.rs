@@ -23,6 +23,7 @@ use log::{error, info, warn};
 use crate::cli::Options;
 use crate::devices::Timing;
 use crate::devices::{GridMeter, LimitedInverter, Rating, RegisterWriter};
+use crate::limiter;
 use crate::vedbus::{self, BusAddress, Poller, Pump, Settings, Watcher};
 use generation::Generation;
 use port::{Event, FastPace, IdentifyOverrides, Meanwhile, Port, serial_settings};
@@ -34,7 +35,6 @@ pub use probe::{list_models, probe};
 const SETTINGS_WAIT: Duration = Duration::from_secs(60);
 /// Polls of one port per turn of the loop at most (each finishes or starts a transaction).
 const POLLS_PER_TURN: usize = 8;
-
 /// A service publishes what changed at most once per publish interval, less this share of it:
 /// readings taken at the publish rate arrive a few milliseconds early or late, and each must
 /// be published, not every other one.
@@ -252,7 +252,7 @@ impl App {
     /// allows while the limiter uses them, at the publish rate (a meter) or every few seconds
     /// (an inverter) otherwise.
     fn set_read_paces(&mut self) {
-        let needs = self.generation.needs();
+        let needs = self.generation.needs(Instant::now());
         let publish = self.opts.publish_interval;
         for (p, port) in self.ports.iter_mut().enumerate() {
             for u in 0..port.units.len() {
@@ -264,7 +264,12 @@ impl App {
                         .is_some_and(|id| id.model.limiter.inverter.is_some());
                 let pace = match (is_meter, is_inverter) {
                     (true, _) if needs.grid => FastPace::AsAllowed,
-                    (_, true) if needs.pv => FastPace::AsAllowed,
+                    // Every other slot: the limiter's output estimate carries the PV power
+                    // between readings (issue 14), and a free slot lets a limit write go out
+                    // without waiting for the inverter's interval.
+                    (_, true) if needs.pv => port.pacing(u).map_or(FastPace::AsAllowed, |p| {
+                        FastPace::Every(limiter::pv_read_interval(needs.pv_settled, p.interval))
+                    }),
                     (_, true) => FastPace::EveryFewSeconds,
                     _ => FastPace::Every(publish),
                 };

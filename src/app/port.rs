@@ -450,8 +450,7 @@ impl Port {
     }
 
     /// The pace unit `unit` gets on the bus.
-    #[cfg(test)]
-    fn pacing(&self, unit: usize) -> Option<UnitPacing> {
+    pub(super) fn pacing(&self, unit: usize) -> Option<UnitPacing> {
         self.units.get(unit).map(|u| u.pacing)
     }
 

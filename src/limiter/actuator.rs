@@ -27,7 +27,10 @@
 //!   within `reversal_window` of a raise means the raise overshot (inputs mid-transient, or a
 //!   policy threshold flapping), so raises then must persist for a back-off time that doubles
 //!   with each reversal (from 2 × `min_write_interval` up to `max_raise_backoff`) and is cleared
-//!   after `backoff_reset` without a reversal. This bounds limit cycles to a few writes a minute;
+//!   after `backoff_reset` without a reversal. This bounds limit cycles to a few writes a minute.
+//!   The back-off holds only raises of the size that was reversed (a hob pulsing 2 kW): a raise
+//!   clearly larger than the largest reversed one (by a quarter, at least the deadband) is a new
+//!   load on top of the cycling one (a kettle while the hob pulses) and goes out at once;
 //! - after a failed write retries no sooner than `retry_interval`, and forgets nothing else.
 //!
 //! The actuator's belief about the inverter is a `State`; each wanted change is handled one
@@ -74,7 +77,9 @@ impl ActuatorConfig {
             settle_time: Duration::from_secs(5),
             // One point of rated power: less export than that is within the ceil rounding.
             urgent_export_w: settings.rated_w / 100.0,
-            reversal_window: Duration::from_secs(10),
+            // A hob pulsing with a 5–10 s period reverses each raise within its on-phase
+            // (≤ 5 s); a raise that held longer than this followed a real load.
+            reversal_window: Duration::from_secs(6),
             max_raise_backoff: Duration::from_secs(60),
             backoff_reset: Duration::from_secs(300),
             retry_interval: Duration::from_millis(250),
@@ -177,8 +182,12 @@ enum Handling {
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 struct RaiseHistory {
     last_raise: Option<Instant>,
+    /// The size of the last raise, in steps.
+    last_raise_steps: i32,
     last_reversal: Option<Instant>,
     backoff: Duration,
+    /// The largest reversed raise while the back-off holds, in steps.
+    reversed_steps: i32,
 }
 
 impl RaiseHistory {
@@ -187,6 +196,17 @@ impl RaiseHistory {
         match self.last_reversal {
             Some(t) if elapsed(t, now) < config.backoff_reset => self.backoff,
             _ => Duration::ZERO,
+        }
+    }
+
+    /// How long a raise of `steps` must persist now: a raise clearly larger than any reversed
+    /// one is not the cycling load and is not held back.
+    fn backoff_for(&self, steps: i32, now: Instant, config: &ActuatorConfig) -> Duration {
+        let margin = (self.reversed_steps / 4).max(i32::from(config.deadband));
+        if steps > self.reversed_steps.saturating_add(margin) {
+            Duration::ZERO
+        } else {
+            self.backoff(now, config)
         }
     }
 
@@ -200,14 +220,20 @@ impl RaiseHistory {
     ) {
         if value > previous {
             self.last_raise = Some(now);
+            self.last_raise_steps = value.steps_from(previous);
         } else if previous.steps_from(value) > i32::from(config.deadband)
             && self
                 .last_raise
                 .is_some_and(|t| elapsed(t, now) < config.reversal_window)
         {
-            let doubled = (self.backoff(now, config).saturating_mul(2))
-                .max(config.min_write_interval.saturating_mul(2));
+            let held = self.backoff(now, config);
+            let doubled = (held.saturating_mul(2)).max(config.min_write_interval.saturating_mul(2));
             self.backoff = doubled.min(config.max_raise_backoff);
+            self.reversed_steps = if held.is_zero() {
+                self.last_raise_steps
+            } else {
+                self.reversed_steps.max(self.last_raise_steps)
+            };
             self.last_reversal = Some(now);
             self.last_raise = None;
         }
@@ -289,6 +315,16 @@ impl Actuator {
                 None
             }
             Handling::Paced { raising } => {
+                // A raise the back-off does not hold (a new load on top of a cycling one)
+                // starts its own change: the least move of the cycling one is held back.
+                let held = |to: Setting| {
+                    let steps = to.steps_from(setting);
+                    !self.raises.backoff_for(steps, now, &self.config).is_zero()
+                };
+                let change = match change {
+                    Some(c) if raising && c.raising && held(c.least_move) && !held(wanted) => None,
+                    other => other,
+                };
                 let change = WaitingChange::update(change, raising, wanted, now);
                 self.state = State::Waiting {
                     setting,
@@ -366,7 +402,8 @@ impl Actuator {
             written_at.is_none_or(|t| elapsed(t, now) >= self.config.min_write_interval);
         let waited = elapsed(change.since, now);
         let backoff = if change.raising {
-            self.raise_backoff(now)
+            let steps = change.least_move.steps_from(setting);
+            self.raises.backoff_for(steps, now, &self.config)
         } else {
             Duration::ZERO
         };
@@ -394,6 +431,7 @@ impl Actuator {
     }
 
     /// How long a raise must persist now (zero unless raises were reversed recently).
+    #[cfg(test)]
     pub(crate) fn raise_backoff(&self, now: Instant) -> Duration {
         self.raises.backoff(now, &self.config)
     }
@@ -810,6 +848,10 @@ mod tests {
             backoffs.push(a.raise_backoff(now).as_secs());
         }
         assert_eq!(backoffs, [2, 4, 8, 16, 32, 60, 60, 60]);
+        // A raise clearly larger than the reversed ones (a new load on top of the cycling
+        // one) is not held back, once the write interval has passed.
+        let bigger = now + cfg.min_write_interval;
+        assert_eq!(step(&mut a, &limit_at_grid(2100.0, 0.0), bigger), Some(50));
         assert_eq!(a.raise_backoff(now + cfg.backoff_reset), Duration::ZERO);
         // A lowering long after a raise is no reversal.
         let mut b = holding(20, t);
