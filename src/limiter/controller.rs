@@ -26,7 +26,7 @@ const PV_SLOTS_PER_READ: u32 = 2;
 /// Once the output estimate is settled, the inverter's output is read this often (or every
 /// `PV_SLOTS_PER_READ` slots if longer): only the sun can move it then, and a limit write
 /// rarely finds the inverter's slot taken (issue 14: lowering on export p95 ≤ 0.5 s).
-const PV_SETTLED_READ: Duration = Duration::from_secs(4);
+const PV_SETTLED_READ: Duration = Duration::from_secs(2);
 
 /// How often the limiter wants the inverter's output read while it limits, for an inverter
 /// that takes a command every `command_interval`; `settled`: [`Controller::pv_settled`]. The
