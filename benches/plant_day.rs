@@ -28,6 +28,7 @@ use dbus_modbus_client::limiter::{
     BatteryReadings, Controller, Inputs, PlantModel, Reading, ReferenceSmoother, Settings, Status,
     decide,
 };
+use testkit::{SplitMix, keyed_noise};
 
 const DT: f64 = 0.05;
 const STEPS_PER_SECOND: u64 = 20;
@@ -90,36 +91,6 @@ struct Scenario {
     soc0: f64,
 }
 
-// ---------------------------------------------------------------------------------------------
-// Deterministic randomness
-
-struct Rng(u64);
-
-impl Rng {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        mix(self.0)
-    }
-    fn uniform(&mut self, low: f64, high: f64) -> f64 {
-        low + (high - low) * unit(self.next_u64())
-    }
-}
-
-fn mix(mut z: u64) -> u64 {
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
-
-fn unit(x: u64) -> f64 {
-    (x >> 11) as f64 / (1u64 << 53) as f64
-}
-
-/// Noise in `-amplitude..amplitude`, the same for every controller at a given key.
-fn noise(key: u64, salt: u64, amplitude: f64) -> f64 {
-    amplitude * (2.0 * unit(mix(key ^ salt.wrapping_mul(0x2545_f491_4f6c_dd1d))) - 1.0)
-}
-
 fn step_of(seconds: f64) -> u64 {
     (seconds / DT).round().max(0.0) as u64
 }
@@ -135,7 +106,7 @@ struct LoadTrace {
 }
 
 impl LoadTrace {
-    fn new(rng: &mut Rng) -> Self {
+    fn new(rng: &mut SplitMix) -> Self {
         let mut intervals: Vec<(f64, f64, f64)> = Vec::new(); // (start s, duration s, W)
         let h = 3600.0;
         // Fridge: 100 W compressor, 18 min on in every 50 min.
@@ -205,7 +176,7 @@ fn base_load(k: u64) -> f64 {
     let t = k as f64 * DT;
     180.0
         + 60.0 * (t / 86_400.0 * std::f64::consts::TAU * 3.0).sin().abs()
-        + noise(k / STEPS_PER_SECOND, 1, 25.0)
+        + keyed_noise(k / STEPS_PER_SECOND, 1, 25.0)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -224,7 +195,7 @@ struct Sky {
 
 impl Sky {
     /// Passing clouds between 10:00 and 17:00: 20 s–4 min long, 5–20 s edges, 25–60 % left.
-    fn new(rng: &mut Rng) -> Self {
+    fn new(rng: &mut SplitMix) -> Self {
         let mut clouds = Vec::new();
         let mut t = 10.0 * 3600.0;
         while t < 17.0 * 3600.0 {
@@ -520,8 +491,8 @@ impl ClosedLoop {
         let now = clock.at(k);
         let due = |(period, phase): (u64, u64)| k % period == phase;
         let reading = |v: f64| Reading::new(v, now);
-        let grid = due(METER).then(|| reading(self.plant.grid + noise(k, 2, 10.0)));
-        let pv = due((self.pv_period, 1)).then(|| reading(self.plant.pv + noise(k, 3, 3.0)));
+        let grid = due(METER).then(|| reading(self.plant.grid + keyed_noise(k, 2, 10.0)));
+        let pv = due((self.pv_period, 1)).then(|| reading(self.plant.pv + keyed_noise(k, 3, 3.0)));
         let battery = due(BATTERY).then(|| self.plant.battery_readings(now));
         let consumption = due(ENERGY).then(|| reading(self.plant.consumption_kwh));
 
@@ -613,7 +584,7 @@ struct Report {
 }
 
 fn run(scenario: &Scenario) -> Report {
-    let mut rng = Rng(SEED);
+    let mut rng = SplitMix(SEED);
     let mut trace = LoadTrace::new(&mut rng);
     let sky = Sky::new(&mut rng);
     let soc0 = scenario.soc0;

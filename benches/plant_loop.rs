@@ -56,6 +56,7 @@ use dbus_modbus_client::limiter::{
     Controller, Inputs, PercentOfRated, Reading, ReferenceSmoother, Setting, Settings, Target,
     decide, pv_read_interval,
 };
+use testkit::{SplitMix, keyed_noise};
 
 /// Simulated time in microseconds since the start.
 type Us = u64;
@@ -172,36 +173,6 @@ struct Config {
     trace: bool,
 }
 
-// ---------------------------------------------------------------------------------------------
-// Deterministic randomness (as plant_day)
-
-struct Rng(u64);
-
-impl Rng {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        mix(self.0)
-    }
-    fn uniform(&mut self, low: f64, high: f64) -> f64 {
-        low + (high - low) * unit(self.next_u64())
-    }
-}
-
-fn mix(mut z: u64) -> u64 {
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
-
-fn unit(x: u64) -> f64 {
-    (x >> 11) as f64 / (1u64 << 53) as f64
-}
-
-/// Noise in `-amplitude..amplitude`, a function of the key: the same for every controller.
-fn noise(key: u64, salt: u64, amplitude: f64) -> f64 {
-    amplitude * (2.0 * unit(mix(key ^ salt.wrapping_mul(0x2545_f491_4f6c_dd1d))) - 1.0)
-}
-
 fn secs(t: Us) -> f64 {
     t as f64 / 1e6
 }
@@ -237,12 +208,12 @@ fn clear_sky(t: f64) -> f64 {
 /// noise.
 fn base_load(t: f64) -> f64 {
     let tau = std::f64::consts::TAU;
-    270.0 + 65.0 * (tau * t / 1620.0 + 1.0).sin() + noise(t as u64, 1, 15.0)
+    270.0 + 65.0 * (tau * t / 1620.0 + 1.0).sin() + keyed_noise(t as u64, 1, 15.0)
 }
 
 impl House {
     fn new(config: &Config) -> Self {
-        let mut rng = Rng(config.seed);
+        let mut rng = SplitMix(config.seed);
         let mut on: Vec<(f64, f64, f64)> = Vec::new(); // (start s, duration s, W)
         let mut t = rng.uniform(0.0, 100.0);
         while t < HOUSE_S {
@@ -274,7 +245,7 @@ impl House {
             })
             .collect();
         // The hob from its own sequence, so that its period leaves the rest of the house alone.
-        let mut hob_rng = Rng(config.seed ^ 0x40b);
+        let mut hob_rng = SplitMix(config.seed ^ 0x40b);
         let mut t = HOB_S.start;
         while t < HOB_S.end {
             let (low, high) = config.hob_period_s;
@@ -811,8 +782,8 @@ impl Daemon {
                 };
                 let key = now / 1000;
                 let value = match who {
-                    Who::Meter => load - side.plant.pv + noise(key, 2, 10.0),
-                    Who::Growatt => side.plant.pv + noise(key, 3, 3.0),
+                    Who::Meter => load - side.plant.pv + keyed_noise(key, 2, 10.0),
+                    Who::Growatt => side.plant.pv + keyed_noise(key, 3, 3.0),
                 };
                 (read_us(read.count()), Some(read), value)
             }
@@ -995,12 +966,12 @@ impl Original {
             }
             if t == self.next_pv {
                 self.next_pv += ORIGINAL_PV_US;
-                self.inputs.pv = Some(Reading::new(side.plant.pv + noise(key, 3, 3.0), at));
+                self.inputs.pv = Some(Reading::new(side.plant.pv + keyed_noise(key, 3, 3.0), at));
                 continue;
             }
             if t == self.next_grid {
                 self.next_grid += ORIGINAL_GRID_US;
-                let grid = load - side.plant.pv + noise(key, 2, 10.0);
+                let grid = load - side.plant.pv + keyed_noise(key, 2, 10.0);
                 self.inputs.grid = Some(Reading::new(grid, at));
                 self.inputs.consumption = Some(Reading::new(CONSUMPTION_START_KWH, at));
             } else {
