@@ -53,7 +53,7 @@ def check(name, condition, error):
 def daemon_settings():
     """The AddSettings definitions of src/app/generation.rs: path, literal default, range."""
     source = (REPO / "src/app/generation.rs").read_text()
-    paths = dict(re.findall(r'pub const (\w+): &str = "(/Settings/[^"]+)";', source))
+    paths = dict(re.findall(r'pub(?:\([\w:]+\))? const (\w+): &str = "(/Settings/[^"]+)";', source))
     defs = []
     for const, default, low, high in re.findall(
         r"SettingDef::new\((\w+),\s*(.*?)\)\s*\.range\(\s*([-\d_]+)\s*,\s*([-\d_]+)\s*\)", source, re.S
