@@ -77,11 +77,6 @@ impl Controller {
         self.estimate.set_model(model);
     }
 
-    /// The output estimate (for log lines and benchmarks).
-    pub fn estimate(&self) -> &OutputEstimate {
-        &self.estimate
-    }
-
     /// Whether the PV power is settled at `now`: the latest reading shows every write done and
     /// nothing moves (the inverter may then be read sparsely: only the sun can change it).
     pub fn pv_settled(&self, now: Instant) -> bool {
@@ -199,18 +194,10 @@ impl Controller {
     /// reading taken after the write (an export is still lowered at once). Without a known cap
     /// the model cannot account for a write at all.
     fn sampled_by_the_estimate(&self, decision: Decision) -> Decision {
-        let (Some(_), Some(grid), Some(anchor)) = (
-            decision.sampled_at,
-            self.inputs.grid,
-            self.estimate.anchor(),
-        ) else {
+        let (Some(_), Some(grid)) = (decision.sampled_at, self.inputs.grid) else {
             return decision;
         };
-        let steady = self
-            .estimate
-            .output_at(grid.at)
-            .is_some_and(|pv| (pv.value - anchor.value).abs() <= self.estimate.model().tolerance_w);
-        if steady && self.estimate.cap_at(grid.at).is_finite() {
+        if self.estimate.expects_no_move(grid.at) && self.estimate.cap_at(grid.at).is_finite() {
             decision.sampled_at(grid.at)
         } else {
             decision

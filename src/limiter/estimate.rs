@@ -62,7 +62,7 @@ const PENDING: usize = 4;
 
 /// The expected output, anchored at the latest PV reading.
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub struct OutputEstimate {
+pub(super) struct OutputEstimate {
     model: PlantModel,
     /// The latest PV reading and the one before (for instants between them).
     anchor: Option<Reading>,
@@ -83,7 +83,7 @@ impl Default for OutputEstimate {
 }
 
 impl OutputEstimate {
-    pub fn new(model: PlantModel) -> Self {
+    pub(super) fn new(model: PlantModel) -> Self {
         Self {
             model,
             anchor: None,
@@ -94,26 +94,18 @@ impl OutputEstimate {
         }
     }
 
-    pub fn model(&self) -> &PlantModel {
-        &self.model
-    }
-
-    pub fn set_model(&mut self, model: PlantModel) {
+    pub(super) fn set_model(&mut self, model: PlantModel) {
         self.model = model;
     }
 
-    /// The latest PV reading, if any.
-    pub fn anchor(&self) -> Option<Reading> {
-        self.anchor
-    }
-
     /// The available power, when the latest readings showed the output sun-limited.
-    pub fn available_w(&self) -> Option<f64> {
+    #[cfg(test)]
+    pub(super) fn available_w(&self) -> Option<f64> {
         self.available_w.is_finite().then_some(self.available_w)
     }
 
     /// A limit of `cap_w` was written at `at`.
-    pub fn on_write(&mut self, cap_w: f64, at: Instant) {
+    pub(super) fn on_write(&mut self, cap_w: f64, at: Instant) {
         let change = CapChange { cap_w, at };
         if let Some(slot) = self.pending.iter_mut().find(|c| c.is_none()) {
             *slot = Some(change);
@@ -129,20 +121,20 @@ impl OutputEstimate {
 
     /// The inverter holds a cap of `cap_w` since long enough to have acted (read back at a
     /// set-up); `None`: unknown (lost, or found changed).
-    pub fn set_cap(&mut self, cap_w: Option<f64>) {
+    pub(super) fn set_cap(&mut self, cap_w: Option<f64>) {
         self.base_cap_w = cap_w.filter(|w| w.is_finite()).unwrap_or(f64::INFINITY);
         self.pending = [None; PENDING];
     }
 
     /// The inverter stopped answering: nothing is known until it is read again.
-    pub fn reset(&mut self) {
+    pub(super) fn reset(&mut self) {
         *self = Self::new(self.model);
     }
 
     /// A PV reading: re-anchors the trajectory and, if the output is lower than any ramp towards
     /// the cap explains, takes the sun to be the limit. Readings older than the anchor, or not
     /// finite, are ignored.
-    pub fn on_reading(&mut self, reading: Reading) {
+    pub(super) fn on_reading(&mut self, reading: Reading) {
         if !reading.value.is_finite() || self.anchor.is_some_and(|a| reading.at <= a.at) {
             return;
         }
@@ -182,7 +174,7 @@ impl OutputEstimate {
     /// The expected output at `at` (e.g. a grid reading's instant), as a reading that keeps the
     /// latest PV reading's `at` (its freshness is that of the data behind it); `None` before
     /// the first PV reading.
-    pub fn output_at(&self, at: Instant) -> Option<Reading> {
+    pub(super) fn output_at(&self, at: Instant) -> Option<Reading> {
         let anchor = self.anchor?;
         let value = if at >= anchor.at {
             self.trajectory(anchor, self.available_w, at)
@@ -204,7 +196,7 @@ impl OutputEstimate {
 
     /// Whether the latest reading already shows the effect of every write and the model
     /// expects no move from it at `at`: the next reading can only tell what the sun did.
-    pub fn settled(&self, at: Instant) -> bool {
+    pub(super) fn settled(&self, at: Instant) -> bool {
         let Some(anchor) = self.anchor else {
             return false;
         };
@@ -213,14 +205,20 @@ impl OutputEstimate {
             .iter()
             .flatten()
             .all(|c| c.at + self.model.dead_time <= anchor.at);
-        let still = self
-            .output_at(at)
-            .is_some_and(|r| (r.value - anchor.value).abs() <= self.model.tolerance_w);
-        acted && still && self.base_cap_w.is_finite()
+        acted && self.expects_no_move(at) && self.base_cap_w.is_finite()
+    }
+
+    /// Whether the model expects the output at `at` where the latest reading left it (within
+    /// its tolerance): a value there is as good as a reading, not only as good as the model.
+    pub(super) fn expects_no_move(&self, at: Instant) -> bool {
+        self.anchor.is_some_and(|anchor| {
+            self.output_at(at)
+                .is_some_and(|r| (r.value - anchor.value).abs() <= self.model.tolerance_w)
+        })
     }
 
     /// The cap in force at `at` (∞ when unknown).
-    pub fn cap_at(&self, at: Instant) -> f64 {
+    pub(super) fn cap_at(&self, at: Instant) -> f64 {
         let dead = self.model.dead_time;
         self.pending
             .iter()

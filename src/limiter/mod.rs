@@ -10,7 +10,7 @@
 //!   in watts becomes a [`Setting`] ([`PercentOfRated`]);
 //! - `controller`: [`Controller`], the step the daemon takes per decision (inputs at the grid
 //!   reading's time, decide, next write), shared with the benchmarks;
-//! - `estimate`: [`OutputEstimate`], the inverter's expected output between PV readings (dead
+//! - `estimate`: `OutputEstimate`, the inverter's expected output between PV readings (dead
 //!   time, ramp, cap), corrected by each reading ([`PlantModel`]);
 //! - `reference`: [`ReferenceSmoother`], the original driver's per-event smoothing, kept only so
 //!   benchmarks can compare it with the new actuator in the same run.
@@ -28,7 +28,7 @@ mod strategy;
 // The public surface: what the benchmarks drive (the same controller as the daemon) and the
 // types its methods name. `fraction_of_rated_floor` is for the device files.
 pub use controller::{Controller, pv_read_interval};
-pub use estimate::{OutputEstimate, PlantModel};
+pub use estimate::PlantModel;
 pub use policy::{
     BatteryReadings, Decision, ExternalLimit, Inputs, Mode, Reading, Settings, Status, Target,
     decide,
