@@ -4,7 +4,7 @@
 //! its own reply), and how often grid and pvinverter `/Ac/Power` reach D-Bus.
 //!
 //! `cargo bench --bench bus_schedule [-- --secs N] [--night-secs N] [--scenario tracking|off|asleep]
-//! [--daemon-args "ARGS"] [--original "CMD"]`
+//! [--daemon-args "ARGS"] [--original "CMD"] [--no-floor]`
 //!
 //! With `--original CMD` (or `ORIGINAL_CMD` in the environment) the same scenarios are run with
 //! that command too, one after the other on the same machine, and the ratios printed: CMD is
@@ -22,6 +22,9 @@
 //! CPU and context switches are read from /proc (every thread of the process, schedstat's
 //! nanoseconds); requests and intervals from the simulator's request log; updates from every
 //! ItemsChanged or PropertiesChanged carrying /Ac/Power.
+
+#[path = "bus_schedule/floor.rs"]
+mod floor;
 
 use std::collections::HashMap;
 use std::process::{Child, Command, Stdio};
@@ -468,6 +471,10 @@ fn print(label: &str, f: &Figures) {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
+    if args.iter().any(|a| a == "--floor-client") {
+        floor::main(&args);
+        return;
+    }
     let full = args.iter().any(|a| a == "--bench");
     let value = |flag: &str| {
         args.iter()
@@ -483,6 +490,8 @@ fn main() {
         .unwrap_or(if full { 300 } else { 3 });
     // Checking how the original runs here, without measuring the daemon each time.
     let original_only = args.iter().any(|a| a == "--original-only");
+    // `--no-floor`: skip the floor client (floor.rs).
+    let no_floor = args.iter().any(|a| a == "--no-floor");
     let original = value("--original").or_else(|| std::env::var("ORIGINAL_CMD").ok());
     // `--daemon-args "..."`: more arguments for this daemon (e.g. `--command-interval 1=850`).
     let mut ours = vec![EXE.to_string()];
@@ -522,6 +531,21 @@ fn main() {
         }
         let mine = run(&ours, true, scenario, window);
         print("daemon", &mine);
+        let floor = (!no_floor).then(|| {
+            let exe = std::env::current_exe().expect("own path");
+            let cmd = [
+                exe.display().to_string(),
+                "--floor-client".into(),
+                key.into(),
+            ];
+            let floor = run(&cmd, true, scenario, window);
+            print("floor", &floor);
+            println!(
+                "  ratio daemon/floor: CPU {:.2}",
+                mine.cpu_s / floor.cpu_s.max(1e-9)
+            );
+            floor
+        });
         if let Some(cmd) = &theirs {
             let orig = run(cmd, false, scenario, window);
             print("original", &orig);
@@ -533,6 +557,13 @@ fn main() {
                 mine.grid_updates / orig.grid_updates.max(1e-9),
                 mine.pv_updates / orig.pv_updates.max(1e-9),
             );
+            if let Some(floor) = &floor {
+                println!(
+                    "  ratio floor/original: CPU {:.3} (the least share of the original's CPU \
+                     these read and publish rates allow here)",
+                    floor.cpu_s / orig.cpu_s.max(1e-9)
+                );
+            }
         }
     }
 }
