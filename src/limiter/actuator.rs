@@ -22,15 +22,27 @@
 //!   by more than the deadband then goes out at once, every other change must first persist in
 //!   the same direction for `settle_time`. What is written is the smallest move seen while
 //!   waiting, so a transient peak or dip is never chased and noise around a step boundary writes
-//!   nothing;
-//! - backs off raising when raises keep being reversed: a lowering by more than the deadband
-//!   within `reversal_window` of a raise means the raise overshot (inputs mid-transient, or a
-//!   policy threshold flapping), so raises then must persist for a back-off time that doubles
-//!   with each reversal (from 2 × `min_write_interval` up to `max_raise_backoff`) and is cleared
-//!   after `backoff_reset` without a reversal. This bounds limit cycles to a few writes a minute.
-//!   The back-off holds only raises of the size that was reversed (a hob pulsing 2 kW): a raise
-//!   clearly larger than the largest reversed one (by a quarter, at least the deadband) is a new
-//!   load on top of the cycling one (a kettle while the hob pulses) and goes out at once;
+//!   nothing; a raise that need not persist as long as the one waiting (a load coming on while
+//!   a one-point raise settles) starts anew and is not held back by it;
+//! - follows a load that comes and goes (an induction hob pulsing 2 kW, an oven's thermostat):
+//!   a lowering within `reversal_window` of a raise, with the demand (`grid + pv`, the
+//!   decision's `demand_w`) fallen since the raise by at least `load_fall_w` and by half the
+//!   lowering, followed the load down as the raise followed it up. If the load stayed on long
+//!   enough for a prompt raise to save more import than its lowering exports (twice the dead
+//!   time and the bus delay, plus the ramp to the raise's size: the plant model's), it is worth
+//!   following: any raise back-off is cleared and the next rise is raised at once;
+//! - backs off raising when raises keep being reversed for nothing: a lowering by more than the
+//!   deadband within `reversal_window` of a raise, with the demand unchanged, means the raise
+//!   overshot (inputs mid-transient, or a policy threshold flapping), so raises then must
+//!   persist for a back-off time that doubles with each reversal (from 2 × `min_write_interval`
+//!   up to `max_raise_backoff`) and is cleared after `backoff_reset` without a reversal. This
+//!   bounds limit cycles to a few writes a minute. A load that fell again too soon to be worth
+//!   following (a hob pulsing faster than the inverter ramps), or by less than `load_fall_w`,
+//!   is backed off the same way, but a too-short load only up to the time it would have had to
+//!   last: a raise that persists that long is of a load worth following again. The back-off
+//!   holds only raises of the size that was reversed: a raise clearly larger than the largest
+//!   reversed one (by a quarter, at least the deadband) is a new load on top of the cycling one
+//!   (a kettle while the hob pulses) and goes out at once;
 //! - after a failed write retries no sooner than `retry_interval`, and forgets nothing else.
 //!
 //! The actuator's belief about the inverter is a `State`; each wanted change is handled one
@@ -38,6 +50,7 @@
 
 use std::time::{Duration, Instant};
 
+use super::estimate::PlantModel;
 use super::policy::{Decision, Settings, Target};
 use super::strategy::{PercentOfRated, Setting};
 
@@ -56,8 +69,14 @@ pub(crate) struct ActuatorConfig {
     pub settle_time: Duration,
     /// Export (W) above which a lower limit is urgent.
     pub urgent_export_w: f64,
-    /// A lowering this soon after a raise counts as a reversal.
+    /// A lowering this soon after a raise counts as a reversal, unless it followed the load.
     pub reversal_window: Duration,
+    /// A lowering followed the load, not an overshoot, when the demand fell by at least this
+    /// much (W) since the raise, and by at least half the lowering.
+    pub load_fall_w: f64,
+    /// How the inverter follows a new limit: whether it could deliver a raise before the load
+    /// fell again.
+    pub plant: PlantModel,
     pub max_raise_backoff: Duration,
     /// The raise back-off is cleared this long after the last reversal.
     pub backoff_reset: Duration,
@@ -80,6 +99,11 @@ impl ActuatorConfig {
             // A hob pulsing with a 5–10 s period reverses each raise within its on-phase
             // (≤ 5 s); a raise that held longer than this followed a real load.
             reversal_window: Duration::from_secs(6),
+            // Five points of rated power: a load cycling by less is not worth two writes a
+            // cycle, and meter noise or a drifting base load never moves the demand this far
+            // within a reversal window.
+            load_fall_w: settings.rated_w / 20.0,
+            plant: PlantModel::default(),
             max_raise_backoff: Duration::from_secs(60),
             backoff_reset: Duration::from_secs(300),
             retry_interval: Duration::from_millis(250),
@@ -139,25 +163,42 @@ struct WaitingChange {
     since: Instant,
     /// The wanted setting closest to the held one seen since `since`.
     least_move: Setting,
+    /// The demand of the decision that wanted `least_move`.
+    demand_w: Option<f64>,
 }
 
 impl WaitingChange {
-    /// The change after a decision wanting `wanted` at `now`: the same one, keeping its least
-    /// move, while it goes the same way; a new one when the direction turns.
-    fn update(previous: Option<Self>, raising: bool, wanted: Setting, now: Instant) -> Self {
+    /// The change after a decision wanting `wanted` at `now` for `demand_w`: the same one,
+    /// keeping its least move, while it goes the same way; a new one when the direction turns.
+    fn update(
+        previous: Option<Self>,
+        raising: bool,
+        wanted: Setting,
+        demand_w: Option<f64>,
+        now: Instant,
+    ) -> Self {
         match previous {
-            Some(c) if c.raising == raising => WaitingChange {
-                least_move: if raising {
-                    c.least_move.min(wanted)
+            Some(c) if c.raising == raising => {
+                let less = if raising {
+                    wanted < c.least_move
                 } else {
-                    c.least_move.max(wanted)
-                },
-                ..c
-            },
+                    wanted > c.least_move
+                };
+                if less {
+                    WaitingChange {
+                        least_move: wanted,
+                        demand_w,
+                        ..c
+                    }
+                } else {
+                    c
+                }
+            }
             _ => WaitingChange {
                 raising,
                 since: now,
                 least_move: wanted,
+                demand_w,
             },
         }
     }
@@ -178,12 +219,43 @@ enum Handling {
     Paced { raising: bool },
 }
 
+/// What a reversed raise was.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Reversal {
+    /// It followed a load that stayed on long enough to be worth following.
+    FollowedLoad,
+    /// It followed a load that fell again too soon: raises of its size are held back, but
+    /// never longer than such a load must last to be worth following, so that a load that
+    /// comes to stay on longer is followed again.
+    LoadTooShort { worth_following: Duration },
+    /// The demand did not fall: the raise overshot (the policy flapped, or inputs were caught
+    /// mid-transient).
+    Overshoot,
+}
+
+/// What the actuator knew of a write it asked for, for the raise history once written.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Asked {
+    setting: Setting,
+    /// The demand behind it.
+    demand_w: Option<f64>,
+    /// When the change was first wanted (a paced change waited since then).
+    wanted_since: Instant,
+    /// When it was first asked to be written: from then on only the bus delayed it.
+    asked_at: Instant,
+}
+
 /// Raises that were soon reversed, and the back-off they earned.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 struct RaiseHistory {
     last_raise: Option<Instant>,
     /// The size of the last raise, in steps.
     last_raise_steps: i32,
+    /// The demand behind the last raise, and when it was first wanted.
+    last_raise_demand_w: Option<f64>,
+    last_raise_wanted_since: Option<Instant>,
+    /// How long the bus took to write the last raise once asked for.
+    last_raise_bus_delay: Duration,
     last_reversal: Option<Instant>,
     backoff: Duration,
     /// The largest reversed raise while the back-off holds, in steps.
@@ -210,33 +282,121 @@ impl RaiseHistory {
         }
     }
 
-    /// A confirmed write from `previous` to `value`.
+    /// A confirmed write from `previous` to `value` at `now`; `asked`: what the actuator knew
+    /// of it (`None` for a write it did not ask for).
     fn note_write(
         &mut self,
         previous: Setting,
         value: Setting,
+        asked: Option<Asked>,
         now: Instant,
         config: &ActuatorConfig,
     ) {
         if value > previous {
             self.last_raise = Some(now);
             self.last_raise_steps = value.steps_from(previous);
-        } else if previous.steps_from(value) > i32::from(config.deadband)
+            self.last_raise_demand_w = asked.and_then(|a| a.demand_w);
+            self.last_raise_wanted_since = asked.map(|a| a.wanted_since);
+            self.last_raise_bus_delay = asked.map_or(Duration::ZERO, |a| elapsed(a.asked_at, now));
+            return;
+        }
+        let reverses = previous.steps_from(value) > i32::from(config.deadband)
             && self
                 .last_raise
-                .is_some_and(|t| elapsed(t, now) < config.reversal_window)
-        {
-            let held = self.backoff(now, config);
-            let doubled = (held.saturating_mul(2)).max(config.min_write_interval.saturating_mul(2));
-            self.backoff = doubled.min(config.max_raise_backoff);
-            self.reversed_steps = if held.is_zero() {
-                self.last_raise_steps
-            } else {
-                self.reversed_steps.max(self.last_raise_steps)
-            };
-            self.last_reversal = Some(now);
-            self.last_raise = None;
+                .is_some_and(|t| elapsed(t, now) < config.reversal_window);
+        if !reverses {
+            return;
         }
+        match self.reversal(previous, value, asked, now, config) {
+            Reversal::FollowedLoad => {
+                // The load cycles slowly enough to be followed: whatever the back-off held,
+                // the next rise is followed at once.
+                self.backoff = Duration::ZERO;
+                self.last_reversal = None;
+            }
+            Reversal::LoadTooShort { worth_following } => {
+                let cap = worth_following.min(config.max_raise_backoff);
+                self.note_reversal(now, cap, config);
+            }
+            Reversal::Overshoot => self.note_reversal(now, config.max_raise_backoff, config),
+        }
+        self.last_raise = None;
+    }
+
+    /// The last raise was reversed for nothing: raises of its size must persist twice as long
+    /// as before, up to `cap`.
+    fn note_reversal(&mut self, now: Instant, cap: Duration, config: &ActuatorConfig) {
+        let held = self.backoff(now, config);
+        let doubled = (held.saturating_mul(2)).max(config.min_write_interval.saturating_mul(2));
+        self.backoff = doubled.min(cap.max(held));
+        self.reversed_steps = if held.is_zero() {
+            self.last_raise_steps
+        } else {
+            self.reversed_steps.max(self.last_raise_steps)
+        };
+        self.last_reversal = Some(now);
+    }
+
+    /// What the last raise was, now that this lowering (from `previous` to `value`, landed at
+    /// `now`) reverses it.
+    ///
+    /// The demand tells a load that came and went ([`load_fell`](Self::load_fell)) from an
+    /// overshoot. A load is worth following when a raise written promptly saves more import
+    /// than its lowering exports. A raise of `A` W lands `d` after the load rose and the
+    /// output then ramps at `r`; the lowering lands `d` after the load fell; the dead time `D`
+    /// comes on top of each. For a load on for `T`, the import saved is `A·(T − d − D) −
+    /// A²/2r`, the export after it `A·(d + D) + A²/2r`: following pays when `T ≥ 2·(d + D) +
+    /// A/r`. `T` runs from the first decision that wanted the raise to the first that asked
+    /// for the lowering (a raise the back-off delayed counts as prompt: the question is whether
+    /// the load is worth following at all), `d` is the longer of the two writes' delays on the
+    /// bus.
+    fn reversal(
+        &self,
+        previous: Setting,
+        value: Setting,
+        asked: Option<Asked>,
+        now: Instant,
+        config: &ActuatorConfig,
+    ) -> Reversal {
+        let (Some(asked), Some(rose_at)) = (asked, self.last_raise_wanted_since) else {
+            return Reversal::Overshoot;
+        };
+        if !self.load_fell(previous, value, asked.demand_w, config) {
+            return Reversal::Overshoot;
+        }
+        let bus_delay = elapsed(asked.asked_at, now).max(self.last_raise_bus_delay);
+        let reaction = bus_delay.saturating_add(config.plant.dead_time);
+        let step_w = config.encoding.watts(Setting(1), config.rated_w);
+        let raised_w = f64::from(self.last_raise_steps) * step_w;
+        let ramp = Duration::try_from_secs_f64(raised_w / config.plant.ramp_up_w_per_s)
+            .unwrap_or(Duration::MAX);
+        let worth_following = reaction.saturating_mul(2).saturating_add(ramp);
+        if elapsed(rose_at, asked.asked_at) >= worth_following {
+            Reversal::FollowedLoad
+        } else {
+            Reversal::LoadTooShort { worth_following }
+        }
+    }
+
+    /// Whether lowering from `previous` to `value` at `demand_w` follows the demand falling since
+    /// the last raise (by `load_fall_w` at least, and by half the lowering: the rest may be
+    /// rounding or the allowances). Otherwise the raise itself overshot: the demand did not
+    /// move, so the policy flapped or the raise came from inputs caught mid-transient. Without
+    /// both demands nothing tells the two apart, and the lowering counts as a reversal.
+    fn load_fell(
+        &self,
+        previous: Setting,
+        value: Setting,
+        demand_w: Option<f64>,
+        config: &ActuatorConfig,
+    ) -> bool {
+        let (Some(raised_at_w), Some(now_w)) = (self.last_raise_demand_w, demand_w) else {
+            return false;
+        };
+        let watts = |s: Setting| config.encoding.watts(s, config.rated_w);
+        let lowered_w = watts(previous) - watts(value);
+        let fell_w = raised_at_w - now_w;
+        fell_w >= config.load_fall_w && fell_w >= lowered_w / 2.0
     }
 }
 
@@ -247,6 +407,8 @@ pub(crate) struct Actuator {
     /// When the last write failed; nothing is written within `retry_interval` of it.
     last_failure: Option<Instant>,
     raises: RaiseHistory,
+    /// The write last asked for, for the raise history once written.
+    asked: Option<Asked>,
     writes: u64,
     failures: u64,
 }
@@ -258,6 +420,7 @@ impl Actuator {
             state: State::Unknown,
             last_failure: None,
             raises: RaiseHistory::default(),
+            asked: None,
             writes: 0,
             failures: 0,
         }
@@ -277,6 +440,31 @@ impl Actuator {
     /// back with [`confirm_written`](Self::confirm_written) or [`write_failed`](Self::write_failed);
     /// until then the same setting is asked for again on the next call (that is the retry).
     pub(crate) fn next_write(&mut self, decision: &Decision, now: Instant) -> Option<Setting> {
+        let Some((setting, demand_w, wanted_since)) = self.write_for(decision, now) else {
+            // Whatever was asked before is withdrawn (the caller drops it).
+            self.asked = None;
+            return None;
+        };
+        // Asked again while the bus delays it: the same write, asked since the first time.
+        let asked_at = match self.asked {
+            Some(a) if a.setting == setting => a.asked_at,
+            _ => now,
+        };
+        self.asked = Some(Asked {
+            setting,
+            demand_w,
+            wanted_since: wanted_since.min(asked_at),
+            asked_at,
+        });
+        Some(setting)
+    }
+
+    /// The setting to write now, the demand behind it and since when it was wanted.
+    fn write_for(
+        &mut self,
+        decision: &Decision,
+        now: Instant,
+    ) -> Option<(Setting, Option<f64>, Instant)> {
         let Some(wanted) = self.wanted(decision.target) else {
             self.drop_waiting_change();
             return None;
@@ -288,7 +476,7 @@ impl Actuator {
             return None;
         }
         let (setting, written_at, change) = match self.state {
-            State::Unknown => return Some(wanted),
+            State::Unknown => return Some((wanted, decision.demand_w, now)),
             State::Steady {
                 setting,
                 written_at,
@@ -304,10 +492,10 @@ impl Actuator {
             return None;
         }
         match self.handling(decision, setting, wanted, written_at, now) {
-            Handling::AtOnce => Some(wanted),
+            Handling::AtOnce => Some((wanted, decision.demand_w, now)),
             Handling::UrgentLowering => {
                 self.drop_waiting_change();
-                Some(wanted)
+                Some((wanted, decision.demand_w, now))
             }
             Handling::StaleReadings => None,
             Handling::RaiseWhileExporting => {
@@ -315,24 +503,32 @@ impl Actuator {
                 None
             }
             Handling::Paced { raising } => {
-                // A raise the back-off does not hold (a new load on top of a cycling one)
-                // starts its own change: the least move of the cycling one is held back.
-                let held = |to: Setting| {
-                    let steps = to.steps_from(setting);
-                    !self.raises.backoff_for(steps, now, &self.config).is_zero()
-                };
+                // A raise that need not persist as long as the waiting one starts its own
+                // change: a load stepping up while a raise within the deadband settles, or a
+                // new load on top of a cycling one the back-off holds, is not held back by the
+                // least move of the waiting one.
                 let change = match change {
-                    Some(c) if raising && c.raising && held(c.least_move) && !held(wanted) => None,
+                    Some(c)
+                        if raising
+                            && c.raising
+                            && self.persistence(setting, wanted, now)
+                                < self.persistence(setting, c.least_move, now) =>
+                    {
+                        None
+                    }
                     other => other,
                 };
-                let change = WaitingChange::update(change, raising, wanted, now);
+                let change = WaitingChange::update(change, raising, wanted, decision.demand_w, now);
                 self.state = State::Waiting {
                     setting,
                     written_at,
                     change,
                 };
-                self.ready(setting, written_at, change, now)
-                    .then_some(change.least_move)
+                self.ready(setting, written_at, change, now).then_some((
+                    change.least_move,
+                    change.demand_w,
+                    change.since,
+                ))
             }
         }
     }
@@ -400,20 +596,24 @@ impl Actuator {
     ) -> bool {
         let interval_passed =
             written_at.is_none_or(|t| elapsed(t, now) >= self.config.min_write_interval);
-        let waited = elapsed(change.since, now);
-        let backoff = if change.raising {
-            let steps = change.least_move.steps_from(setting);
-            self.raises.backoff_for(steps, now, &self.config)
-        } else {
-            Duration::ZERO
-        };
-        let big_raise = change.least_move.steps_from(setting) > i32::from(self.config.deadband);
-        let persisted = if big_raise {
-            waited >= backoff
-        } else {
-            waited >= self.config.settle_time.max(backoff)
-        };
+        let persisted =
+            elapsed(change.since, now) >= self.persistence(setting, change.least_move, now);
         interval_passed && persisted
+    }
+
+    /// How long a non-urgent change from `setting` to `to` must persist before it is written: a
+    /// raise by more than the deadband only its back-off, every other change the settle time.
+    fn persistence(&self, setting: Setting, to: Setting, now: Instant) -> Duration {
+        let steps = to.steps_from(setting);
+        if steps <= 0 {
+            return self.config.settle_time;
+        }
+        let backoff = self.raises.backoff_for(steps, now, &self.config);
+        if steps > i32::from(self.config.deadband) {
+            backoff
+        } else {
+            self.config.settle_time.max(backoff)
+        }
     }
 
     fn drop_waiting_change(&mut self) {
@@ -438,8 +638,10 @@ impl Actuator {
 
     /// The write of `setting` succeeded at `now`.
     pub(crate) fn confirm_written(&mut self, setting: Setting, now: Instant) {
+        let asked = self.asked.take().filter(|a| a.setting == setting);
         if let Some((previous, _)) = self.state.held() {
-            self.raises.note_write(previous, setting, now, &self.config);
+            self.raises
+                .note_write(previous, setting, asked, now, &self.config);
         }
         self.state = State::Steady {
             setting,
@@ -832,19 +1034,23 @@ mod tests {
         let cfg = *a.config();
         let mut now = t + 10_000 * MS;
         let mut backoffs = Vec::new();
+        // The target flaps (a battery allowance, a MultiPlus value caught mid-transient) while
+        // the demand `grid + pv` stays at 1180 W: the raises overshoot.
+        let up = limit_at_grid(1680.0, 0.0).with_demand(1180.0);
+        let down = limit_at_grid(840.0, -500.0).with_demand(1180.0);
         for _ in 0..8 {
             // Raise to 40 % as soon as allowed, then an export forces it back down at once.
             let mut raised = None;
             for _ in 0..400 {
                 now += 250 * MS;
-                raised = step(&mut a, &limit_at_grid(1680.0, 0.0), now);
+                raised = step(&mut a, &up, now);
                 if raised.is_some() {
                     break;
                 }
             }
             assert_eq!(raised, Some(40));
             now += 500 * MS;
-            assert_eq!(step(&mut a, &limit_at_grid(840.0, -500.0), now), Some(20));
+            assert_eq!(step(&mut a, &down, now), Some(20));
             backoffs.push(a.raise_backoff(now).as_secs());
         }
         assert_eq!(backoffs, [2, 4, 8, 16, 32, 60, 60, 60]);
@@ -864,6 +1070,98 @@ mod tests {
         assert_eq!(b.raise_backoff(later), Duration::ZERO);
     }
 
+    /// A pulse of a 2 kW load on a 300 W base: the raise when it comes on (at `on`, at once if
+    /// allowed), the lowering when it goes off `on_for` later (urgent: the site exports).
+    fn pulse(a: &mut Actuator, on: Instant, on_for: Duration) -> (Option<u16>, Option<u16>) {
+        let hob_on = limit_at_grid(2300.0, 2000.0).with_demand(2300.0);
+        let hob_off = limit_at_grid(300.0, -2000.0).with_demand(300.0);
+        (step(a, &hob_on, on), step(a, &hob_off, on + on_for))
+    }
+
+    #[test]
+    fn a_load_that_comes_and_goes_is_followed_pulse_after_pulse() {
+        let t = Instant::now();
+        let mut a = holding(8, t);
+        // A hob pulsing 4 s on, 4 s off: each pulse lasts long enough for the inverter (0.3 s
+        // dead time, 2 s of ramp) to deliver the raise and save more than its end exports.
+        for k in 0..20u32 {
+            let on = t + 10_000 * MS + k * 8000 * MS;
+            assert_eq!(
+                pulse(&mut a, on, 4000 * MS),
+                (Some(55), Some(8)),
+                "pulse {k}"
+            );
+            assert_eq!(a.raise_backoff(on + 4000 * MS), Duration::ZERO, "pulse {k}");
+        }
+        assert_eq!(a.writes(), 41);
+    }
+
+    #[test]
+    fn a_load_too_short_to_follow_is_held_until_a_pulse_proves_worth_following() {
+        let t = Instant::now();
+        let mut a = holding(8, t);
+        // 1.5 s on: the raise would barely have acted when the load goes again.
+        let on = t + 10_000 * MS;
+        assert_eq!(pulse(&mut a, on, 1500 * MS), (Some(55), Some(8)));
+        assert_eq!(
+            a.raise_backoff(on + 1500 * MS),
+            2 * a.config().min_write_interval
+        );
+        // Held for the back-off: the next short pulse is not followed at all.
+        let on = on + 4000 * MS;
+        assert_eq!(pulse(&mut a, on, 1500 * MS), (None, None));
+        // A longer one is raised once the back-off has passed, and is then reversed as too
+        // short again (1.1 s since the raise): the back-off grows only up to what a load must
+        // last to be worth following (2 × 0.3 s dead time + 2 s of ramp to 2 kW), not to 60 s.
+        let on = on + 4000 * MS;
+        let hob_on = limit_at_grid(2300.0, 2000.0).with_demand(2300.0);
+        let hob_off = limit_at_grid(300.0, -2000.0).with_demand(300.0);
+        assert_eq!(step(&mut a, &hob_on, on), None);
+        assert_eq!(step(&mut a, &hob_on, on + 2000 * MS), Some(55));
+        assert_eq!(step(&mut a, &hob_off, on + 2500 * MS), Some(8));
+        let held = a.raise_backoff(on + 2500 * MS);
+        assert!(held > 2000 * MS && held < 2700 * MS, "{held:?}");
+        // A pulse that stays long enough is raised after the back-off, and being worth
+        // following clears it: the next pulse is followed at once.
+        let on = on + 6000 * MS;
+        assert_eq!(step(&mut a, &hob_on, on), None);
+        assert_eq!(step(&mut a, &hob_on, on + held), Some(55));
+        assert_eq!(step(&mut a, &hob_off, on + 4000 * MS), Some(8));
+        assert_eq!(a.raise_backoff(on + 4000 * MS), Duration::ZERO);
+        assert_eq!(
+            pulse(&mut a, on + 8000 * MS, 4000 * MS),
+            (Some(55), Some(8))
+        );
+    }
+
+    #[test]
+    fn a_small_load_cycling_is_not_worth_two_writes_a_cycle() {
+        let t = Instant::now();
+        let mut a = holding(10, t);
+        // 150 W on and off: the demand falls by less than five points of rated power.
+        let up = limit_at_grid(550.0, 150.0).with_demand(550.0);
+        let down = limit_at_grid(400.0, -150.0).with_demand(400.0);
+        let on = t + 10_000 * MS;
+        assert_eq!(step(&mut a, &up, on), Some(14));
+        assert_eq!(step(&mut a, &down, on + 4000 * MS), Some(10));
+        assert_eq!(
+            a.raise_backoff(on + 4000 * MS),
+            2 * a.config().min_write_interval
+        );
+    }
+
+    #[test]
+    fn a_load_step_is_not_held_back_by_a_deadband_raise_settling() {
+        let t = Instant::now();
+        let mut a = holding(7, t);
+        // Noise asks for one point more: it must persist for the settle time...
+        let s0 = t + 5000 * MS;
+        assert_eq!(step(&mut a, &limit_at_grid(310.0, 20.0), s0), None);
+        // ...and a load coming on meanwhile is raised at once, not after that settle time.
+        let s1 = s0 + 2000 * MS;
+        assert_eq!(step(&mut a, &limit_at_grid(2300.0, 2000.0), s1), Some(55));
+    }
+
     #[test]
     fn extreme_configuration_and_inputs_do_not_panic() {
         let t = Instant::now();
@@ -876,6 +1174,14 @@ mod tests {
             settle_time: Duration::MAX,
             urgent_export_w: f64::NAN,
             reversal_window: Duration::MAX,
+            load_fall_w: f64::NAN,
+            plant: PlantModel {
+                dead_time: Duration::MAX,
+                ramp_up_w_per_s: 0.0,
+                ramp_down_w_per_s: f64::NAN,
+                tolerance_w: f64::NAN,
+                timing_slack: Duration::MAX,
+            },
             max_raise_backoff: Duration::MAX,
             backoff_reset: Duration::MAX,
             retry_interval: Duration::ZERO,

@@ -65,7 +65,7 @@ impl Controller {
     /// An inverter to drive, with its encoding: from now on decisions lead to writes. Attaching
     /// again (the inverter returned) keeps the write history and counters.
     pub fn attach_inverter(&mut self, encoding: PercentOfRated) {
-        let config = ActuatorConfig::new(&self.settings, encoding);
+        let config = self.actuator_config(encoding);
         match &mut self.actuator {
             Some(a) => a.reconfigure(config),
             None => self.actuator = Some(Actuator::new(config)),
@@ -75,6 +75,26 @@ impl Controller {
     /// How the inverter is modelled to follow a new limit (default: 0.3 s dead time, 1000 W/s).
     pub fn set_plant_model(&mut self, model: PlantModel) {
         self.estimate.set_model(model);
+        self.reconfigure_actuator();
+    }
+
+    /// The actuator's configuration for the settings, the plant model and `encoding`.
+    fn actuator_config(&self, encoding: PercentOfRated) -> ActuatorConfig {
+        ActuatorConfig {
+            plant: self.estimate.model(),
+            ..ActuatorConfig::new(&self.settings, encoding)
+        }
+    }
+
+    /// Passes new settings or a new plant model on; what the inverter holds and the pacing
+    /// state are kept.
+    fn reconfigure_actuator(&mut self) {
+        if let Some(encoding) = self.actuator.as_ref().map(|a| a.config().encoding) {
+            let config = self.actuator_config(encoding);
+            if let Some(a) = &mut self.actuator {
+                a.reconfigure(config);
+            }
+        }
     }
 
     /// Whether the PV power is settled at `now`: the latest reading shows every write done and
@@ -92,10 +112,7 @@ impl Controller {
     pub fn configure(&mut self, settings: Settings) {
         let rated_changed = settings.rated_w != self.settings.rated_w;
         self.settings = settings;
-        if let Some(a) = &mut self.actuator {
-            let encoding = a.config().encoding;
-            a.reconfigure(ActuatorConfig::new(&settings, encoding));
-        }
+        self.reconfigure_actuator();
         if rated_changed {
             // The same setting is another cap in watts now.
             self.estimate.set_cap(self.applied_watts());
@@ -360,6 +377,9 @@ mod tests {
         pv_every: u32,
         writes: Vec<(Duration, u16)>,
         exported_wh: f64,
+        imported_wh: f64,
+        /// The meter's import − export energy (kWh) at a time (s), read with each grid reading.
+        consumption: fn(f64) -> f64,
     }
 
     const STEP: Duration = Duration::from_millis(50);
@@ -378,6 +398,8 @@ mod tests {
                 pv_every,
                 writes: Vec::new(),
                 exported_wh: 0.0,
+                imported_wh: 0.0,
+                consumption: |_| 950.0,
             };
             // Settle on the load first.
             l.run(Duration::ZERO, Duration::from_secs(20), |_| load, |_| 0.0);
@@ -409,13 +431,18 @@ mod tests {
                 let step_w = 1000.0 * STEP.as_secs_f64();
                 self.pv = (self.pv + (self.cap - self.pv).clamp(-step_w, step_w)).max(0.0);
                 let grid = load(since.as_secs_f64()) - self.pv;
+                let wh = grid * STEP.as_secs_f64() / 3600.0;
                 if grid < 0.0 {
-                    self.exported_wh -= grid * STEP.as_secs_f64() / 3600.0;
+                    self.exported_wh -= wh;
+                } else {
+                    self.imported_wh += wh;
                 }
                 if k % (self.pv_every * 4) == 1 {
                     self.c.on_pv(Reading::new(self.pv, now));
                 }
                 if k.is_multiple_of(4) {
+                    let kwh = (self.consumption)(since.as_secs_f64());
+                    self.c.on_consumption(Reading::new(kwh, now));
                     self.c.on_grid(Reading::new(grid + noise(k), now));
                     if let Some(v) = self.c.step(now, true) {
                         self.c.written(v, true, now);
@@ -492,24 +519,65 @@ mod tests {
         assert!(l.writes.len() <= 1, "{:?}", l.writes);
     }
 
+    /// The writes from `from` on.
+    fn writes_after(l: &Loop, from: f64) -> Vec<(Duration, u16)> {
+        l.writes
+            .iter()
+            .copied()
+            .filter(|w| w.0 >= secs(from))
+            .collect()
+    }
+
     #[test]
-    fn a_pulsing_hob_does_not_write_per_pulse() {
-        // 2 kW on for 3 s, off for 3 s, for 10 minutes: 100 pulses.
+    fn a_hob_pulsing_slowly_enough_is_followed_pulse_after_pulse() {
+        // 2 kW on for 4 s, off for 4 s, for 10 minutes: 75 pulses, each long enough for the
+        // inverter (0.3 s dead time, 2 s of ramp) to deliver the raise and save more import
+        // than its end exports.
         let mut l = Loop::new(1500.0, 4);
-        let hob = |s: f64| 1500.0 + if (s % 6.0) < 3.0 { 2000.0 } else { 0.0 };
+        let hob = |s: f64| 1500.0 + if (s % 8.0) < 4.0 { 2000.0 } else { 0.0 };
+        l.run(secs(20.0), secs(620.0), hob, |_| 0.0);
+        // Still followed after 50 pulses: every pulse raised within 0.5 s of coming on.
+        for start in (424..616).step_by(8) {
+            let start = f64::from(start);
+            let raised = l
+                .writes
+                .iter()
+                .any(|&(at, p)| at >= secs(start) && at <= secs(start + 0.5) && p >= 80);
+            assert!(
+                raised,
+                "pulse at {start} s: {:?}",
+                writes_after(&l, start - 8.0)
+            );
+        }
+        let n = l.writes.len();
+        assert!(n <= 2 * 75 + 5, "{n} writes for 75 pulses: {:?}", l.writes);
+        // Holding would import 2 kW × 4 s = 2.2 Wh a pulse; following, the dead time and the
+        // ramp's.
+        let import_per_pulse = l.imported_wh / 75.0;
+        assert!(import_per_pulse < 1.0, "{import_per_pulse:.2} Wh per pulse");
+        let export_per_pulse = l.exported_wh / 75.0;
+        assert!(export_per_pulse < 1.0, "{export_per_pulse:.2} Wh per pulse");
+    }
+
+    #[test]
+    fn a_hob_pulsing_faster_than_the_inverter_follows_is_held() {
+        // 2 kW on for 2 s, off for 2 s, for 10 minutes: 150 pulses. A raise would land and
+        // ramp as the hob goes off, and export more than it saved: after a few pulses the limit
+        // stays at the hob-off level.
+        let mut l = Loop::new(1500.0, 4);
+        let hob = |s: f64| 1500.0 + if (s % 4.0) < 2.0 { 2000.0 } else { 0.0 };
         l.run(secs(20.0), secs(620.0), hob, |_| 0.0);
         let n = l.writes.len();
-        assert!(n <= 25, "{n} writes for 100 pulses: {:?}", l.writes);
-        // Once backed off, the limit stays at the hob-off level: little export.
-        let export_per_pulse = l.exported_wh / 100.0;
-        assert!(export_per_pulse < 0.5, "{export_per_pulse:.2} Wh per pulse");
+        assert!(n <= 25, "{n} writes for 150 pulses: {:?}", l.writes);
+        let export_per_pulse = l.exported_wh / 150.0;
+        assert!(export_per_pulse < 0.2, "{export_per_pulse:.2} Wh per pulse");
     }
 
     #[test]
     fn a_kettle_while_the_hob_pulses_is_raised_at_once() {
         let mut l = Loop::new(1000.0, 4);
-        let hob = |s: f64| 1000.0 + if (s % 6.0) < 3.0 { 2000.0 } else { 0.0 };
-        // The hob cycles long enough for the raise back-off to hold it off.
+        let hob = |s: f64| 1000.0 + if (s % 4.0) < 2.0 { 2000.0 } else { 0.0 };
+        // The hob cycles too fast to follow, long enough for the raise back-off to hold it.
         l.run(secs(20.0), secs(200.0), hob, |_| 0.0);
         let before = l.writes.len();
         let with_kettle = |s: f64| hob(s) + if s >= 200.0 { 2800.0 } else { 0.0 };
@@ -521,5 +589,18 @@ mod tests {
             &l.writes[..before]
         );
         assert!(l.writes.len() - before <= 8, "{:?}", &l.writes[before..]);
+    }
+
+    #[test]
+    fn a_policy_flapping_on_a_steady_load_backs_off() {
+        // The meter's energy moves the offset across the limiting window's edge every 4 s
+        // (rule 5 ↔ rule 6): full power, then the limit again, on a load that does not move.
+        // Each raise is reversed with the demand unchanged: an overshoot, backed off.
+        let mut l = Loop::new(1500.0, 4);
+        l.consumption = |s| if (s % 8.0) < 4.0 { 950.0 } else { 999.0 };
+        l.run(secs(20.0), secs(620.0), |_| 1500.0, |_| 0.0);
+        // Without the back-off: two writes every 8 s, 150 in all.
+        let n = l.writes.len();
+        assert!(n <= 20, "{n} writes: {:?}", l.writes);
     }
 }

@@ -98,6 +98,10 @@ impl OutputEstimate {
         self.model = model;
     }
 
+    pub(super) fn model(&self) -> PlantModel {
+        self.model
+    }
+
     /// The available power, when the latest readings showed the output sun-limited.
     #[cfg(test)]
     pub(super) fn available_w(&self) -> Option<f64> {

@@ -230,6 +230,10 @@ pub struct Decision {
     /// When the older of the grid and PV readings behind a tracking decision was taken: a demand
     /// `grid + pv` is only consistent if both were read after the inverter's last limit change.
     pub sampled_at: Option<Instant>,
+    /// The site's demand `grid + pv` (W) behind a decision of rules 4–6, without the battery
+    /// allowances: what the house takes. The actuator tells by it a raise reversed because the
+    /// load fell again (a cycling load followed) from one the controller overshot.
+    pub demand_w: Option<f64>,
 }
 
 impl Decision {
@@ -239,6 +243,7 @@ impl Decision {
             status,
             grid_w: None,
             sampled_at: None,
+            demand_w: None,
         }
     }
 
@@ -252,6 +257,13 @@ impl Decision {
     pub fn with_grid(self, grid_w: f64) -> Self {
         Self {
             grid_w: Some(grid_w),
+            ..self
+        }
+    }
+
+    pub fn with_demand(self, demand_w: f64) -> Self {
+        Self {
+            demand_w: Some(demand_w),
             ..self
         }
     }
@@ -330,17 +342,19 @@ fn decide_tracking(inputs: &Inputs, settings: &Settings, now: Instant, grid: f64
         led_bulk: aux(inputs.battery.led_bulk),
         led_absorption: aux(inputs.battery.led_absorption),
     };
-    if battery.charging_below_full() == Some(true) {
-        return Decision::new(Target::FullPower, Status::Charging);
-    }
-    let limit_w = demand_w(grid, pv, &battery);
-    let consumption = inputs
-        .consumption
-        .and_then(|r| r.fresh(now, settings.stale_energy));
-    match consumption {
-        None => Decision::new(Target::Limit(limit_w), Status::LimitingEnergyUnknown),
-        Some(kwh) => decide_by_offset(kwh - settings.energy_difference as f64, limit_w),
-    }
+    let decision = if battery.charging_below_full() == Some(true) {
+        Decision::new(Target::FullPower, Status::Charging)
+    } else {
+        let limit_w = demand_w(grid, pv, &battery);
+        let consumption = inputs
+            .consumption
+            .and_then(|r| r.fresh(now, settings.stale_energy));
+        match consumption {
+            None => Decision::new(Target::Limit(limit_w), Status::LimitingEnergyUnknown),
+            Some(kwh) => decide_by_offset(kwh - settings.energy_difference as f64, limit_w),
+        }
+    };
+    decision.with_demand(grid + pv)
 }
 
 /// Rules 5 and 6: track the demand inside the offset window, else full power.
@@ -1078,6 +1092,29 @@ mod tests {
         assert_eq!(decide(&inputs, &settings, now).sampled_at, Some(grid_at));
         inputs.pv = aged(10.0, now, 50);
         assert_eq!(decide(&inputs, &settings, now).sampled_at, None);
+    }
+
+    #[test]
+    fn tracking_decisions_carry_the_demand_without_the_allowances() {
+        let now = Instant::now() + Duration::from_secs(1000);
+        let mut settings = configured();
+        let mut inputs = base(now);
+        // Charging below full (rule 4): full power, the demand still grid + pv.
+        inputs.battery.power = aged(800.0, now, 250);
+        inputs.battery.soc = aged(50.0, now, 250);
+        let charging = decide(&inputs, &settings, now);
+        assert_eq!(charging.target, Target::FullPower);
+        assert_eq!(charging.demand_w, Some(1700.0));
+        // The 500 W charging allowance is in the limit, not in the demand.
+        inputs.battery.soc = aged(95.0, now, 250);
+        inputs.battery.voltage = aged(54.2, now, 250);
+        let limiting = decide(&inputs, &settings, now);
+        assert_eq!(limiting.target, Target::Limit(2200.0));
+        assert_eq!(limiting.demand_w, Some(1700.0));
+        inputs.pv = None;
+        assert_eq!(decide(&inputs, &settings, now).demand_w, None);
+        settings.mode = Mode::External;
+        assert_eq!(decide(&base(now), &settings, now).demand_w, None);
     }
 
     #[test]
