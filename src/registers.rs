@@ -225,6 +225,11 @@ pub(crate) struct RegisterMap {
     fast_age: Option<Duration>,
     /// When the map was made: the due time reported for registers never read.
     created: Instant,
+    /// Reads stored so far: a publisher that saw this count has nothing new to take.
+    stores: u64,
+    /// [`earliest_due`](Self::earliest_due), kept as reads and the fast age change: the
+    /// loop asks for it several times a turn.
+    next_due: Option<Instant>,
 }
 
 impl RegisterMap {
@@ -237,7 +242,7 @@ impl RegisterMap {
             offset.push(total);
             total += r.kind.words() as usize;
         }
-        RegisterMap {
+        let mut map = RegisterMap {
             table,
             order,
             offset,
@@ -247,13 +252,20 @@ impl RegisterMap {
             limits,
             fast_age: None,
             created: Instant::now(),
-        }
+            stores: 0,
+            next_due: None,
+        };
+        map.next_due = map.earliest_due();
+        map
     }
 
     /// How often `Fast` registers are read: `None` = as often as the bus allows (the limiter
     /// needs them), `Some(age)` = when they are this old.
     pub(crate) fn set_fast_age(&mut self, age: Option<Duration>) {
-        self.fast_age = age;
+        if self.fast_age != age {
+            self.fast_age = age;
+            self.next_due = self.earliest_due();
+        }
     }
 
     /// How often register `i` is read; `None` for a register read once.
@@ -284,6 +296,10 @@ impl RegisterMap {
     /// When the next read of this device is due (it may be in the past); `None` if nothing is
     /// ever read again.
     pub(crate) fn next_due(&self) -> Option<Instant> {
+        self.next_due
+    }
+
+    fn earliest_due(&self) -> Option<Instant> {
         (0..self.table.len())
             .filter_map(|i| self.due_at(i))
             .min()
@@ -386,6 +402,7 @@ impl RegisterMap {
     ) {
         let start = read.addr as u32;
         let end = start + words.len() as u32;
+        self.stores = self.stores.wrapping_add(1);
         for (i, r) in self.table.iter().enumerate() {
             if r.access != read.access || (r.addr as u32) < start || r.end() > end {
                 continue;
@@ -405,6 +422,12 @@ impl RegisterMap {
                 .and_then(|v| accept(id, v * r.scale, now))
                 .filter(|v| v.is_finite());
         }
+        self.next_due = self.earliest_due();
+    }
+
+    /// How many reads have been stored: unchanged, so are the map's values.
+    pub(crate) fn stores(&self) -> u64 {
+        self.stores
     }
 
     /// When register `id` was last read.
@@ -644,6 +667,28 @@ mod tests {
         assert_eq!((r.addr, r.count), (0x46, 4));
         // The once-only serial never.
         assert_eq!(map.read_at(RegId::new(3)), None);
+    }
+
+    #[test]
+    fn the_kept_due_time_and_store_count_follow_every_change() {
+        let mut map = RegisterMap::new(&AGES, NO_BARRIERS);
+        let t0 = Instant::now();
+        assert_eq!(map.stores(), 0);
+        assert_eq!(map.next_due(), map.earliest_due());
+        let ages = [None, Some(Duration::from_millis(200)), Some(60 * SEC), None];
+        for (k, age) in ages.into_iter().enumerate() {
+            map.set_fast_age(age);
+            assert_eq!(map.next_due(), map.earliest_due(), "after age {age:?}");
+            let now = t0 + SEC * k as u32;
+            // Everything due now, once (a fast register at no age would be due forever).
+            for _ in 0..8 {
+                let Some(r) = map.next_read(now) else { break };
+                let before = map.stores();
+                map.store(&r, &[0; 8][..usize::from(r.count)], now);
+                assert_eq!(map.stores(), before + 1);
+                assert_eq!(map.next_due(), map.earliest_due());
+            }
+        }
     }
 
     #[test]

@@ -120,6 +120,21 @@ pub(super) struct Generation {
     battery_setting: Value,
     /// The service the battery readings come from, for one log line per change.
     battery_service: Option<String>,
+    /// When `/dynamicGenerationPower` was last set, and whether it was valid then.
+    demand_published: Option<(Instant, bool)>,
+}
+
+/// `/dynamicGenerationPower` follows the demand, which moves a little with every meter reading:
+/// set at every publish it would make the inverter's service signal as often as the meter's,
+/// for a figure people read (issue 13). It is refreshed at most this often while it stays
+/// valid; a change to or from invalid is published at once.
+const DEMAND_REFRESH: Duration = Duration::from_secs(1);
+
+/// Whether `/dynamicGenerationPower` is due, last set as `published`, now `valid`.
+fn demand_due(published: Option<(Instant, bool)>, valid: bool, now: Instant) -> bool {
+    published.is_none_or(|(at, was_valid)| {
+        was_valid != valid || now.saturating_duration_since(at) >= DEMAND_REFRESH
+    })
 }
 
 impl Generation {
@@ -164,6 +179,7 @@ impl Generation {
             pending: None,
             persistent_writes: 0,
             no_limit_logged: None,
+            demand_published: None,
             battery_setting,
             battery_service: None,
         })
@@ -645,7 +661,7 @@ impl Generation {
     }
 
     /// Publishes the limiter's state on the PV inverter's service.
-    pub(super) fn publish(&self, svc: &mut Service) {
+    pub(super) fn publish(&mut self, svc: &mut Service, now: Instant) {
         // Watts of a setting need the rating: without one they would be a guess.
         let rated = self
             .inverter
@@ -655,7 +671,11 @@ impl Generation {
         let decision = self.controller.decision();
         let watts = |w: Option<f64>| w.map_or(Value::Invalid, Value::Double);
         svc.set("/dynamicGenerationStatus", Value::Text(self.status_text()));
-        svc.set("/dynamicGenerationPower", watts(decision.limit_w()));
+        let limit = watts(decision.limit_w());
+        if demand_due(self.demand_published, limit.is_valid(), now) {
+            self.demand_published = Some((now, limit.is_valid()));
+            svc.set("/dynamicGenerationPower", limit);
+        }
         svc.set("/dynamicGenerationMaxPower", watts(applied));
         // Invalid = "power limiting is not supported" (dbus-fronius), which is what a writer
         // sees outside external mode: its writes are refused (docs/reference/limiter.md §4).
@@ -801,6 +821,20 @@ mod tests {
             grid_w,
             ..Decision::new(target, crate::limiter::Status::Limiting)
         }
+    }
+
+    #[test]
+    fn the_demand_is_refreshed_once_a_second_but_validity_changes_at_once() {
+        let t = Instant::now();
+        let ms = |n| t + Duration::from_millis(n);
+        assert!(demand_due(None, true, t));
+        assert!(!demand_due(Some((t, true)), true, ms(200)));
+        assert!(!demand_due(Some((t, true)), true, ms(999)));
+        assert!(demand_due(Some((t, true)), true, ms(1000)));
+        // Limiting stops or starts: said at once.
+        assert!(demand_due(Some((t, true)), false, ms(200)));
+        assert!(demand_due(Some((t, false)), true, ms(200)));
+        assert!(!demand_due(Some((t, false)), false, ms(200)));
     }
 
     #[test]

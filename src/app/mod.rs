@@ -469,7 +469,7 @@ impl App {
         if let Some(dev) = self.devices.get_mut(&(p, u)) {
             // The limiter's paths as the set-up left them, from the first moment on the bus.
             if self.inverter.is_some_and(|i| i.at == (p, u)) {
-                self.generation.publish(dev.service());
+                self.generation.publish(dev.service(), Instant::now());
             }
             if let Err(e) = dev.go_online(map) {
                 error!("{e}");
@@ -565,11 +565,11 @@ impl App {
                 let generation = self
                     .inverter
                     .is_some_and(|i| i.at == (p, u))
-                    .then_some(&self.generation);
+                    .then_some(&mut self.generation);
                 let throttle = publish_throttle(self.opts.publish_interval);
                 dev.publish(map, now, throttle, |svc| {
                     if let Some(g) = generation {
-                        g.publish(svc);
+                        g.publish(svc, now);
                     }
                 });
             }

@@ -63,6 +63,9 @@ pub(super) struct Published {
     dev: DeviceService,
     identity: Identity,
     last_publish: Option<Instant>,
+    /// The map's store count at the last [`write_values`](Self::write_values): the values on
+    /// the bus are the map's as of then (None: write them all again).
+    written_stores: Option<u64>,
     /// Set while the bus name is held by another process: when to ask again.
     name_retry_at: Option<Instant>,
 }
@@ -125,6 +128,7 @@ impl Published {
             dev,
             identity,
             last_publish: None,
+            written_stores: None,
             name_retry_at: None,
         })
     }
@@ -138,6 +142,7 @@ impl Published {
     /// process (a second instance, a stale driver) is not fatal: it is asked for again every
     /// [`NAME_RETRY`] by [`Published::retry_name`], with one log line per episode.
     pub(super) fn go_online(&mut self, map: &RegisterMap) -> Result<(), vedbus::Error> {
+        self.written_stores = None;
         self.write_values(map);
         self.last_publish = Some(Instant::now());
         self.take_name(Instant::now())
@@ -189,7 +194,13 @@ impl Published {
         self.dev.unregister();
     }
 
+    /// Sets every path from the map, unless nothing was read since the last time (each publish
+    /// would otherwise decode and look up every path of the device for nothing).
     fn write_values(&mut self, map: &RegisterMap) {
+        if self.written_stores == Some(map.stores()) {
+            return;
+        }
+        self.written_stores = Some(map.stores());
         let svc = self.dev.service();
         for (p, v) in self.identity.model.published_values(map) {
             for path in p.paths() {
