@@ -24,11 +24,11 @@ use std::time::{Duration, Instant};
 
 use dbus::channel::Channel;
 use dbus::{Message, arg::Variant};
+use dbus_modbus_client::modbus::{crc_ok, crc16};
 
 const METER: u8 = 2;
 const INVERTER: u8 = 1;
-/// 11 bits a character at 9600 baud.
-/// Request 8 bytes, reply 9: a two-register read.
+/// A two-register read on the wire: request 8 bytes, reply 9, 11 bits a character at 9600 baud.
 const REQUEST_WIRE: Duration = Duration::from_micros(1146 * 8);
 const REPLY_WIRE: Duration = Duration::from_micros(1146 * 9);
 /// The simulator's turnaround (20 ms) and a little scheduling margin.
@@ -39,10 +39,6 @@ const PV_INTERVAL: Duration = Duration::from_secs(2);
 const PROBE_INTERVAL: Duration = Duration::from_secs(3);
 /// A probe of the sleeping inverter is given up after this (the daemon's probe cap).
 const PROBE_TIMEOUT: Duration = Duration::from_millis(150);
-
-fn crc16(frame: &[u8]) -> u16 {
-    crc::Crc::<u16>::new(&crc::CRC_16_MODBUS).checksum(frame)
-}
 
 /// Function 4, two registers from `addr`.
 fn request(unit: u8, addr: u16) -> [u8; 8] {
@@ -57,11 +53,7 @@ fn request(unit: u8, addr: u16) -> [u8; 8] {
 /// The four data bytes of a good two-register reply from `unit`.
 fn reply_data(unit: u8, buf: &[u8]) -> Option<[u8; 4]> {
     match *buf {
-        [u, 4, 4, a, b, c, d, lo, hi]
-            if u == unit && crc16(&buf[..7]) == u16::from_le_bytes([lo, hi]) =>
-        {
-            Some([a, b, c, d])
-        }
+        [u, 4, 4, a, b, c, d, _, _] if u == unit && crc_ok(buf) => Some([a, b, c, d]),
         _ => None,
     }
 }

@@ -251,11 +251,9 @@ struct RaiseHistory {
     last_raise: Option<Instant>,
     /// The size of the last raise, in steps.
     last_raise_steps: i32,
-    /// The demand behind the last raise, and when it was first wanted.
-    last_raise_demand_w: Option<f64>,
-    last_raise_wanted_since: Option<Instant>,
-    /// How long the bus took to write the last raise once asked for.
-    last_raise_bus_delay: Duration,
+    /// What the actuator knew of the last raise when it asked for it (the demand behind it,
+    /// since when it was wanted, when it was asked: the bus took until `last_raise`).
+    last_raise_asked: Option<Asked>,
     last_reversal: Option<Instant>,
     backoff: Duration,
     /// The largest reversed raise while the back-off holds, in steps.
@@ -295,9 +293,7 @@ impl RaiseHistory {
         if value > previous {
             self.last_raise = Some(now);
             self.last_raise_steps = value.steps_from(previous);
-            self.last_raise_demand_w = asked.and_then(|a| a.demand_w);
-            self.last_raise_wanted_since = asked.map(|a| a.wanted_since);
-            self.last_raise_bus_delay = asked.map_or(Duration::ZERO, |a| elapsed(a.asked_at, now));
+            self.last_raise_asked = asked;
             return;
         }
         let reverses = previous.steps_from(value) > i32::from(config.deadband)
@@ -358,13 +354,16 @@ impl RaiseHistory {
         now: Instant,
         config: &ActuatorConfig,
     ) -> Reversal {
-        let (Some(asked), Some(rose_at)) = (asked, self.last_raise_wanted_since) else {
+        let (Some(asked), Some(raise), Some(raised_at)) =
+            (asked, self.last_raise_asked, self.last_raise)
+        else {
             return Reversal::Overshoot;
         };
+        let rose_at = raise.wanted_since;
         if !self.load_fell(previous, value, asked.demand_w, config) {
             return Reversal::Overshoot;
         }
-        let bus_delay = elapsed(asked.asked_at, now).max(self.last_raise_bus_delay);
+        let bus_delay = elapsed(asked.asked_at, now).max(elapsed(raise.asked_at, raised_at));
         let reaction = bus_delay.saturating_add(config.plant.dead_time);
         let step_w = config.encoding.watts(Setting(1), config.rated_w);
         let raised_w = f64::from(self.last_raise_steps) * step_w;
@@ -390,7 +389,9 @@ impl RaiseHistory {
         demand_w: Option<f64>,
         config: &ActuatorConfig,
     ) -> bool {
-        let (Some(raised_at_w), Some(now_w)) = (self.last_raise_demand_w, demand_w) else {
+        let (Some(raised_at_w), Some(now_w)) =
+            (self.last_raise_asked.and_then(|a| a.demand_w), demand_w)
+        else {
             return false;
         };
         let watts = |s: Setting| config.encoding.watts(s, config.rated_w);
